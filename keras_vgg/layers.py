@@ -1,0 +1,103 @@
+"""Layers Keras does not have: local response normalisation and the weights'
+input preprocessing as a layer.  Both are written on `keras.ops` so that the
+models run on every Keras backend (TensorFlow, JAX, PyTorch)."""
+
+import keras
+from keras import ops
+
+from keras_vgg import preprocessing
+
+
+@keras.saving.register_keras_serializable(package="keras_vgg")
+class LocalResponseNormalization(keras.layers.Layer):
+    """Cross-channel local response normalisation (Krizhevsky et al., 2012).
+
+    For channel `c` of activation `a`:
+
+        b_c = a_c / (k + alpha * sum_{j=c-r}^{c+r} a_j ** 2) ** beta
+
+    over the `n = 2r + 1` adjacent channels (clipped at the edges).  The
+    defaults are AlexNet's constants, which VGG's A-LRN uses: n = 5 (r = 2),
+    k = 2, alpha = 1e-4, beta = 0.75.
+
+    Convention: `alpha` multiplies the plain sum, as in the AlexNet paper's
+    formula and `tf.nn.local_response_normalization(depth_radius=2, bias=2,
+    alpha=1e-4, beta=0.75)`.  Caffe's LRN layer divides alpha by n, so a Caffe
+    `alpha` of 1e-4 corresponds to `alpha=2e-5` here.
+
+    Keras ships no LRN layer, which is why this one exists.
+
+    Example:
+    >>> lrn = LocalResponseNormalization()
+    >>> lrn(np.ones((1, 2, 2, 8), "float32")).shape
+    (1, 2, 2, 8)
+    """
+
+    def __init__(self, depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if int(depth_radius) != depth_radius or depth_radius < 0:
+            raise ValueError(
+                "`depth_radius` must be a non-negative integer. "
+                f"Received: depth_radius={depth_radius}"
+            )
+        if bias <= 0:
+            raise ValueError(f"`bias` must be > 0. Received: bias={bias}")
+        self.depth_radius = int(depth_radius)
+        self.bias = float(bias)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+
+    def call(self, inputs):
+        r = self.depth_radius
+        channels = inputs.shape[-1]
+        squared = ops.square(inputs)
+        pad = [[0, 0]] * (len(inputs.shape) - 1) + [[r, r]]
+        padded = ops.pad(squared, pad)
+        # A sum of 2r + 1 shifted slices is exact, cheap for r = 2 and needs
+        # no backend-specific windowed reduction over the channel axis.
+        window = padded[..., 0:channels]
+        for i in range(1, 2 * r + 1):
+            window = window + padded[..., i:i + channels]
+        scale = ops.power(self.bias + self.alpha * window, self.beta)
+        return inputs / scale
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            depth_radius=self.depth_radius,
+            bias=self.bias,
+            alpha=self.alpha,
+            beta=self.beta,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_vgg")
+class Preprocessing(keras.layers.Layer):
+    """The preprocessing a weight set expects, inside the model.
+
+    Takes RGB pixels in [0, 255] (any float or integer dtype) and applies
+    `mode`: "caffe" (RGB->BGR, subtract the ImageNet BGR mean; the Oxford
+    weights), "torch" (scale to [0, 1], subtract mean, divide by std; the
+    torchvision weights) or "none".
+    """
+
+    def __init__(self, mode="caffe", **kwargs):
+        super().__init__(**kwargs)
+        preprocessing.check_mode(mode)
+        self.mode = mode
+
+    def call(self, inputs):
+        return preprocessing.apply(inputs, self.mode)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(mode=self.mode)
+        return config

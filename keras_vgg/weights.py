@@ -1,0 +1,443 @@
+"""Weight sets, weight files and loading by layer name.
+
+A weight set (`WeightSet`) is one published training run: where its file is,
+its hash, the preprocessing it expects, its classes and its reported accuracy.
+Files in three formats load into any keras_vgg model by layer name:
+
+- legacy Keras HDF5 (`.h5`, the format keras.applications ships),
+- Keras 3 `.weights.h5`,
+- timm / torchvision `.safetensors` state dicts (converted on load).
+
+Loading by name (not by position) lets a model built with `input_tensor`,
+extra layers, preprocessing or BatchNormalization still take the weights of
+the layers it shares with the file.
+"""
+
+import dataclasses
+import os
+import re
+import warnings
+
+import numpy as np
+
+from keras_vgg import configs
+
+_KERAS_APPS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+_HF = "https://huggingface.co/timm/{arch}.tv_in1k/resolve/main/model.safetensors"
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightSet:
+    """One published set of weights for one configuration.
+
+    Attributes:
+        name: the value of `weights=` that selects it ("imagenet", "tv_in1k").
+        config: Table 1 configuration ("D").
+        batch_norm: whether it is for the conv-BN-ReLU variant.
+        source: who trained it, where it was published.
+        preprocessing: "caffe" or "torch" (see `keras_vgg.preprocessing`).
+        classes: number of output classes of its head.
+        top1, top5: reported ImageNet validation accuracy (%), single crop.
+        origin, file_name, file_hash: the file with the FC head.
+        origin_notop, file_name_notop, file_hash_notop: a file without the
+            head, where one is published (else the head is skipped on load).
+        hash_algorithm: "md5", "sha256" or "auto" (for keras.utils.get_file).
+    """
+
+    name: str
+    config: str
+    batch_norm: bool
+    source: str
+    preprocessing: str
+    classes: int
+    top1: float
+    top5: float
+    origin: str
+    file_name: str
+    file_hash: str = None
+    origin_notop: str = None
+    file_name_notop: str = None
+    file_hash_notop: str = None
+    hash_algorithm: str = "auto"
+
+    @property
+    def format(self):
+        return "safetensors" if self.file_name.endswith(".safetensors") else "h5"
+
+
+def _oxford(config, arch, top1, top5, hash_top, hash_notop):
+    return WeightSet(
+        name="imagenet",
+        config=config,
+        batch_norm=False,
+        source=("Oxford VGG (Simonyan & Zisserman), Caffe weights as ported "
+                "by keras.applications"),
+        preprocessing="caffe",
+        classes=1000,
+        top1=top1,
+        top5=top5,
+        origin=f"{_KERAS_APPS}{arch}/{arch}_weights_tf_dim_ordering_tf_kernels.h5",
+        file_name=f"{arch}_weights_tf_dim_ordering_tf_kernels.h5",
+        file_hash=hash_top,
+        origin_notop=(f"{_KERAS_APPS}{arch}/"
+                      f"{arch}_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+        file_name_notop=f"{arch}_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        file_hash_notop=hash_notop,
+        hash_algorithm="md5",
+    )
+
+
+def _torchvision(config, arch, batch_norm, top1, top5):
+    arch = arch + ("_bn" if batch_norm else "")
+    return WeightSet(
+        name="tv_in1k",
+        config=config,
+        batch_norm=batch_norm,
+        source=(f"torchvision {arch} (IMAGENET1K_V1), as published by timm "
+                f"as timm/{arch}.tv_in1k"),
+        preprocessing="torch",
+        classes=1000,
+        top1=top1,
+        top5=top5,
+        origin=_HF.format(arch=arch),
+        file_name=f"timm_{arch}.tv_in1k.safetensors",
+    )
+
+
+_WEIGHT_SETS = [
+    # Same files and md5 hashes as keras.applications.VGG16/VGG19, so a file
+    # already in the Keras cache (~/.keras/models) is reused.
+    _oxford("D", "vgg16", 71.3, 90.1, "64373286793e3c8b2b4e3219cbf3544b",
+            "6d6bbae143d832006294945121d1f1fc"),
+    _oxford("E", "vgg19", 71.3, 90.0, "cbe5617147190e668d6c5d5026f83318",
+            "253f8cb515780f3b799900260a226db6"),
+    _torchvision("A", "vgg11", False, 69.02, 88.63),
+    _torchvision("B", "vgg13", False, 69.93, 89.25),
+    _torchvision("D", "vgg16", False, 71.59, 90.38),
+    _torchvision("E", "vgg19", False, 72.38, 90.88),
+    _torchvision("A", "vgg11", True, 70.37, 89.81),
+    _torchvision("B", "vgg13", True, 71.59, 90.37),
+    _torchvision("D", "vgg16", True, 73.36, 91.52),
+    _torchvision("E", "vgg19", True, 74.22, 91.84),
+]
+WEIGHT_SETS = {(w.name, w.config, w.batch_norm): w for w in _WEIGHT_SETS}
+WEIGHT_NAMES = tuple(sorted({w.name for w in _WEIGHT_SETS}))
+
+
+def available_weights(config, batch_norm=False):
+    """Names of the weight sets published for `config` (and BN variant)."""
+    cfg = configs.get_config(config)
+    return [n for (n, c, bn) in WEIGHT_SETS if c == cfg.name and bn == batch_norm]
+
+
+def get_weight_set(name, config, batch_norm=False):
+    """Returns the `WeightSet` `name` for `config`, or a ValueError that says
+    which weight sets exist for it."""
+    cfg = configs.get_config(config)
+    if name not in WEIGHT_NAMES:
+        raise ValueError(
+            f"Unknown weight set `weights`={name!r}. Expected None, a path to "
+            f"a weight file, or one of {list(WEIGHT_NAMES)}."
+        )
+    key = (name, cfg.name, bool(batch_norm))
+    if key not in WEIGHT_SETS:
+        variant = f"config {cfg.name!r}" + (" with batch_norm=True"
+                                            if batch_norm else "")
+        have = available_weights(cfg.name, batch_norm)
+        raise ValueError(
+            f"No `weights`={name!r} were published for {variant}. Weight sets "
+            f"for it: {have or 'none (use weights=None or a file path)'}."
+        )
+    return WEIGHT_SETS[key]
+
+
+def is_weight_file(weights):
+    return isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights)
+
+
+def preprocessing_for(weights):
+    """The preprocessing mode ("caffe" or "torch") that goes with `weights`:
+    a weight set name, a file path, or None (the paper's mean subtraction, as
+    the Oxford weights)."""
+    if weights is None:
+        return "caffe"
+    if isinstance(weights, WeightSet):
+        return weights.preprocessing
+    if weights in WEIGHT_NAMES:
+        return next(w for w in _WEIGHT_SETS if w.name == weights).preprocessing
+    if isinstance(weights, (str, os.PathLike)):
+        if str(weights).endswith(".safetensors"):
+            return "torch"
+        if is_weight_file(weights):
+            return "caffe"
+    raise ValueError(
+        f"Unknown `weights`={weights!r}: expected None, one of "
+        f"{list(WEIGHT_NAMES)} or an existing weight file."
+    )
+
+
+def fetch(weight_set, include_top=True):
+    """Downloads (once, then from the Keras cache) the file of a weight set
+    with `keras.utils.get_file`, checking its hash where one is published."""
+    import keras
+
+    if not include_top and weight_set.origin_notop:
+        origin, fname, fhash = (weight_set.origin_notop,
+                                weight_set.file_name_notop,
+                                weight_set.file_hash_notop)
+    else:
+        origin, fname, fhash = (weight_set.origin, weight_set.file_name,
+                                weight_set.file_hash)
+    return keras.utils.get_file(
+        fname, origin, cache_subdir="models", file_hash=fhash,
+        hash_algorithm=weight_set.hash_algorithm,
+    )
+
+
+# --------------------------------------------------------------------------
+# Reading files into {layer_name: [arrays in layer.weights order]}.
+
+
+def read_h5(path):
+    """Reads a legacy Keras `.h5` or a Keras 3 `.weights.h5` file."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        root = f["model_weights"] if "model_weights" in f else f
+        if "layer_names" in root.attrs:
+            out = {}
+            for lname in root.attrs["layer_names"]:
+                lname = lname.decode() if isinstance(lname, bytes) else lname
+                group = root[lname]
+                names = [n.decode() if isinstance(n, bytes) else n
+                         for n in group.attrs["weight_names"]]
+                if names:
+                    out[lname] = [np.asarray(group[n]) for n in names]
+            return out
+        if "layers" in root:
+            # Keras 3 keys layers by class and order ("conv2d", "conv2d_1",
+            # ...), not by layer name: see `_class_order_keys`.
+            out = {}
+            for key, group in root["layers"].items():
+                if "vars" in group and len(group["vars"]):
+                    base, _, count = key.rpartition("_")
+                    if not (base and count.isdigit()):
+                        base, count = key, "0"
+                    arrays = [np.asarray(group["vars"][str(i)])
+                              for i in range(len(group["vars"]))]
+                    out[f"{base}:{int(count)}"] = arrays
+            return out
+    raise ValueError(
+        f"Weight file {path!r} is HDF5 but neither a legacy Keras weight file "
+        "(no 'layer_names') nor a Keras 3 '.weights.h5' (no 'layers' group)."
+    )
+
+
+def _snake_case(name):
+    # The rule Keras 3 uses for the group names of a `.weights.h5` file.
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _class_order_keys(layers):
+    """{"conv2d:3": layer} for the 4th Conv2D of the model, and so on: how
+    the layers of a Keras 3 `.weights.h5` are matched.  Loading such a file
+    needs the same sequence of weighted layers of each class; the shapes are
+    checked layer by layer."""
+    counts, keys = {}, {}
+    for layer in layers:
+        base = _snake_case(type(layer).__name__)
+        keys[f"{base}:{counts.get(base, 0)}"] = layer
+        counts[base] = counts.get(base, 0) + 1
+    return keys
+
+
+def _torch_conv(w):
+    # OIHW -> HWIO
+    return np.transpose(w, (2, 3, 1, 0))
+
+
+def _feature_index(key):
+    return int(key.split(".")[1])
+
+
+def convert_torch_state_dict(state, conv_layers, bn_layers, last_filters):
+    """Maps a timm / torchvision VGG state dict onto keras_vgg layer names.
+
+    `conv_layers` and `bn_layers` are the model's body layer names in network
+    order; torch numbers its `features.N` modules in the same order.  The
+    first FC layer is stored either as timm's 7x7 conv (`pre_logits.fc1`) or
+    as torchvision's Linear over a CHW-flattened map (`classifier.0`): both
+    are brought to Keras' HWC flattening.
+    """
+    convs = sorted((k for k in state if k.startswith("features.")
+                    and k.endswith(".weight") and state[k].ndim == 4),
+                   key=_feature_index)
+    bns = sorted((k for k in state if k.startswith("features.")
+                  and k.endswith(".running_mean")), key=_feature_index)
+    if len(convs) != len(conv_layers) or len(bns) != len(bn_layers):
+        raise ValueError(
+            f"The state dict has {len(convs)} conv and {len(bns)} batch-norm "
+            f"layers, the model {len(conv_layers)} and {len(bn_layers)}: the "
+            "file is for another configuration or batch_norm setting."
+        )
+    out = {}
+    for key, lname in zip(convs, conv_layers):
+        prefix = key[: -len(".weight")]
+        out[lname] = [_torch_conv(state[key]), state[prefix + ".bias"]]
+    for key, lname in zip(bns, bn_layers):
+        prefix = key[: -len(".running_mean")]
+        out[lname] = [state[prefix + ".weight"], state[prefix + ".bias"],
+                      state[prefix + ".running_mean"],
+                      state[prefix + ".running_var"]]
+    if "pre_logits.fc1.weight" in state:
+        names = ("pre_logits.fc1", "pre_logits.fc2", "head.fc")
+    elif "classifier.0.weight" in state:
+        names = ("classifier.0", "classifier.3", "classifier.6")
+    else:
+        return out
+    fc1 = state[names[0] + ".weight"]
+    out_units = fc1.shape[0]
+    if fc1.ndim == 2:
+        side = int(round((fc1.shape[1] / last_filters) ** 0.5))
+        fc1 = fc1.reshape(out_units, last_filters, side, side)
+    out["fc1"] = [_torch_conv(fc1).reshape(-1, out_units),
+                  state[names[0] + ".bias"]]
+    fc2 = state[names[1] + ".weight"]
+    out["fc2"] = [fc2.reshape(fc2.shape[0], -1).T, state[names[1] + ".bias"]]
+    head = state[names[2] + ".weight"]
+    out["predictions"] = [head.T, state[names[2] + ".bias"]]
+    return out
+
+
+def read_safetensors(path, model):
+    from safetensors.numpy import load_file
+
+    import keras
+
+    state = load_file(path)
+    body = [layer for layer in model.layers if layer.name.startswith("block")]
+    conv_layers = [layer.name for layer in body
+                   if isinstance(layer, keras.layers.Conv2D)]
+    bn_layers = [layer.name for layer in body
+                 if isinstance(layer, keras.layers.BatchNormalization)]
+    last = next(layer for layer in reversed(body)
+                if isinstance(layer, keras.layers.Conv2D))
+    return convert_torch_state_dict(state, conv_layers, bn_layers,
+                                    last.filters)
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What `load_weights` did: layers loaded, model layers with weights the
+    file did not have, and file entries the model has no layer for."""
+
+    loaded: list
+    missing: list
+    unused: list
+
+
+def load_weights(model, path, skip_head=False):
+    """Loads a weight file into `model` by layer name.
+
+    Args:
+        model: a Keras model (keras_vgg or any model with the same names).
+        path: `.h5` (legacy Keras), `.weights.h5` (Keras 3) or `.safetensors`
+            (timm / torchvision state dict).
+        skip_head: ignore `fc1`, `fc2` and `predictions` in the file.
+
+    Returns:
+        A `LoadReport`.
+
+    Raises:
+        ValueError: the file is missing or of an unknown format, no layer of
+            the model is in it, or a layer's weights have another shape.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"Weight file not found: {path!r}")
+    if path.endswith(".safetensors"):
+        entries = read_safetensors(path, model)
+    elif path.endswith((".h5", ".hdf5", ".keras.h5")):
+        entries = read_h5(path)
+    else:
+        raise ValueError(
+            f"Unknown weight file format: {path!r}. Expected '.h5' (legacy "
+            "Keras), '.weights.h5' (Keras 3) or '.safetensors' (timm or "
+            "torchvision)."
+        )
+    if skip_head:
+        entries = {k: v for k, v in entries.items()
+                   if k not in ("fc1", "fc2", "predictions")
+                   and not k.startswith("dense:")}
+    flat = list(_flat_layers(model))
+    if entries and all(":" in k for k in entries):
+        layers = _class_order_keys(flat)
+    else:
+        layers = {layer.name: layer for layer in flat}
+    loaded, unused = [], []
+    for lname, arrays in entries.items():
+        layer = layers.get(lname)
+        if layer is None:
+            unused.append(lname)
+            continue
+        targets = layer.weights
+        if len(targets) != len(arrays):
+            raise ValueError(
+                f"Layer {lname!r} has {len(targets)} weights, the file "
+                f"{path!r} has {len(arrays)} for it."
+            )
+        values = []
+        for var, arr in zip(targets, arrays):
+            shape = tuple(var.shape)
+            if tuple(arr.shape) != shape:
+                # A Dense kernel and the equivalent conv kernel of the fully
+                # convolutional head hold the same numbers (HWC flattening).
+                if arr.ndim != len(shape) and arr.size == np.prod(shape):
+                    arr = arr.reshape(shape)
+                else:
+                    raise ValueError(
+                        f"Weight shape mismatch for layer {lname!r} "
+                        f"({var.path}): model {shape}, file {path!r} "
+                        f"{tuple(arr.shape)}."
+                    )
+            values.append(arr)
+        layer.set_weights(values)
+        loaded.append(layer.name)
+    if not loaded:
+        raise ValueError(
+            f"No layer of model {model.name!r} matches a layer name in "
+            f"{path!r} (file layers: {sorted(entries)[:8]}...)."
+        )
+    missing = [layer.name for n, layer in layers.items()
+               if layer.weights and n not in entries]
+    return LoadReport(loaded=loaded, missing=missing, unused=unused)
+
+
+def _flat_layers(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers") and layer.layers:
+            yield from _flat_layers(layer)
+        else:
+            yield layer
+
+
+def load_named(model, weight_set, include_top):
+    """Fetches a weight set and loads it, requiring every weighted layer."""
+    path = fetch(weight_set, include_top)
+    report = load_weights(model, path, skip_head=not include_top)
+    vgg_missing = [n for n in report.missing if n != "preprocessing"]
+    if vgg_missing:
+        raise ValueError(
+            f"Weight set {weight_set.name!r} for config {weight_set.config!r} "
+            f"did not provide weights for layers {vgg_missing}."
+        )
+    return report
+
+
+def warn_missing(report, path):
+    if report.missing:
+        warnings.warn(
+            f"Layers {report.missing} were not in {path!r} and keep their "
+            "initial weights.", stacklevel=3)
