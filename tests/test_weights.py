@@ -1,0 +1,263 @@
+import h5py
+import numpy as np
+import pytest
+from keras.src.legacy.saving import legacy_h5_format
+from safetensors.numpy import save_file
+
+import keras
+import keras_vgg
+from keras_vgg import configs
+from keras_vgg import weights as weights_lib
+from tests.conftest import images
+from tests.conftest import randomize
+
+
+def save_legacy_h5(model, path):
+    """The format keras.applications ships its VGG weights in."""
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def vgg16_reference(tmp_path_factory):
+    """keras.applications.VGG16 with random weights, saved in both Keras
+    formats, and its logits on two images."""
+    d = tmp_path_factory.mktemp("vgg16")
+    ref = randomize(keras.applications.VGG16(weights=None,
+                                             classifier_activation=None))
+    x = keras_vgg.preprocess_input(images(2))
+    files = {"h5": save_legacy_h5(ref, d / "vgg16.h5"),
+             "keras3": str(d / "vgg16.weights.h5")}
+    ref.save_weights(files["keras3"])
+    return files, x, ref.predict(x, verbose=0)
+
+
+@pytest.mark.parametrize("fmt", ["h5", "keras3"])
+def test_vgg16_equals_keras_applications(vgg16_reference, fmt):
+    files, x, expected = vgg16_reference
+    model = keras_vgg.VGG16(weights=files[fmt], classifier_activation=None)
+    out = model.predict(x, verbose=0)
+    assert np.abs(expected).max() > 1.0  # non-trivial logits
+    np.testing.assert_allclose(out, expected, rtol=1e-5,
+                               atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("fmt", ["h5", "keras3"])
+def test_vgg19_notop_equals_keras_applications(tmp_path, fmt):
+    ref = randomize(keras.applications.VGG19(
+        weights=None, include_top=False, input_shape=(64, 64, 3)))
+    path = (save_legacy_h5(ref, tmp_path / "e.h5") if fmt == "h5"
+            else str(tmp_path / "e.weights.h5"))
+    if fmt == "keras3":
+        ref.save_weights(path)
+    x = keras_vgg.preprocess_input(images(2, 64))
+    model = keras_vgg.VGG19(weights=path, include_top=False,
+                            input_shape=(64, 64, 3))
+    np.testing.assert_allclose(model.predict(x, verbose=0),
+                               ref.predict(x, verbose=0), rtol=1e-5, atol=1e-4)
+
+
+def test_legacy_h5_by_name_into_bn_model_and_input_tensor(vgg16_reference):
+    files, _, _ = vgg16_reference
+    src = keras.applications.VGG16(weights=None)
+    src.load_weights(files["h5"])
+    inp = keras.Input((256, 256, 3))
+    x = keras.layers.CenterCrop(224, 224, name="crop")(inp)
+    with pytest.warns(UserWarning, match="block1_conv1_bn"):
+        model = keras_vgg.VGG16(weights=files["h5"], batch_norm=True,
+                                input_tensor=x)
+    for name in ("block1_conv1", "block5_conv3", "fc1", "predictions"):
+        for a, b in zip(model.get_layer(name).get_weights(),
+                        src.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_full_model_h5_with_model_weights_group(tmp_path):
+    ref = randomize(keras_vgg.VGG11(include_top=False, input_shape=(32, 32, 3)))
+    path = tmp_path / "full.h5"
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(
+            f.create_group("model_weights"), ref)
+    model = keras_vgg.VGG11(weights=str(path), include_top=False,
+                            input_shape=(32, 32, 3))
+    for a, b in zip(model.get_weights(), ref.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+# --- torchvision / timm safetensors, checked against numpy -----------------
+
+
+def torch_state_dict(config, batch_norm, side, classes, seed=0):
+    """A torchvision-layout VGG state dict with random weights."""
+    r = np.random.RandomState(seed)
+    cfg = configs.get_config(config)
+    state, idx, cin = {}, 0, 3
+    for block in cfg.blocks:
+        for k, f in block:
+            state[f"features.{idx}.weight"] = r.normal(
+                0, np.sqrt(2 / (k * k * cin)), (f, cin, k, k)).astype("float32")
+            state[f"features.{idx}.bias"] = r.normal(0, 0.1, f).astype("float32")
+            idx += 1
+            if batch_norm:
+                state[f"features.{idx}.weight"] = r.uniform(.5, 1.5, f).astype("float32")
+                state[f"features.{idx}.bias"] = r.normal(0, .1, f).astype("float32")
+                state[f"features.{idx}.running_mean"] = r.normal(0, .1, f).astype("float32")
+                state[f"features.{idx}.running_var"] = r.uniform(.5, 2, f).astype("float32")
+                state[f"features.{idx}.num_batches_tracked"] = np.array(7)
+                idx += 1
+            idx += 1  # ReLU
+            cin = f
+        idx += 1  # MaxPool
+    fin = cin * side * side
+    for i, (o, n) in zip((0, 3, 6), ((4096, fin), (4096, 4096), (classes, 4096))):
+        state[f"classifier.{i}.weight"] = r.normal(0, np.sqrt(2 / n), (o, n)).astype("float32")
+        state[f"classifier.{i}.bias"] = r.normal(0, .1, o).astype("float32")
+    return state
+
+
+def timm_layout(state, last_filters, side):
+    """What timm's checkpoint filter makes of a torchvision state dict."""
+    out = {k: v for k, v in state.items() if not k.startswith("classifier")}
+    w0 = state["classifier.0.weight"]
+    out["pre_logits.fc1.weight"] = w0.reshape(-1, last_filters, side, side)
+    out["pre_logits.fc1.bias"] = state["classifier.0.bias"]
+    out["pre_logits.fc2.weight"] = state["classifier.3.weight"][..., None, None]
+    out["pre_logits.fc2.bias"] = state["classifier.3.bias"]
+    out["head.fc.weight"] = state["classifier.6.weight"]
+    out["head.fc.bias"] = state["classifier.6.bias"]
+    return out
+
+
+def numpy_torch_forward(state, x_nchw, config, batch_norm):
+    """torchvision's VGG forward written in numpy (NCHW, OIHW, CHW flatten)."""
+    cfg = configs.get_config(config)
+    convs = sorted({int(k.split(".")[1]) for k in state
+                    if k.startswith("features") and state[k].ndim == 4})
+    bns = sorted({int(k.split(".")[1]) for k in state
+                  if k.endswith("running_mean")})
+    x, ci = x_nchw.astype("float64"), 0
+    for block in cfg.blocks:
+        for k, _ in block:
+            w = state[f"features.{convs[ci]}.weight"].astype("float64")
+            b = state[f"features.{convs[ci]}.bias"]
+            p = k // 2
+            xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+            win = np.lib.stride_tricks.sliding_window_view(xp, (k, k), (2, 3))
+            x = np.einsum("nchwij,ocij->nohw", win, w) + b[None, :, None, None]
+            if batch_norm:
+                j = f"features.{bns[ci]}"
+                x = ((x - state[j + ".running_mean"][None, :, None, None])
+                     / np.sqrt(state[j + ".running_var"][None, :, None, None] + 1e-5)
+                     * state[j + ".weight"][None, :, None, None]
+                     + state[j + ".bias"][None, :, None, None])
+            x = np.maximum(x, 0)
+            ci += 1
+        n, c, h, w_ = x.shape
+        x = x.reshape(n, c, h // 2, 2, w_ // 2, 2).max(axis=(3, 5))
+    x = x.reshape(x.shape[0], -1)
+    for i in (0, 3):
+        x = np.maximum(x @ state[f"classifier.{i}.weight"].T
+                       + state[f"classifier.{i}.bias"], 0)
+    return x @ state["classifier.6.weight"].T + state["classifier.6.bias"]
+
+
+@pytest.mark.parametrize("config,batch_norm", [("A", False), ("B", True)])
+def test_safetensors_against_numpy(tmp_path, config, batch_norm):
+    side, classes = 2, 10  # 64x64 input: a 2x2x512 map, so CHW order matters
+    state = torch_state_dict(config, batch_norm, side, classes)
+    x = keras_vgg.preprocess_input(images(2, 64), mode="torch")
+    expected = numpy_torch_forward(state, x.transpose(0, 3, 1, 2), config,
+                                   batch_norm)
+    tv_path, timm_path = tmp_path / "tv.safetensors", tmp_path / "timm.safetensors"
+    save_file(state, str(tv_path))
+    save_file(timm_layout(state, 512, side), str(timm_path))
+    for path in (tv_path, timm_path):
+        model = keras_vgg.VGG(config, weights=str(path), batch_norm=batch_norm,
+                              input_shape=(64, 64, 3), classes=classes,
+                              classifier_activation=None)
+        out = model.predict(x, verbose=0)
+        assert np.abs(expected).max() > 1.0
+        np.testing.assert_allclose(out, expected, rtol=1e-4,
+                                   atol=1e-4 * np.abs(expected).max())
+
+
+def test_safetensors_for_other_config_is_refused(tmp_path):
+    path = tmp_path / "a.safetensors"
+    save_file(torch_state_dict("A", False, 1, 3), str(path))
+    with pytest.raises(ValueError, match="another configuration"):
+        keras_vgg.VGG13(weights=str(path), include_top=False,
+                        input_shape=(32, 32, 3))
+
+
+def test_shape_mismatch_names_the_layer(tmp_path):
+    src = keras_vgg.VGG11(include_top=True, classes=5, input_shape=(32, 32, 3))
+    path = save_legacy_h5(src, tmp_path / "five.h5")
+    with pytest.raises(ValueError, match="'predictions'.*five.h5"):
+        keras_vgg.VGG11(weights=path, classes=6, input_shape=(32, 32, 3))
+
+
+def test_no_matching_layer(tmp_path):
+    inp = keras.Input((4,))
+    other = keras.Model(inp, keras.layers.Dense(2, name="dense_x")(inp))
+    path = save_legacy_h5(other, tmp_path / "other.h5")
+    with pytest.raises(ValueError, match="No layer .* matches"):
+        keras_vgg.VGG11(weights=path, include_top=False)
+
+
+# --- named weight sets (the download is replaced by a local file) ----------
+
+
+def test_named_weights_fetch_arguments(monkeypatch, tmp_path):
+    calls = []
+
+    def fake_get_file(fname, origin, **kwargs):
+        calls.append((fname, origin, kwargs))
+        return str(tmp_path / fname)
+
+    monkeypatch.setattr(keras.utils, "get_file", fake_get_file)
+    ws = keras_vgg.get_weight_set("imagenet", "D")
+    weights_lib.fetch(ws, include_top=False)
+    weights_lib.fetch(keras_vgg.get_weight_set("tv_in1k", "E", True))
+    assert calls[0] == (
+        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
+        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        {"cache_subdir": "models",
+         "file_hash": "6d6bbae143d832006294945121d1f1fc",
+         "hash_algorithm": "md5"})
+    assert calls[1][1] == ("https://huggingface.co/timm/vgg19_bn.tv_in1k/"
+                           "resolve/main/model.safetensors")
+
+
+def test_named_weights_load_and_metadata(monkeypatch, tmp_path):
+    state = torch_state_dict("A", False, 7, 1000)
+    path = tmp_path / "vgg11.safetensors"
+    save_file(timm_layout(state, 512, 7), str(path))
+    seen = []
+
+    def fake_fetch(weight_set, include_top=True):
+        seen.append((weight_set.name, weight_set.config, include_top))
+        return str(path)
+
+    monkeypatch.setattr(weights_lib, "fetch", fake_fetch)
+    model = keras_vgg.VGG11(weights="tv_in1k", include_preprocessing=True)
+    assert seen == [("tv_in1k", "A", True)]
+    assert model.get_layer("preprocessing").mode == "torch"
+    np.testing.assert_array_equal(model.get_layer("predictions").kernel.numpy(),
+                                  state["classifier.6.weight"].T)
+    notop = keras_vgg.VGG11(weights="tv_in1k", include_top=False)
+    np.testing.assert_array_equal(
+        notop.get_layer("block1_conv1").kernel.numpy(),
+        state["features.0.weight"].transpose(2, 3, 1, 0))
+    ws = keras_vgg.get_weight_set("tv_in1k", "A")
+    assert (ws.preprocessing, ws.classes, ws.top1, ws.top5) == (
+        "torch", 1000, 69.02, 88.63)
+    assert keras_vgg.get_weight_set("imagenet", "E").preprocessing == "caffe"
+
+
+def test_available_weights():
+    assert keras_vgg.available_weights("D") == ["imagenet", "tv_in1k"]
+    assert keras_vgg.available_weights("D", batch_norm=True) == ["tv_in1k"]
+    assert keras_vgg.available_weights("C") == []
+    assert keras_vgg.available_weights("A-LRN") == []
