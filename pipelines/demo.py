@@ -1,0 +1,121 @@
+"""`make demo`: what keras_vgg builds, and the paper's dense evaluation.
+
+Prints the six configurations of Table 1 (weight layers, parameters, GMACs at
+224x224) as built, then rewrites VGG16's FC head into convolutions and runs
+it on the bundled image at two test scales Q, printing the class score map's
+shape and the top-5 labels of the spatially averaged scores.
+
+Pretrained weights need a download the first time: with `--weights=auto`
+(default) the Oxford weights are used if they are already in the Keras cache
+(~/.keras/models), else the network keeps its random initialisation and the
+labels printed are those of an untrained network.
+"""
+
+import os
+import time
+
+from absl import app
+from absl import flags
+
+IMAGE = os.path.join(os.path.dirname(__file__), "data", "grace_hopper.jpg")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("weights", "auto",
+                    "'auto', 'none', 'imagenet', 'tv_in1k' or a weight file.")
+flags.DEFINE_list("sizes", ["256", "384"], "Test scales Q (smallest side).")
+flags.DEFINE_string("image", IMAGE, "Image to classify.")
+
+
+def config_table():
+    """Rows (config, weight layers, parameters, GMACs at 224) of built models."""
+    import keras_vgg
+
+    rows = []
+    for name in keras_vgg.CONFIGS:
+        model = keras_vgg.VGG(name)
+        rows.append((name, keras_vgg.get_config(name).weight_layers,
+                     model.count_params(), keras_vgg.count_macs(name) / 1e9))
+        del model
+    return rows
+
+
+def format_table(header, rows):
+    cells = [header] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = [" | ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _resolve_weights(weights):
+    import keras
+
+    if weights == "none":
+        return None
+    if weights == "auto":
+        cached = os.path.join(
+            os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")),
+            "models", "vgg16_weights_tf_dim_ordering_tf_kernels.h5")
+        del keras
+        return "imagenet" if os.path.exists(cached) else None
+    return weights
+
+
+def load_rescaled(path, q):
+    """Decodes an image file and rescales it so its smallest side is Q."""
+    import tensorflow as tf
+
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3,
+                               expand_animations=False)
+    h, w = float(image.shape[0]), float(image.shape[1])
+    scale = q / min(h, w)
+    size = (max(q, round(h * scale)), max(q, round(w * scale)))
+    return tf.image.resize(tf.cast(image, tf.float32), size, antialias=True)
+
+
+def dense_demo(weights, sizes, image_path):
+    import numpy as np
+
+    import keras_vgg
+
+    model = keras_vgg.VGG16(weights=weights)
+    fcn = keras_vgg.fully_convolutional(model)
+    dense = keras_vgg.fully_convolutional(model, average=True)
+    rows = []
+    for q in sizes:
+        x = load_rescaled(image_path, q)[None]
+        x = keras_vgg.preprocess_input(x.numpy(), weights=weights or "imagenet")
+        start = time.perf_counter()
+        score_map = fcn.predict(x, verbose=0)
+        probs = dense.predict(x, verbose=0)
+        seconds = time.perf_counter() - start
+        top = keras_vgg.decode_predictions(np.asarray(probs), top=5)[0]
+        rows.append((q, tuple(x.shape[1:3]), score_map.shape[1:3],
+                     ", ".join(f"{name} {p:.3f}" for _, name, p in top),
+                     f"{seconds:.1f}"))
+    return rows
+
+
+def main(argv):
+    del argv
+    print("VGG configurations of Table 1, as built by keras_vgg "
+          "(1000 classes, with the FC head):\n")
+    print(format_table(["config", "weight layers", "parameters",
+                        "GMACs@224"],
+                       [(c, n, f"{p:,}", f"{g:.2f}")
+                        for c, n, p, g in config_table()]))
+    weights = _resolve_weights(FLAGS.weights)
+    print(f"\nDense evaluation of VGG16 (fully convolutional head), weights="
+          f"{weights!r}, image {os.path.basename(FLAGS.image)}:")
+    if weights is None:
+        print("(random initialisation: the labels below are those of an "
+              "untrained network; pass --weights=imagenet on a machine with "
+              "internet access for the Oxford weights)")
+    rows = dense_demo(weights, [int(q) for q in FLAGS.sizes], FLAGS.image)
+    print()
+    print(format_table(["Q", "image HxW", "score map", "top-5 (dense, "
+                        "spatially averaged)", "seconds"], rows))
+
+
+if __name__ == "__main__":
+    app.run(main)
