@@ -70,7 +70,7 @@ def _check_input_shape(input_shape, input_tensor, include_top, weight_set,
 def VGG(config, include_top=True, weights=None, input_tensor=None,
         input_shape=None, pooling=None, classes=1000,
         classifier_activation="softmax", batch_norm=False, dropout=0.5,
-        include_preprocessing=False, name=None):
+        include_preprocessing=False, name=None, width_multiplier=1.0):
     """Builds a VGG network of the paper's Table 1.
 
     Args:
@@ -92,6 +92,9 @@ def VGG(config, include_top=True, weights=None, input_tensor=None,
         include_preprocessing: put the weights' preprocessing in the model,
             so that it takes RGB pixels in [0, 255].
         name: model name; default "vgg16" etc.
+        width_multiplier: scales every conv width and the FC width (4096),
+            for small experiments; 1.0 is the paper's network.  Pretrained
+            weights need 1.0.
 
     Returns:
         A functional `keras.Model`.
@@ -140,6 +143,15 @@ def VGG(config, include_top=True, weights=None, input_tensor=None,
             "With pretrained weights, `classifier_activation` must be None or "
             f"'softmax'. Received: classifier_activation={classifier_activation!r}"
         )
+    if not (isinstance(width_multiplier, (int, float))
+            and 0 < width_multiplier <= 4):
+        raise ValueError("`width_multiplier` must be in (0, 4]. Received: "
+                         f"width_multiplier={width_multiplier!r}")
+    if weight_set is not None and width_multiplier != 1.0:
+        raise ValueError(
+            "Published `weights` need width_multiplier=1.0. Received: "
+            f"width_multiplier={width_multiplier}"
+        )
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")
     input_shape = _check_input_shape(input_shape, input_tensor, include_top,
@@ -156,12 +168,13 @@ def VGG(config, include_top=True, weights=None, input_tensor=None,
     if include_preprocessing:
         x = Preprocessing(weights_lib.preprocessing_for(weight_set or weights),
                           name="preprocessing")(x)
-    x = features(x, cfg, batch_norm)
+    x = features(x, cfg, batch_norm, width_multiplier)
     if include_top:
+        units = _scaled(configs.FC_UNITS, width_multiplier)
         x = layers.Flatten(name="flatten")(x)
-        x = layers.Dense(configs.FC_UNITS, activation="relu", name="fc1")(x)
+        x = layers.Dense(units, activation="relu", name="fc1")(x)
         x = layers.Dropout(dropout, name="fc1_dropout")(x)
-        x = layers.Dense(configs.FC_UNITS, activation="relu", name="fc2")(x)
+        x = layers.Dense(units, activation="relu", name="fc2")(x)
         x = layers.Dropout(dropout, name="fc2_dropout")(x)
         x = layers.Dense(classes, activation=classifier_activation,
                          name="predictions")(x)
@@ -185,12 +198,16 @@ def VGG(config, include_top=True, weights=None, input_tensor=None,
     return model
 
 
-def features(x, config, batch_norm=False):
+def _scaled(width, multiplier):
+    return max(1, int(round(width * multiplier)))
+
+
+def features(x, config, batch_norm=False, width_multiplier=1.0):
     """Applies the five conv blocks of `config` to tensor `x`."""
     cfg = configs.get_config(config)
     for block, index, kernel, filters in cfg.convs:
         prefix = f"block{block}_conv{index}"
-        x = layers.Conv2D(filters, kernel, padding="same",
+        x = layers.Conv2D(_scaled(filters, width_multiplier), kernel, padding="same",
                           activation=None if batch_norm else "relu",
                           name=prefix)(x)
         if batch_norm:
@@ -209,13 +226,15 @@ def _named(config, doc_name):
     def builder(include_top=True, weights=None, input_tensor=None,
                 input_shape=None, pooling=None, classes=1000,
                 classifier_activation="softmax", batch_norm=False,
-                dropout=0.5, include_preprocessing=False, name=None):
+                dropout=0.5, include_preprocessing=False, name=None,
+                width_multiplier=1.0):
         return VGG(config, include_top=include_top, weights=weights,
                    input_tensor=input_tensor, input_shape=input_shape,
                    pooling=pooling, classes=classes,
                    classifier_activation=classifier_activation,
                    batch_norm=batch_norm, dropout=dropout,
-                   include_preprocessing=include_preprocessing, name=name)
+                   include_preprocessing=include_preprocessing, name=name,
+                   width_multiplier=width_multiplier)
 
     builder.__name__ = doc_name
     builder.__qualname__ = doc_name

@@ -171,3 +171,15 @@ def test_bad_weights_file_format(tmp_path):
     with pytest.raises(ValueError, match="weights.pt"):
         keras_vgg.VGG11(weights=str(path), include_top=False)
     assert os.path.exists(path)
+
+
+def test_width_multiplier():
+    model = keras_vgg.VGG11(width_multiplier=0.25, input_shape=(32, 32, 3),
+                            classes=5)
+    assert model.get_layer("block1_conv1").filters == 16
+    assert model.get_layer("block5_conv2").filters == 128
+    assert model.get_layer("fc1").units == 1024
+    with pytest.raises(ValueError, match="width_multiplier"):
+        keras_vgg.VGG16(weights="imagenet", width_multiplier=0.5)
+    with pytest.raises(ValueError, match="width_multiplier"):
+        keras_vgg.VGG16(width_multiplier=0)
