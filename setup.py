@@ -27,6 +27,7 @@ setup(
         "absl-py>=1.2,<2",
         "ai-edge-litert>=2.3,<3",
         "tensorflow-serving-api>=2.21,<2.22",
+        "tensorboard>=2.20",
         "h5py>=3.10",
         "safetensors>=0.4",
         "numpy>=1.26",

@@ -41,7 +41,7 @@ def main(argv):
     import keras
 
     import keras_vgg
-    from pipelines.demo import format_table
+    from pipelines.report import format_table
 
     batches = [int(b) for b in FLAGS.batch_sizes]
     runs = [("keras.applications.VGG16", "D",

@@ -129,7 +129,8 @@ def test_glorot_init_zero_bias():
     conv = model.get_layer("block3_conv1")
     kernel, bias = conv.get_weights()
     limit = np.sqrt(6 / (9 * 128 + 9 * 256))
-    assert np.abs(kernel).max() <= limit and np.abs(kernel).max() > 0.9 * limit
+    # float32 sampling can land on the float32-rounded limit itself.
+    assert 0.9 * limit < np.abs(kernel).max() <= limit * (1 + 1e-6)
     assert not bias.any()
 
 

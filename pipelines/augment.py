@@ -1,0 +1,615 @@
+"""The paper's training augmentation and test-time rescaling, as tf.data maps.
+
+Training (Simonyan & Zisserman, section 3.1): rescale the image isotropically
+so its smallest side is S (fixed, or drawn per image from [Smin, Smax]:
+"scale jittering"), take one random crop x crop window, flip it horizontally
+half the time, and add AlexNet's PCA lighting noise.  Testing (section 3.2):
+rescale the smallest side to Q and either centre-crop or keep the whole image
+for dense evaluation.
+
+The fast path never builds the rescaled image.  The crop is chosen in
+rescaled coordinates and mapped back to the original image: a square window
+of side crop * min(H, W) / S.  For JPEGs only that window is decoded
+(`tf.image.decode_and_crop_jpeg`, the shape coming from the header through
+`tf.image.extract_jpeg_shape`); other formats are decoded whole and sliced.
+The window is then resized to crop x crop.  The output equals decode ->
+crop -> resize exactly, and rescale-then-crop (`reference_crop`, the slow
+path) up to the sub-pixel rounding of the window.  (Sampling the window at
+resize's exact points with `crop_and_resize` or `ScaleAndTranslate` removes
+that rounding, but halved the fast path's speed on CPU, leaving it slower
+than the slow path.)
+
+Randomness: every example gets its own stateless seed; `make_dataset(seed=)`
+derives it from (seed, position in the stream), so one seed gives identical
+batches in every run; without a seed it is drawn at random.  Each random
+choice (scale, offsets, flip, lighting) folds a different constant into that
+seed, so turning one off (flip=False) leaves the others unchanged.
+
+Bad images: see `SkipCounter` and `map_skipping_errors`.
+
+Example:
+>>> from pipelines import sources
+>>> source = sources.load_source("builtin")
+>>> counter = SkipCounter()
+>>> ds = make_dataset(source, training=True, batch_size=32, scale=(256, 512),
+...                   seed=0, skip_counter=counter)
+>>> images, labels = next(iter(ds))
+>>> images.shape, counter.count
+(TensorShape([32, 224, 224, 3]), 0)
+"""
+
+import collections
+import uuid
+
+import numpy as np
+import tensorflow as tf
+
+from keras_vgg import preprocessing as vgg_preprocessing
+
+# AlexNet's PCA of ImageNet RGB pixels in [0, 1] (as published with
+# fb.resnet.torch): eigenvalues and eigenvectors (columns).
+PCA_EIGVAL = np.array([0.2175, 0.0188, 0.0045], np.float32)
+PCA_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
+                       [-0.5808, -0.0045, -0.8140],
+                       [-0.5836, -0.6948, 0.4203]], np.float32)
+
+# Constants folded into an example's seed, one per random choice.
+_SCALE, _OFFSET_Y, _OFFSET_X, _FLIP, _LIGHTING = 1, 2, 3, 4, 5
+
+CropWindow = collections.namedtuple("CropWindow", [
+    "scale",                          # S (or Q): smallest side once rescaled
+    "image_height", "image_width",    # the original image
+    "rescaled_height", "rescaled_width",
+    "offset_y", "offset_x",           # the crop's corner, rescaled pixels
+    # The same crop in original pixels: the square that is decoded.
+    "window_y", "window_x", "window_size",
+])
+
+
+class _HostVariable:
+    """An int64 resource variable on the host CPU.
+
+    Made with raw ops rather than `tf.Variable` because a pipeline is often
+    built inside `strategy.scope()`, where a `tf.Variable` becomes a mirrored
+    variable whose handle tf.data functions cannot use.  The resource is
+    never destroyed (a few bytes): a dataset still holding its handle must
+    not fail because the Python object was collected.
+    """
+
+    def __init__(self, value, shape=()):
+        with tf.init_scope(), tf.device("/cpu:0"):
+            self.handle = tf.raw_ops.VarHandleOp(
+                dtype=tf.int64, shape=shape,
+                shared_name=f"keras_vgg_{uuid.uuid4().hex}")
+            self.assign(value)
+
+    def assign(self, value):
+        return tf.raw_ops.AssignVariableOp(
+            resource=self.handle, value=tf.cast(value, tf.int64))
+
+    def assign_add(self, value):
+        return tf.raw_ops.AssignAddVariableOp(
+            resource=self.handle, value=tf.cast(value, tf.int64))
+
+    def read(self):
+        return tf.raw_ops.ReadVariableOp(resource=self.handle, dtype=tf.int64)
+
+
+class SkipCounter:
+    """Counts the examples dropped because their image could not be decoded.
+
+    A host variable that the pipeline's graph updates, readable from Python
+    (`count`) during and after iteration; it works inside and outside a
+    `tf.distribute` strategy scope.  Share one counter between datasets to
+    add up their skips.  See `map_skipping_errors` for exactly when a skip
+    is counted.
+
+    >>> counter = SkipCounter()
+    >>> ds = make_dataset(source, False, 8, skip_counter=counter)
+    >>> for batch in ds: ...
+    >>> counter.count
+    3
+    """
+
+    def __init__(self):
+        self._variable = _HostVariable(0)
+
+    @property
+    def count(self):
+        return int(self._variable.read())
+
+    def add(self, value):
+        """Adds `value` (usable inside tf.data functions)."""
+        return self._variable.assign_add(value)
+
+    def reset(self):
+        self._variable.assign(0)
+
+    def __repr__(self):
+        return f"SkipCounter(count={self.count})"
+
+
+def _placeholder(spec):
+    return tf.zeros([d if d is not None else 0 for d in spec.shape],
+                    spec.dtype)
+
+
+def map_skipping_errors(dataset, map_fn, counter, deterministic=True,
+                        num_parallel_calls=tf.data.AUTOTUNE,
+                        max_consecutive_failures=100, with_index=False):
+    """`dataset.map(map_fn)` in parallel, dropping and counting the elements
+    for which `map_fn` fails at run time (undecodable or truncated images).
+
+    How: graph ops cannot catch errors, so the parallel map is followed by
+    `Dataset.ignore_errors`, which drops failed elements silently; the
+    count is recovered from the gaps.  Each element is numbered before the
+    map; after it, a sequential `scan` keeps the next number it expects and
+    adds to `counter` the numbers jumped over.  A sentinel concatenated
+    after the last element (reached only once every element is done) adds
+    the failures at the very end of a pass.  The map runs as fast as a
+    plain parallel map.
+
+    With `deterministic=True` elements keep their order, so the count only
+    ever holds real failures: each is counted when the next good element (or
+    the end of the pass) reaches the scan, which, like any tf.data stage,
+    may run a few elements ahead of what the consumer has read.  With
+    `deterministic=False` an element that overtakes a slower one counts the
+    slower one as skipped until it arrives (then it is subtracted): while
+    iterating the count may include a few elements still being decoded.
+    Either way it is exact at the end of every pass, and a new pass (or
+    `repeat`) keeps adding to it.
+
+    Every run-time error of `map_fn` counts as a bad image, a bug included;
+    so that a broken pipeline does not silently skip everything, a run of
+    `max_consecutive_failures` failures in a row stops it with an error.
+    A dataset is numbered per pass: iterate one pass at a time.
+
+    Args:
+        dataset: the input `tf.data.Dataset`.
+        map_fn: one element -> any structure of tensors.
+        counter: a `SkipCounter`.
+        deterministic: keep the input order.
+        num_parallel_calls: elements mapped at once.
+        max_consecutive_failures: raise after this many failures in a row
+            (None: never).
+        with_index: call `map_fn(index, *element)`, index being the
+            element's position in the stream (0, 1, ... per pass).
+
+    Returns:
+        The mapped `tf.data.Dataset`.
+    """
+    # The highest element number handed to `map_fn` in this pass, for the
+    # end sentinel; scatter-max, so parallel updates in any order agree.
+    last_index = _HostVariable([-1], shape=[1])
+
+    def apply(index, element):
+        update = tf.raw_ops.ResourceScatterMax(
+            resource=last_index.handle, indices=[0], updates=index[None])
+        with tf.control_dependencies([update]):
+            args = element if isinstance(element, tuple) else (element,)
+            if with_index:
+                args = (index,) + args
+            # As Dataset.map does, a tuple element becomes the arguments.
+            return index, map_fn(*args)
+
+    mapped = (dataset.enumerate()
+              .map(apply, num_parallel_calls=num_parallel_calls,
+                   deterministic=deterministic)
+              .ignore_errors())
+    end = tf.data.Dataset.from_tensors((
+        tf.constant(-1, tf.int64),
+        tf.nest.map_structure(_placeholder, mapped.element_spec[1])))
+
+    def account(expected, item):
+        index, output = item
+        is_end = index < 0
+
+        def end_of_pass():
+            total = last_index.read()[0] + 1
+            with tf.control_dependencies([total]):
+                reset = last_index.assign([-1])
+            with tf.control_dependencies([reset]):
+                return tf.identity(total)
+
+        # The next number this element accounts for, and the skips it
+        # reveals: the numbers from `expected` up to it.  A straggler
+        # (unordered mode) was counted as skipped already: it takes it back.
+        reached = tf.cond(is_end, end_of_pass, lambda: index + 1)
+        skipped = tf.where(reached > expected, reached - 1 - expected, -1)
+        skipped = tf.where(is_end, tf.maximum(reached - expected, 0),
+                           skipped)
+        updates = [counter.add(skipped)]
+        if max_consecutive_failures:
+            updates.append(tf.debugging.Assert(
+                skipped < max_consecutive_failures,
+                ["map_skipping_errors: images failed in a row:", skipped,
+                 "- more likely a bug in the map function than bad files"]))
+        with tf.control_dependencies(updates):
+            return tf.maximum(expected, reached), (output, tf.identity(is_end))
+
+    return (mapped.concatenate(end)
+            .scan(tf.constant(0, tf.int64), account)
+            .filter(lambda output, is_end: tf.logical_not(is_end))
+            .map(lambda output, is_end: output))
+
+
+# -- seeds ------------------------------------------------------------------
+
+def example_seed(seed, index):
+    """The stateless seed of the `index`-th example of a run seeded `seed`."""
+    return tf.stack([tf.cast(seed, tf.int64), tf.cast(index, tf.int64)])
+
+
+def _as_seed(seed):
+    """None -> a fresh random seed; int -> [seed, 0]; [2] tensor -> itself."""
+    if seed is None:
+        return tf.random.uniform([2], 0, 2**31 - 1, dtype=tf.int64)
+    seed = tf.convert_to_tensor(seed)
+    if seed.shape.rank == 0:
+        return example_seed(seed, 0)
+    return tf.cast(seed, tf.int64)
+
+
+def _sub_seed(seed, salt):
+    return tf.random.experimental.stateless_fold_in(seed, salt)
+
+
+# -- geometry ---------------------------------------------------------------
+
+# libjpeg's chroma upsampling reads the next column, which a cropped decode
+# lacks: its last column can differ from a full decode's.  Decoding a few
+# spare columns and rows, sliced off before use, keeps every pixel used
+# identical to a full decode.
+_JPEG_MARGIN = 2
+
+
+def _check_scales(scale_min, scale_max, crop):
+    if not 0 < crop <= scale_min <= scale_max:
+        raise ValueError(
+            "Expected 0 < crop <= scale_min <= scale_max. Received: "
+            f"crop={crop!r}, scale_min={scale_min!r}, scale_max={scale_max!r}")
+
+
+def _rescaled_shape(height, width, scale):
+    """(H', W') with min(H', W') == scale exactly, aspect ratio kept."""
+    h = tf.cast(height, tf.float64)
+    w = tf.cast(width, tf.float64)
+    s = tf.cast(scale, tf.float64)
+    short = tf.minimum(h, w)
+    new_h = tf.where(h <= w, s, tf.round(h * s / short))
+    new_w = tf.where(h <= w, tf.round(w * s / short), s)
+    return tf.cast(new_h, tf.int32), tf.cast(new_w, tf.int32)
+
+
+def _make_window(height, width, scale, new_h, new_w, offset_y, offset_x,
+                 crop):
+    """Maps a crop of the rescaled image back to original pixels: a square
+    of side crop * min(H, W) / S, rounded to whole pixels.  Rounding moves
+    the crop by under half an original pixel: no matter for augmentation,
+    and it lets `tf.image.resize` (fast) do the resampling."""
+    height = tf.cast(height, tf.int32)
+    width = tf.cast(width, tf.int32)
+    ratio = (tf.cast(tf.minimum(height, width), tf.float64)
+             / tf.cast(scale, tf.float64))
+    size = tf.cast(tf.round(crop * ratio), tf.int32)
+    size = tf.clip_by_value(size, 1, tf.minimum(height, width))
+
+    def start(offset, extent):
+        value = tf.cast(tf.round(tf.cast(offset, tf.float64) * ratio),
+                        tf.int32)
+        return tf.clip_by_value(value, 0, extent - size)
+
+    return CropWindow(tf.cast(scale, tf.int32), height, width, new_h, new_w,
+                      offset_y, offset_x, start(offset_y, height),
+                      start(offset_x, width), size)
+
+
+def sample_crop_window(height, width, scale_min=256, scale_max=512, crop=224,
+                       seed=None):
+    """Draws the training crop of an image of `height` x `width`.
+
+    S is uniform over the integers [scale_min, scale_max] (fixed when equal);
+    the crop's corner is uniform over the rescaled image.
+
+    Returns:
+        A `CropWindow` of int32 scalars.
+
+    >>> w = sample_crop_window(300, 400, 256, 512, 224, seed=[0, 1])
+    >>> int(min(w.rescaled_height, w.rescaled_width)) == int(w.scale)
+    True
+    """
+    _check_scales(scale_min, scale_max, crop)
+    seed = _as_seed(seed)
+    scale = tf.random.stateless_uniform(
+        [], _sub_seed(seed, _SCALE), scale_min, scale_max + 1, tf.int32)
+    new_h, new_w = _rescaled_shape(height, width, scale)
+    offset_y = tf.random.stateless_uniform(
+        [], _sub_seed(seed, _OFFSET_Y), 0, new_h - crop + 1, tf.int32)
+    offset_x = tf.random.stateless_uniform(
+        [], _sub_seed(seed, _OFFSET_X), 0, new_w - crop + 1, tf.int32)
+    return _make_window(height, width, scale, new_h, new_w, offset_y,
+                        offset_x, crop)
+
+
+def central_crop_window(height, width, scale=256, crop=224):
+    """The test-time central crop after rescaling the smallest side to
+    `scale` (Q), as a `CropWindow`."""
+    _check_scales(scale, scale, crop)
+    new_h, new_w = _rescaled_shape(height, width, scale)
+    return _make_window(height, width, scale, new_h, new_w,
+                        (new_h - crop) // 2, (new_w - crop) // 2, crop)
+
+
+# -- decoding ---------------------------------------------------------------
+
+def _decode_full(encoded):
+    # channels=3 turns grayscale and CMYK into RGB and drops alpha;
+    # expand_animations=False keeps a GIF's first frame as [H, W, 3].
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def decode_window(encoded, window_fn):
+    """Decodes the window `window_fn(height, width)` chooses; of a JPEG only
+    that window (plus a small margin), the shape coming from its header.
+
+    Returns:
+        (uint8 [window_size, window_size, 3] pixels, the `CropWindow`).
+    """
+    def jpeg():
+        shape = tf.image.extract_jpeg_shape(encoded, output_type=tf.int32)
+        w = window_fn(shape[0], shape[1])
+        rows = tf.minimum(w.window_size + _JPEG_MARGIN, shape[0] - w.window_y)
+        cols = tf.minimum(w.window_size + _JPEG_MARGIN, shape[1] - w.window_x)
+        image = tf.image.decode_and_crop_jpeg(
+            encoded, tf.stack([w.window_y, w.window_x, rows, cols]),
+            channels=3)
+        return image[:w.window_size, :w.window_size], w
+
+    def other():
+        full = _decode_full(encoded)
+        shape = tf.shape(full, out_type=tf.int32)
+        w = window_fn(shape[0], shape[1])
+        image = full[w.window_y:w.window_y + w.window_size,
+                     w.window_x:w.window_x + w.window_size]
+        return image, w
+
+    image, w = tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
+    image.set_shape([None, None, 3])
+    return image, CropWindow(*w)
+
+
+def reference_crop(encoded, window, crop=224):
+    """The slow path: decode everything, rescale the whole image so its
+    smallest side is S, then crop.  Kept for tests and benchmarks."""
+    image = _decode_full(encoded)
+    resized = tf.image.resize(
+        image, tf.stack([window.rescaled_height, window.rescaled_width]))
+    return resized[window.offset_y:window.offset_y + crop,
+                   window.offset_x:window.offset_x + crop]
+
+
+# -- colour and boxes -------------------------------------------------------
+
+def lighting_shift(alpha):
+    """The RGB shift (pixels in [0, 1]) of AlexNet's PCA lighting for draws
+    `alpha` [3]: eigvec @ (alpha * eigval)."""
+    return tf.linalg.matvec(tf.constant(PCA_EIGVEC),
+                            tf.cast(alpha, tf.float32) * PCA_EIGVAL)
+
+
+def sample_lighting_alpha(std=0.1, seed=None):
+    """alpha ~ N(0, std) for the three principal components."""
+    return tf.random.stateless_normal(
+        [3], _sub_seed(_as_seed(seed), _LIGHTING), stddev=std)
+
+
+def sample_flip(seed=None):
+    """True half the time."""
+    return tf.random.stateless_uniform(
+        [], _sub_seed(_as_seed(seed), _FLIP)) < 0.5
+
+
+def crop_boxes(boxes, window, flip=False):
+    """Moves normalised boxes (ymin, xmin, ymax, xmax) of the original image
+    into the crop window: clipped to it, normalised to it, mirrored when
+    `flip`, and dropped when nothing of them is left inside."""
+    ymin, xmin, ymax, xmax = tf.unstack(tf.reshape(boxes, [-1, 4]), axis=-1)
+    size = tf.cast(window.window_size, tf.float32)
+
+    def move(v, extent, start):
+        # Normalised coordinate -> original pixel edge -> window fraction.
+        v = (v * tf.cast(extent, tf.float32)
+             - tf.cast(start, tf.float32)) / size
+        return tf.clip_by_value(v, 0.0, 1.0)
+
+    ymin = move(ymin, window.image_height, window.window_y)
+    ymax = move(ymax, window.image_height, window.window_y)
+    xmin = move(xmin, window.image_width, window.window_x)
+    xmax = move(xmax, window.image_width, window.window_x)
+    xmin, xmax = (tf.where(flip, 1.0 - xmax, xmin),
+                  tf.where(flip, 1.0 - xmin, xmax))
+    moved = tf.stack([ymin, xmin, ymax, xmax], axis=-1)
+    return tf.boolean_mask(moved, (ymax > ymin) & (xmax > xmin))
+
+
+# -- maps -------------------------------------------------------------------
+
+def _train_example(example, scale_min, scale_max, crop, preprocessing_mode,
+                   pca_lighting_std, seed, flip):
+    vgg_preprocessing.check_mode(preprocessing_mode)
+    seed = _as_seed(seed)
+    pixels, window = decode_window(
+        example["encoded"],
+        lambda h, w: sample_crop_window(h, w, scale_min, scale_max, crop,
+                                        seed))
+    image = tf.image.resize(pixels, [crop, crop])
+    flipped = sample_flip(seed) if flip else tf.constant(False)
+    image = tf.cond(flipped, lambda: tf.image.flip_left_right(image),
+                    lambda: image)
+    if pca_lighting_std:
+        # The shift is defined on pixels in [0, 1] (AlexNet, fb.resnet);
+        # (x / 255 + shift) * 255 == x + 255 * shift, one pass over the
+        # image instead of three.  No clipping, as there.
+        shift = lighting_shift(sample_lighting_alpha(pca_lighting_std, seed))
+        image = image + 255.0 * shift
+    image = vgg_preprocessing.apply(image, preprocessing_mode)
+    image.set_shape([crop, crop, 3])
+    boxes = crop_boxes(example["bbox"], window, flipped)
+    return image, example["label"], boxes
+
+
+def train_map(example, scale_min=256, scale_max=512, crop=224,
+              preprocessing="caffe", pca_lighting_std=0.1, seed=None,
+              flip=True):
+    """Training augmentation of one source example.
+
+    Args:
+        example: a {"encoded", "label", "bbox"} dict from `pipelines.sources`.
+        scale_min, scale_max: range of S; equal for single-scale training.
+        crop: side of the square crop.
+        preprocessing: "caffe", "torch" or "none" (`keras_vgg.preprocessing`).
+        pca_lighting_std: std of the PCA lighting draws; 0 turns it off.
+        seed: None (random), an int, or a [2] stateless seed tensor.
+        flip: allow the random horizontal flip.
+
+    Returns:
+        (float32 [crop, crop, 3] image, label).
+
+    >>> image, label = train_map(example, 256, 512, seed=[0, 7])
+    """
+    image, label, _ = _train_example(example, scale_min, scale_max, crop,
+                                     preprocessing, pca_lighting_std, seed,
+                                     flip)
+    return image, label
+
+
+def train_map_with_bbox(example, scale_min=256, scale_max=512, crop=224,
+                        preprocessing="caffe", pca_lighting_std=0.1,
+                        seed=None, flip=True):
+    """`train_map` that also returns the boxes moved with the crop and flip:
+    (image, label, float32 [N', 4] boxes normalised to the crop), for
+    localisation.  Boxes wholly outside the crop are dropped."""
+    return _train_example(example, scale_min, scale_max, crop, preprocessing,
+                          pca_lighting_std, seed, flip)
+
+
+def eval_map(example, scale=256, crop=224, preprocessing="caffe",
+             with_bbox=False):
+    """Test-time rescaling: smallest side to `scale` (Q), then the central
+    crop x crop window, or the whole rescaled image when `crop` is None
+    (dense evaluation).
+
+    Returns:
+        (float32 image, label), plus the boxes in the output's normalised
+        coordinates when `with_bbox`.
+    """
+    vgg_preprocessing.check_mode(preprocessing)
+    if crop is None:
+        image = _decode_full(example["encoded"])
+        shape = tf.shape(image)
+        new_h, new_w = _rescaled_shape(shape[0], shape[1], scale)
+        image = tf.image.resize(image, tf.stack([new_h, new_w]))
+        boxes = tf.reshape(example["bbox"], [-1, 4])  # unchanged: whole image
+    else:
+        pixels, window = decode_window(
+            example["encoded"],
+            lambda h, w: central_crop_window(h, w, scale, crop))
+        image = tf.image.resize(pixels, [crop, crop])
+        image.set_shape([crop, crop, 3])
+        boxes = crop_boxes(example["bbox"], window)
+    image = vgg_preprocessing.apply(image, preprocessing)
+    if with_bbox:
+        return image, example["label"], boxes
+    return image, example["label"]
+
+
+# -- datasets ---------------------------------------------------------------
+
+def make_dataset(source, training, batch_size, *, scale=256, crop=224,
+                 preprocessing="caffe", pca_lighting_std=0.1, flip=True,
+                 with_bbox=False, shuffle_buffer=10_000, repeat=False,
+                 drop_remainder=None, seed=None, deterministic=False,
+                 skip_counter=None):
+    """Batches of augmented (training) or rescaled (evaluation) images.
+
+    Args:
+        source: a `pipelines.sources.Source` (or its `tf.data.Dataset`).
+        training: augment and shuffle, else rescale to Q and centre-crop.
+        batch_size: images per batch.
+        scale: training: S, or (Smin, Smax) for scale jittering;
+            evaluation: Q.
+        crop: crop side; evaluation may pass None for whole images (then
+            batch_size must be 1, as sizes differ).
+        preprocessing, pca_lighting_std, flip: see `train_map`.
+        with_bbox: also yield boxes, padded with -1 rows to the batch's most.
+        shuffle_buffer: records in the training shuffle buffer.
+        repeat: repeat forever (before batching, so batches span epochs).
+        drop_remainder: default: True in training (static batch shape).
+        seed: with `deterministic`, the same seed gives the same batches.
+        deterministic: keep element order through the parallel stages.
+        skip_counter: a `SkipCounter` that counts undecodable images; a new
+            one is made when None.  Also available as `dataset.skip_counter`.
+
+    Returns:
+        A prefetched `tf.data.Dataset` of (images, labels) or
+        (images, labels, boxes).
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError("`batch_size` must be a positive int. Received: "
+                         f"batch_size={batch_size!r}")
+    vgg_preprocessing.check_mode(preprocessing)
+    dataset = getattr(source, "dataset", source)
+    counter = SkipCounter() if skip_counter is None else skip_counter
+    if drop_remainder is None:
+        drop_remainder = training
+    if training:
+        scale_min, scale_max = (scale, scale) if np.isscalar(scale) else scale
+        if crop is None:
+            raise ValueError("Training needs a `crop` size. Received: "
+                             "crop=None")
+        _check_scales(scale_min, scale_max, crop)
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed,
+                                  reshuffle_each_iteration=True)
+    else:
+        if not np.isscalar(scale):
+            raise ValueError("Evaluation takes one `scale` (Q). Received: "
+                             f"scale={scale!r}")
+        if crop is None and batch_size != 1:
+            raise ValueError("Whole images (crop=None) differ in size: "
+                             f"`batch_size` must be 1. Received: "
+                             f"batch_size={batch_size!r}")
+        if crop is not None:
+            _check_scales(scale, scale, crop)
+    if repeat:
+        dataset = dataset.repeat()
+    # The position in the (shuffled, repeated) stream seeds each example
+    # (`with_index` below), so a run is reproducible and every epoch draws
+    # new crops.  A run without a seed still needs a base for the seeds.
+    base_seed = (seed if seed is not None
+                 else int(np.random.SeedSequence().generate_state(1)[0] >> 1))
+
+    def transform(index, example):
+        if training:
+            train_fn = train_map_with_bbox if with_bbox else train_map
+            return train_fn(example, scale_min, scale_max, crop,
+                            preprocessing, pca_lighting_std,
+                            example_seed(base_seed, index), flip)
+        return eval_map(example, scale, crop, preprocessing, with_bbox)
+
+    dataset = map_skipping_errors(dataset, transform, counter,
+                                  deterministic=deterministic,
+                                  with_index=True)
+    if with_bbox:
+        dataset = dataset.padded_batch(
+            batch_size, padding_values=(None, None, -1.0),
+            drop_remainder=drop_remainder)
+    else:
+        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    dataset = dataset.prefetch(tf.data.AUTOTUNE)
+    try:
+        dataset.skip_counter = counter
+    except AttributeError:  # pragma: no cover - depends on the TF version
+        pass
+    return dataset

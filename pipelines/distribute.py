@@ -1,0 +1,71 @@
+"""tf.distribute strategies by name, and who writes files in a cluster."""
+
+import json
+import os
+
+import tensorflow as tf
+
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+
+
+def make_strategy(name="auto", tpu=None):
+    """Returns a `tf.distribute.Strategy`.
+
+    Args:
+        name: "auto" (all local GPUs with MirroredStrategy, one GPU or the CPU
+            with OneDeviceStrategy), "one_device", "mirrored",
+            "multi_worker_mirrored" (cluster from TF_CONFIG) or "tpu".
+        tpu: TPU name or address for "tpu" (None: from the environment).
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"Unknown `strategy`={name!r}. Expected one of "
+                         f"{STRATEGIES}.")
+    if name == "multi_worker_mirrored":
+        # Must come before anything that starts the TF runtime (listing
+        # devices included): collectives are configured at startup.
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("`strategy`='multi_worker_mirrored' needs the "
+                             "TF_CONFIG environment variable.")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        name = "mirrored" if len(gpus) > 1 else "one_device"
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy(
+            "/gpu:0" if gpus else "/cpu:0")
+    if name == "mirrored":
+        devices = [d.name for d in gpus] or [
+            d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def task():
+    """(task_type, task_id) of this process in TF_CONFIG, or (None, 0)."""
+    config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    t = config.get("task", {})
+    return t.get("type"), int(t.get("index", 0))
+
+
+def is_chief():
+    """The chief (or worker 0 when there is no chief) writes the outputs."""
+    task_type, task_id = task()
+    if task_type is None:
+        return True
+    cluster = json.loads(os.environ["TF_CONFIG"]).get("cluster", {})
+    if "chief" in cluster:
+        return task_type == "chief"
+    return task_type == "worker" and task_id == 0
+
+
+def worker_dir(model_dir):
+    """Where this process writes checkpoints: the model dir for the chief,
+    a per-worker scratch dir for the others (every worker must take part in
+    a MultiWorkerMirroredStrategy save, only the chief's copy is kept)."""
+    if is_chief():
+        return model_dir
+    task_type, task_id = task()
+    return os.path.join(model_dir, ".workers", f"{task_type}_{task_id}")

@@ -1,0 +1,204 @@
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import keras
+from pipelines import recipes
+from pipelines import synthetic
+from pipelines import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A network small enough to train in seconds on 2 cores.
+TINY = dict(width_multiplier=0.125, crop=32, scale_min=32, scale_max=40,
+            test_scale=32, batch_size=16, checkpoint_every=5, seed=1)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    return str(synthetic.write_builtin(tmp_path_factory.mktemp("builtin")))
+
+
+def test_recipes_follow_table3():
+    assert set(recipes.RECIPES) >= {
+        f"{a}_{s}" for a in ("vgg11", "vgg11_lrn", "vgg13", "vgg16c", "vgg16",
+                             "vgg19") for s in ("s256", "s384", "jitter")}
+    s256, s384 = recipes.RECIPES["vgg16_s256"], recipes.RECIPES["vgg16_s384"]
+    jitter = recipes.RECIPES["vgg16_jitter"]
+    assert (s256.config, s256.scale_min, s256.scale_max,
+            s256.learning_rate) == ("D", 256, 256, 1e-2)
+    assert (s384.scale_min, s384.learning_rate) == (384, 1e-3)
+    assert (jitter.scale_min, jitter.scale_max, jitter.validation_scale) == (
+        256, 512, 384)
+    assert (s256.batch_size, s256.momentum, s256.weight_decay, s256.dropout,
+            s256.max_lr_decreases, s256.max_epochs) == (256, 0.9, 5e-4, 0.5,
+                                                        3, 74)
+    assert recipes.RECIPES["vgg11_lrn_s256"].config == "A-LRN"
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    ({"scale_min": 200}, "scale_min"), ({"grad_accum": 3}, "grad_accum"),
+    ({"init": "he"}, "init"), ({"mixed_precision": "fp8"}, "mixed_precision"),
+    ({"config": "Z"}, "config")])
+def test_bad_train_config(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        recipes.TrainConfig(**kwargs)
+
+
+def test_unknown_recipe():
+    with pytest.raises(ValueError, match="vgg16_jitter"):
+        recipes.get_recipe("vgg16_s999")
+
+
+def test_short_training_loss_falls_and_outputs(tmp_path, data_dir):
+    cfg = dataclasses.replace(recipes.RECIPES["demo"], max_epochs=4,
+                              lr_patience=10)
+    metrics = train.train(cfg, model_dir=str(tmp_path), data_dir=data_dir,
+                          verbose=0)
+    losses = [h["train_loss"] for h in metrics["history"]]
+    assert losses[-1] < losses[0] - 0.1, losses
+    assert metrics["steps"] == 4 * (600 // 32)
+    for key in ("val_top1_accuracy", "val_top5_accuracy", "images_skipped",
+                "steps", "images_per_second"):
+        assert key in json.loads((tmp_path / "metrics.json").read_text())
+    model = keras.saving.load_model(str(tmp_path / "model.keras"))
+    probs = model.predict(np.zeros((2, 64, 64, 3), "float32"), verbose=0)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    config = json.loads((tmp_path / "training_config.json").read_text())
+    assert (config["config"], config["scale_min"], config["preprocessing"]) \
+        == ("A", 64, "caffe")
+    assert config["class_names"] == list(synthetic.CLASS_NAMES)
+    assert os.listdir(tmp_path / "logs")
+    assert not [f for f in os.listdir(tmp_path) if "tmp" in f]
+
+
+def test_gradient_accumulation_equals_full_batch(tmp_path, data_dir):
+    """Two micro-batches of 8 with accumulation give the update of one batch
+    of 16 (no dropout, no BN: the only difference is summation order)."""
+    weights = []
+    for accum in (1, 2):
+        cfg = recipes.TrainConfig(
+            config="A", dropout=0.0, max_steps=2, steps_per_epoch=10,
+            grad_accum=accum, pca_lighting_std=0.0, deterministic=True,
+            **TINY)
+        metrics = train.train(cfg, model_dir=str(tmp_path / str(accum)),
+                              data_dir=data_dir, verbose=0)
+        assert metrics["steps"] == 2
+        weights.append(keras.saving.load_model(
+            str(tmp_path / str(accum) / "model.keras")).get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_plateau_schedule():
+    cfg = recipes.TrainConfig(lr_patience=1, max_lr_decreases=2,
+                              learning_rate=0.1)
+
+    class Fake(train.Trainer):
+        def __init__(self):
+            import tensorflow as tf
+            self.cfg = cfg
+            self.state = {
+                "best_val_top1": tf.Variable(-1.0, dtype=tf.float64),
+                "epochs_since_best": tf.Variable(0, dtype=tf.int64),
+                "lr_decreases": tf.Variable(0, dtype=tf.int64),
+                "learning_rate": tf.Variable(0.1, dtype=tf.float64)}
+            self.lrs = []
+
+        def _set_lr(self, value):
+            self.state["learning_rate"].assign(value)
+            self.lrs.append(round(value, 6))
+
+    fake = Fake()
+    stops = [fake._plateau(v) for v in (0.5, 0.6, 0.6, 0.55, 0.7, 0.7)]
+    assert stops == [False, False, False, False, False, True]
+    assert fake.lrs == [0.01, 0.001]
+
+
+def test_nan_loss_rolls_back_then_stops(tmp_path, data_dir):
+    cfg = recipes.TrainConfig(config="A", learning_rate=1e6, max_epochs=1,
+                              steps_per_epoch=20, max_rollbacks=2,
+                              **dict(TINY, checkpoint_every=1))
+    with pytest.raises(train.TrainingDiverged,
+                       match="rolled back 2 times.*Lower --learning_rate"):
+        train.train(cfg, model_dir=str(tmp_path), data_dir=data_dir,
+                    verbose=0)
+    assert any(f.startswith("ckpt-") for f in
+               os.listdir(tmp_path / "checkpoints"))
+
+
+def _cli(model_dir, data_dir):
+    return [sys.executable, "-m", "pipelines.train", "--config=demo",
+            f"--model_dir={model_dir}", f"--data_dir={data_dir}",
+            "--model_config=A", "--width_multiplier=0.125", "--crop=32",
+            "--scale_min=32", "--scale_max=40", "--test_scale=32",
+            "--batch_size=16", "--steps_per_epoch=30", "--max_epochs=3",
+            "--checkpoint_every=5", "--seed=7", "--deterministic",
+            "--dropout=0.5"]
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+
+
+def test_sigkill_and_resume_matches_uninterrupted(tmp_path, data_dir):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    subprocess.run(_cli(straight, data_dir), check=True, env=_env(),
+                   cwd=ROOT, capture_output=True)
+    proc = subprocess.Popen(_cli(resumed, data_dir), env=_env(), cwd=ROOT,
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    marker = resumed / "checkpoints" / "ckpt-15.index"
+    deadline = time.time() + 120
+    while not marker.exists() and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert marker.exists()
+    assert not (resumed / "metrics.json").exists(), "finished before the kill"
+    subprocess.run(_cli(resumed, data_dir), check=True, env=_env(), cwd=ROOT,
+                   capture_output=True)
+    a = keras.saving.load_model(str(straight / "model.keras")).get_weights()
+    b = keras.saving.load_model(str(resumed / "model.keras")).get_weights()
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert json.loads((resumed / "metrics.json").read_text())["steps"] == 90
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_multi_worker_mirrored_two_processes(tmp_path, data_dir):
+    ports = [_free_port(), _free_port()]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for i in range(2):
+        env = _env()
+        env["TF_CONFIG"] = json.dumps({"cluster": cluster,
+                                       "task": {"type": "worker", "index": i}})
+        procs.append(subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "tests", "mwms_worker.py"),
+             data_dir, str(tmp_path / "run"), str(tmp_path / f"w{i}.npz")],
+            env=env, cwd=ROOT, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT))
+    outputs = [p.communicate(timeout=300)[0].decode()[-3000:] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    w0, w1 = (np.load(tmp_path / f"w{i}.npz") for i in range(2))
+    assert int(w0["steps"]) == 4
+    names = [k for k in w0.files if k.startswith("arr_")]
+    assert names
+    for k in names:
+        np.testing.assert_array_equal(w0[k], w1[k])
+    # Only the chief writes the run's outputs.
+    assert (tmp_path / "run" / "model.keras").exists()
