@@ -82,6 +82,9 @@ class TrainConfig:
             (self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1"),
             (self.max_steps is None or self.max_steps >= 1, "max_steps",
              "must be >= 1"),
+            # XLA's MaxPool gradient has no deterministic implementation.
+            (not (self.xla and self.deterministic), "xla",
+             "cannot be combined with deterministic=True"),
         ]
         for ok, name, why in checks:
             if not ok:
@@ -126,7 +129,7 @@ RECIPES = _table3()
 RECIPES["demo"] = TrainConfig(
     config="A", batch_norm=True, width_multiplier=0.25, dropout=0.0,
     scale_min=64, scale_max=72, crop=64, test_scale=64, batch_size=32,
-    learning_rate=0.02, weight_decay=5e-4, lr_patience=4, max_epochs=40,
+    learning_rate=0.005, weight_decay=5e-4, lr_patience=3, max_epochs=30,
     checkpoint_every=100, seed=0, val_batch_size=50, shuffle_buffer=1000)
 
 

@@ -54,7 +54,7 @@ MARKER = "COMPLETE.json"
 CLASS_NAMES_FILE = "class_names.txt"
 # Bump when the drawing changes, so an old cache is regenerated rather than
 # silently mixed with new code.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 # Images per TFRecord shard: several shards let a reader interleave files.
 _SHARD_SIZE = 256
 _MIN_SIDE, _MAX_SIDE = 200, 500
@@ -155,9 +155,14 @@ def render(label, seed):
     rng = np.random.default_rng(seed)
     height, width = (int(v) for v in rng.integers(_MIN_SIDE, _MAX_SIDE + 1, 2))
     image, base = _background(rng, height, width)
-    size = int(rng.uniform(_MIN_OBJECT, _MAX_OBJECT) * min(height, width))
-    top = int(rng.integers(0, height - size + 1))
-    left = int(rng.integers(0, width - size + 1))
+    side = min(height, width)
+    size = int(rng.uniform(_MIN_OBJECT, _MAX_OBJECT) * side)
+    # Anywhere inside the central square, as photographs centre their
+    # subject: a random crop of the rescaled image then mostly keeps it (an
+    # object at the far end of a long side would be cropped out, and the
+    # label would name nothing in the crop).
+    top = (height - side) // 2 + int(rng.integers(0, side - size + 1))
+    left = (width - side) // 2 + int(rng.integers(0, side - size + 1))
     mask, texture = _shape_mask(rng, label, height, width, size, top, left)
     colour = _far_colour(rng, base)
     image[mask] = colour

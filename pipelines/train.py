@@ -544,8 +544,15 @@ def train(cfg, dataset="builtin", model_dir="runs/train", data_dir=None,
         cfg = recipes.get_recipe(cfg)
     if cfg.seed is not None:
         keras.utils.set_random_seed(cfg.seed)
+    # Op determinism is process-wide: make it follow this run's setting (a
+    # notebook may train a deterministic run, then an XLA one).  TF exports
+    # no public switch back off.
+    from tensorflow.python.framework import config as tf_config
+
     if cfg.deterministic:
-        tf.config.experimental.enable_op_determinism()
+        tf_config.enable_op_determinism()
+    elif tf_config.is_op_determinism_enabled():
+        tf_config.disable_op_determinism()
     os.makedirs(model_dir, exist_ok=True)
     seed = cfg.seed or 0
     train_source = sources.load_source(

@@ -47,7 +47,8 @@ def test_recipes_follow_table3():
 @pytest.mark.parametrize("kwargs,name", [
     ({"scale_min": 200}, "scale_min"), ({"grad_accum": 3}, "grad_accum"),
     ({"init": "he"}, "init"), ({"mixed_precision": "fp8"}, "mixed_precision"),
-    ({"config": "Z"}, "config")])
+    ({"config": "Z"}, "config"),
+    ({"xla": True, "deterministic": True}, "xla")])
 def test_bad_train_config(kwargs, name):
     with pytest.raises(ValueError, match=name):
         recipes.TrainConfig(**kwargs)
@@ -202,3 +203,17 @@ def test_multi_worker_mirrored_two_processes(tmp_path, data_dir):
         np.testing.assert_array_equal(w0[k], w1[k])
     # Only the chief writes the run's outputs.
     assert (tmp_path / "run" / "model.keras").exists()
+
+
+@pytest.mark.parametrize("changes", [{"mixed_precision": "bfloat16"},
+                                     {"mixed_precision": "float16"},
+                                     {"xla": True}])
+def test_mixed_precision_and_xla_train(tmp_path, data_dir, changes):
+    cfg = recipes.TrainConfig(config="A", max_steps=3, steps_per_epoch=10,
+                              **TINY, **changes)
+    metrics = train.train(cfg, model_dir=str(tmp_path), data_dir=data_dir,
+                          verbose=0)
+    assert metrics["steps"] == 3
+    assert keras.mixed_precision.global_policy().name == "float32"
+    model = keras.saving.load_model(str(tmp_path / "model.keras"))
+    assert np.isfinite(model.get_weights()[0]).all()
