@@ -129,7 +129,7 @@ RECIPES = _table3()
 RECIPES["demo"] = TrainConfig(
     config="A", batch_norm=True, width_multiplier=0.25, dropout=0.0,
     scale_min=64, scale_max=72, crop=64, test_scale=64, batch_size=32,
-    learning_rate=0.005, weight_decay=5e-4, lr_patience=3, max_epochs=30,
+    learning_rate=0.005, weight_decay=5e-4, lr_patience=8, max_epochs=30,
     checkpoint_every=100, seed=0, val_batch_size=50, shuffle_buffer=1000)
 
 

@@ -300,7 +300,10 @@ class Trainer:
             preprocessing=cfg.preprocessing,
             pca_lighting_std=cfg.pca_lighting_std, repeat=True,
             shuffle_buffer=cfg.shuffle_buffer, seed=seed,
-            deterministic=cfg.deterministic, skip_counter=self.skip_counter)
+            # In-order parallel decoding: the skipped-image count is then
+            # exact at every step (out of order, a slow image counts as
+            # skipped until it arrives), and resumes replay the same batches.
+            deterministic=True, skip_counter=self.skip_counter)
         if skip_batches:
             ds = ds.skip(skip_batches)
         return self.strategy.experimental_distribute_dataset(ds)
@@ -610,7 +613,8 @@ def _define_flags():
                                 "E), overriding the recipe's.")
             continue
         default = getattr(defaults, field.name)
-        help_text = f"Override the recipe's {field.name} (paper: {default})."
+        help_text = (f"Override the recipe's {field.name} (TrainConfig "
+                     f"default: {default}).")
         # The fields whose default is None (max_steps, seed, ...) are ints.
         kind = type(default) if default is not None else int
         if kind is bool:

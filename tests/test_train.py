@@ -217,3 +217,24 @@ def test_mixed_precision_and_xla_train(tmp_path, data_dir, changes):
     assert keras.mixed_precision.global_policy().name == "float32"
     model = keras.saving.load_model(str(tmp_path / "model.keras"))
     assert np.isfinite(model.get_weights()[0]).all()
+
+
+def test_init_from_net_a_copies_the_papers_layers(tmp_path):
+    small = dict(width_multiplier=0.125, crop=32, scale_min=32, scale_max=40)
+    net_a = train.build_model(recipes.TrainConfig(config="A", **small), 5)
+    net_a.save(str(tmp_path / "model.keras"))
+    net_d = train.build_model(recipes.TrainConfig(config="D", **small), 5)
+    before = net_d.get_layer("block1_conv2").get_weights()[0].copy()
+    copied = train.initialize_from(net_d, str(tmp_path), same_config=False)
+    assert copied == list(train.PAPER_INIT_LAYERS)
+    for name in train.PAPER_INIT_LAYERS:
+        for a, b in zip(net_d.get_layer(name).get_weights(),
+                        net_a.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    # block4_conv1 has the same shape in A and D but is not one of the four.
+    assert not np.array_equal(net_d.get_layer("block4_conv1").get_weights()[0],
+                              net_a.get_layer("block4_conv1").get_weights()[0])
+    np.testing.assert_array_equal(
+        net_d.get_layer("block1_conv2").get_weights()[0], before)
+    with pytest.raises(ValueError, match="init_from"):
+        train.initialize_from(net_d, str(tmp_path / "missing"), False)
