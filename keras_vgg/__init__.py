@@ -16,6 +16,7 @@ from keras_vgg.fully_conv import fully_convolutional
 from keras_vgg.imagenet import class_names
 from keras_vgg.imagenet import decode_predictions
 from keras_vgg.layers import LocalResponseNormalization
+from keras_vgg.localizer import VGGLocalizer
 from keras_vgg.layers import Preprocessing
 from keras_vgg.preprocessing import preprocess_input
 from keras_vgg.vgg import VGG

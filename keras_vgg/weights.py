@@ -338,7 +338,7 @@ class LoadReport:
     unused: list
 
 
-def load_weights(model, path, skip_head=False):
+def load_weights(model, path, skip_head=False, exclude=()):
     """Loads a weight file into `model` by layer name.
 
     Args:
@@ -346,6 +346,7 @@ def load_weights(model, path, skip_head=False):
         path: `.h5` (legacy Keras), `.weights.h5` (Keras 3) or `.safetensors`
             (timm / torchvision state dict).
         skip_head: ignore `fc1`, `fc2` and `predictions` in the file.
+        exclude: other layer names of the file to ignore.
 
     Returns:
         A `LoadReport`.
@@ -371,6 +372,7 @@ def load_weights(model, path, skip_head=False):
         entries = {k: v for k, v in entries.items()
                    if k not in ("fc1", "fc2", "predictions")
                    and not k.startswith("dense:")}
+    entries = {k: v for k, v in entries.items() if k not in exclude}
     flat = list(_flat_layers(model))
     if entries and all(":" in k for k in entries):
         layers = _class_order_keys(flat)

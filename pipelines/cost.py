@@ -1,0 +1,112 @@
+"""Multiply-accumulates of a Keras model at a given input size.
+
+`keras_vgg.count_macs` counts from Table 1 and knows full-width VGGs only;
+`count_macs` here walks the layers of any sequential Keras model (narrow
+VGGs, BN variants, the fully convolutional rewrite) and counts, from each
+layer's output shape at the requested input size:
+
+    Conv1D/2D/3D, DepthwiseConv2D   output positions x kernel x C_in/groups
+                                    x filters
+    Dense                           output rows x C_in x units
+
+Biases, BN, pooling and activations are not counted (as in the paper's and
+`keras_vgg.count_macs`' figures).
+
+>>> count_macs(keras_vgg.VGG16(), (224, 224, 3)) / 1e9
+15.470264320
+"""
+
+import numpy as np
+
+import keras
+from keras import layers
+
+_CONVS = (layers.Conv1D, layers.Conv2D, layers.Conv3D)
+
+
+def _layer_macs(layer, in_shape, out_shape):
+    if isinstance(layer, layers.DepthwiseConv2D):
+        positions = int(np.prod(out_shape[1:-1]))
+        return (positions * int(np.prod(layer.kernel_size))
+                * int(out_shape[-1]))
+    if isinstance(layer, _CONVS):
+        positions = int(np.prod(out_shape[1:-1]))
+        groups = getattr(layer, "groups", 1) or 1
+        return (positions * int(np.prod(layer.kernel_size))
+                * int(in_shape[-1]) // groups * layer.filters)
+    if isinstance(layer, layers.Dense):
+        rows = int(np.prod(out_shape[1:-1])) if len(out_shape) > 2 else 1
+        return rows * int(in_shape[-1]) * layer.units
+    return 0
+
+
+def _chain(model):
+    """The model's layers in order, checking that each feeds the next."""
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(f"count_macs needs a model with one input and one "
+                         f"output; {model.name!r} has {len(model.inputs)} "
+                         f"and {len(model.outputs)}.")
+    chain = [layer for layer in model.layers
+             if not isinstance(layer, layers.InputLayer)]
+    if isinstance(model, keras.Sequential):
+        return chain
+    previous = model.inputs[0]
+    for layer in chain:
+        if len(layer._inbound_nodes) != 1 or layer.input is not previous:
+            raise ValueError(
+                f"count_macs walks sequential models; layer {layer.name!r} "
+                f"of {model.name!r} is not fed by the layer before it.")
+        previous = layer.output
+    return chain
+
+
+def _walk(model, shape):
+    total = 0
+    for layer in _chain(model):
+        if isinstance(layer, keras.Model):
+            macs, out = _walk(layer, shape)
+        else:
+            out = tuple(layer.compute_output_shape(shape))
+            macs = _layer_macs(layer, shape, out)
+        if isinstance(layer, layers.Dense):
+            kernel_in = layer.kernel.shape[0]
+            if shape[-1] != kernel_in:
+                raise ValueError(
+                    f"At this input size layer {layer.name!r} of "
+                    f"{model.name!r} would get {shape[-1]} features; its "
+                    f"kernel takes {kernel_in}.")
+        total += macs
+        shape = out
+    return total, shape
+
+
+def count_macs(model, input_shape):
+    """Multiply-accumulates of one forward pass of `model` on one input.
+
+    Args:
+        model: a sequential Keras model (functional chain or Sequential).
+        input_shape: the input's shape without the batch axis, e.g.
+            (384, 512, 3); a leading batch axis is allowed and ignored
+            (the count is per example).
+
+    Returns:
+        int MACs per example.
+
+    Raises:
+        ValueError: the model is not a chain, or `input_shape` does not fit
+            it (a Flatten/Dense head at another size than it was built for).
+    """
+    rank = len(model.inputs[0].shape)
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) == rank:
+        shape = shape[1:]
+    if len(shape) != rank - 1:
+        raise ValueError(f"input_shape={tuple(input_shape)} does not match "
+                         f"the input rank {rank} of model {model.name!r}.")
+    expected = tuple(model.inputs[0].shape[1:])
+    for got, want in zip(shape, expected):
+        if want is not None and got != want:
+            raise ValueError(f"Model {model.name!r} takes inputs of shape "
+                             f"{expected}; received input_shape={shape}.")
+    total, _ = _walk(model, (1,) + shape)
+    return total

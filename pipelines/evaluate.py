@@ -1,0 +1,595 @@
+"""Evaluates trained models with the paper's test protocols (section 3.2).
+
+    python -m pipelines.evaluate --model=runs/a --model=runs/b/model.keras \\
+        --dataset=builtin --protocol=single,dense,multicrop,combined \\
+        [--scales=256,384,512] [--noflip] [--output=results.json] \\
+        [--max_images=N]
+
+Prints a table like the paper's Tables 3-6 (protocol, test scales, top-1 and
+top-5 error, GMACs per image, images/s) and optionally writes the same as
+JSON: a list with one entry per protocol,
+
+    {"protocol": "dense", "scales": [256, 384, 512],
+     "top1_error": 0.24, "top5_error": 0.07,       # fractions, not percent
+     "gmacs_per_image": 312.4, "images_per_second": 1.9,
+     "images": 150, "images_skipped": 0,
+     "models": [...], "dataset": "builtin", "split": "validation",
+     "flip": true}
+
+Protocols (see `pipelines.protocols`):
+
+    single      central crop at each Q (no flip)
+    dense       fully convolutional network on the whole image (+ flip)
+    multicrop   5x5 grid of crops (+ flips): 50 views per scale
+    combined    the average of dense and multicrop
+
+With several Q every protocol averages its softmax over them (multi-scale
+evaluation); with several `--model`s their softmax is averaged (ensemble).
+Scales default, per model, to what its `training_config.json` says: for
+"single" Q = S (fixed S) or (Smin + Smax) / 2 (jittered S); for the others
+{S - 32, S, S + 32} or {Smin, (Smin + Smax) / 2, Smax}.  A model without a
+training config is taken as trained at S = 256 (for a 224 input).
+
+Cost: "GMACs/image" counts the Conv/Dense multiply-accumulates of every view
+each protocol runs (`pipelines.cost.count_macs` at the actual input sizes,
+summed over scales, flips and models; "combined" is dense + multicrop),
+averaged over the images.  "images/s" divides the images by the time spent
+in the protocol's model calls, rescaling and preprocessing (decoding
+excluded); shared work is timed once ("combined" = dense + multicrop time).
+
+Images are evaluated one per step: the dense network's output depends on
+the image's size and borders, so images of different sizes are never
+padded into one batch.  Undecodable images are skipped and counted
+(`images_skipped`).
+"""
+
+import dataclasses
+import json
+import os
+import time
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+import keras
+import keras_vgg
+from keras_vgg import layers as vgg_layers
+from keras_vgg import preprocessing as vgg_preprocessing
+from pipelines import augment
+from pipelines import cost
+from pipelines import protocols as P
+from pipelines import sources
+from pipelines.report import format_table
+
+PROTOCOLS = ("single", "dense", "multicrop", "combined")
+_ALIASES = {"single": "single", "single_crop": "single",
+            "single-crop": "single", "central": "single",
+            "dense": "dense",
+            "multicrop": "multicrop", "multi_crop": "multicrop",
+            "multi-crop": "multicrop",
+            "combined": "combined", "dense+multicrop": "combined"}
+# What each protocol runs: combined reuses dense and multicrop.
+_PARTS = {"single": ("single",), "dense": ("dense",),
+          "multicrop": ("multicrop",), "combined": ("dense", "multicrop")}
+
+
+# -- models -----------------------------------------------------------------
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A classifier and what its training run says about it.
+
+    Attributes:
+        model: the Keras classifier (Flatten/Dense head, softmax output).
+        name: the path it was loaded from, or the model's name.
+        training_config: the dict of its `training_config.json`, or None.
+        class_names: list of names, or None.
+        preprocessing: "caffe", "torch" or "none" (a model holding its own
+            `keras_vgg.layers.Preprocessing` layer).
+        crop: the classifier's (square) input size.
+    """
+    model: keras.Model
+    name: str
+    training_config: Optional[dict] = None
+    class_names: Optional[list] = None
+    preprocessing: str = "caffe"
+    crop: int = 224
+    _fcn: Optional[keras.Model] = dataclasses.field(default=None, repr=False)
+
+    @property
+    def num_classes(self):
+        return int(self.model.outputs[0].shape[-1])
+
+    @property
+    def fcn(self):
+        """`keras_vgg.fully_convolutional(model, average=True)`, made once."""
+        if self._fcn is None:
+            try:
+                self._fcn = keras_vgg.fully_convolutional(self.model,
+                                                          average=True)
+            except ValueError as e:
+                raise ValueError(
+                    f"Model {self.name!r} cannot be evaluated densely: its "
+                    f"head cannot be rewritten into convolutions ({e})"
+                ) from e
+        return self._fcn
+
+    def single_scale(self):
+        return P.single_scale(self.training_config, self.crop)
+
+    def default_scales(self):
+        return P.default_scales(self.training_config, self.crop)
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"Cannot read {path!r}: {e}") from e
+
+
+def read_class_names(directory, training_config=None, num_classes=None):
+    """Class names of a run: training_config.json's `class_names`, else
+    class_names.txt, else the ImageNet names for 1000 classes, else None."""
+    names = (training_config or {}).get("class_names")
+    path = os.path.join(directory, "class_names.txt") if directory else None
+    if not names and path and os.path.isfile(path):
+        with open(path) as f:
+            names = [line.rstrip("\n") for line in f if line.strip()]
+    if not names and num_classes == 1000:
+        names = keras_vgg.class_names()
+    if names and num_classes is not None and len(names) != num_classes:
+        return None
+    return list(names) if names else None
+
+
+def _is_softmax(layer):
+    activation = getattr(layer, "activation", None)
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    return activation is keras.activations.softmax or getattr(
+        activation, "__name__", None) == "softmax"
+
+
+def load_model(model, preprocessing=None):
+    """A `LoadedModel` from a run directory, a `.keras` file, a Keras model
+    or a `LoadedModel`.
+
+    Args:
+        model: run directory (holding model.keras and training_config.json,
+            as `pipelines.train` writes it), `.keras` path, or keras.Model.
+        preprocessing: override: "caffe", "torch" or "none".  Default: none
+            when the model holds a `Preprocessing` layer, else the run's
+            `preprocessing`, else "caffe".
+
+    Raises:
+        ValueError: naming the path when it is missing or unreadable, or the
+            model when it does not output softmax probabilities of square
+            crops.
+    """
+    if isinstance(model, LoadedModel):
+        return model
+    training_config, directory = None, None
+    if isinstance(model, keras.Model):
+        name = model.name
+    else:
+        path = os.fspath(model)
+        if os.path.isdir(path):
+            path = os.path.join(path, "model.keras")
+        if not os.path.isfile(path):
+            raise ValueError(f"No model file at {path!r} (give a .keras file "
+                             "or a training run directory).")
+        try:
+            loaded = keras.saving.load_model(path, compile=False)
+        except Exception as e:  # corrupt zip, wrong format, unknown layer
+            raise ValueError(f"Cannot read the model {path!r}: "
+                             f"{type(e).__name__}: {e}") from e
+        if not isinstance(loaded, keras.Model):
+            raise ValueError(f"{path!r} holds a {type(loaded).__name__}, "
+                             "not a Keras model.")
+        name, model = path, loaded
+        directory = os.path.dirname(os.path.abspath(path))
+        config_path = os.path.join(directory, "training_config.json")
+        if os.path.isfile(config_path):
+            training_config = _read_json(config_path)
+    try:
+        h, w = P.input_size(model)
+    except ValueError as e:
+        raise ValueError(f"Model {name!r}: {e}") from e
+    if h is None or w is None or h != w:
+        raise ValueError(f"Model {name!r} takes {h}x{w} inputs; evaluation "
+                         "needs a classifier of square, fixed-size crops.")
+    if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
+        raise ValueError(f"Model {name!r} must output (N, classes) "
+                         "probabilities.")
+    if not _is_softmax(model.layers[-1]):
+        raise ValueError(
+            f"Model {name!r} does not end in a softmax: the protocols "
+            "average class probabilities (save the model with its softmax, "
+            "as pipelines.train does).")
+    if preprocessing is None:
+        if any(isinstance(layer, vgg_layers.Preprocessing)
+               for layer in model.layers):
+            preprocessing = "none"
+        else:
+            preprocessing = (training_config or {}).get("preprocessing",
+                                                        "caffe")
+    vgg_preprocessing.check_mode(preprocessing)
+    classes = int(model.outputs[0].shape[-1])
+    return LoadedModel(
+        model=model, name=name, training_config=training_config,
+        class_names=read_class_names(directory, training_config, classes),
+        preprocessing=preprocessing, crop=int(h))
+
+
+# -- arguments --------------------------------------------------------------
+
+def parse_protocols(protocols):
+    """Canonical protocol names from a list or a comma-separated string."""
+    if isinstance(protocols, str):
+        protocols = protocols.split(",")
+    names = []
+    for p in protocols:
+        key = str(p).strip().lower()
+        if key not in _ALIASES:
+            raise ValueError(f"Unknown protocol {p!r}. Expected one of "
+                             f"{list(PROTOCOLS)}.")
+        if _ALIASES[key] not in names:
+            names.append(_ALIASES[key])
+    if not names:
+        raise ValueError(f"No protocol given. Expected some of "
+                         f"{list(PROTOCOLS)}.")
+    return names
+
+
+def _parse_scales(scales):
+    if scales is None:
+        return None
+    if isinstance(scales, (int, np.integer)):
+        scales = [scales]
+    if isinstance(scales, str):
+        scales = scales.split(",")
+    out = []
+    for q in scales:
+        try:
+            out.append(int(q))
+        except (TypeError, ValueError):
+            raise ValueError(f"Scales must be integers. Received: {q!r} in "
+                             f"scales={scales!r}") from None
+    if not out:
+        raise ValueError("`scales` is empty.")
+    return out
+
+
+def scales_for(loaded, protocol, scales=None):
+    """The test scales of `protocol` for one model: `scales`, or the model's
+    defaults (single: its single test scale; others: multi-scale)."""
+    if scales is None:
+        scales = ([loaded.single_scale()] if protocol == "single"
+                  else loaded.default_scales())
+    for q in scales:
+        if q < loaded.crop:
+            raise ValueError(
+                f"Test scale Q={q} is smaller than the crop size "
+                f"{loaded.crop} of model {loaded.name!r}; Q must be at least "
+                f"{loaded.crop}.")
+    return list(scales)
+
+
+def topk_correct(probabilities, labels, k):
+    """Per example, whether the label is among the k most probable classes
+    (k capped at the number of classes: with fewer than 5 classes top-5 is
+    always right).  Ties count in the label's favour: the rank of the label
+    is the number of classes with a strictly higher probability.
+
+    >>> topk_correct([[0.1, 0.6, 0.3]], [2], 1), topk_correct(..., 2)
+    (array([False]), array([ True]))
+    """
+    p = np.asarray(probabilities)
+    labels = np.asarray(labels).reshape(-1).astype(np.int64)
+    k = min(int(k), p.shape[-1])
+    label_p = p[np.arange(len(labels)), labels]
+    rank = np.sum(p > label_p[:, None], axis=-1)
+    return rank < k
+
+
+# -- evaluation -------------------------------------------------------------
+
+def _decode(example):
+    image = tf.io.decode_image(example["encoded"], channels=3,
+                               expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image, example["label"]
+
+
+def _open_dataset(dataset, split, data_dir):
+    """(tf.data.Dataset of examples, num_classes or None, name)."""
+    if isinstance(dataset, str):
+        source = sources.load_source(dataset, split, data_dir=data_dir,
+                                     shuffle_files=False)
+        return source.dataset, source.num_classes, dataset
+    if isinstance(dataset, sources.Source):
+        return dataset.dataset, dataset.num_classes, "source"
+    if isinstance(dataset, tf.data.Dataset):
+        return dataset, None, "dataset"
+    raise ValueError("`dataset` must be a spec string, a sources.Source or "
+                     "a tf.data.Dataset of {'encoded', 'label', 'bbox'} "
+                     f"examples. Received: {type(dataset).__name__}")
+
+
+class _Cost:
+    """MACs per view, cached by (model, input shape)."""
+
+    def __init__(self):
+        self._cache = {}
+
+    def __call__(self, model, shape):
+        key = (id(model), tuple(shape))
+        if key not in self._cache:
+            self._cache[key] = cost.count_macs(model, shape)
+        return self._cache[key]
+
+
+def _run_part(part, loaded, image, q, flip, batch_size, macs):
+    """Probabilities (1, classes) and MACs of one protocol part, one model,
+    one scale."""
+    crop = loaded.crop
+    h, w = P.rescaled_size(image.shape[0], image.shape[1], q)
+    if part == "single":
+        p = P.single_crop(loaded.model, image, q, crop, loaded.preprocessing,
+                          batch_size)
+        return p, macs(loaded.model, (crop, crop, 3))
+    if part == "multicrop":
+        p = P.multi_crop(loaded.model, image, q, crop, flip,
+                         loaded.preprocessing, batch_size=batch_size)
+        views = P.GRID * P.GRID * (2 if flip else 1)
+        return p, views * macs(loaded.model, (crop, crop, 3))
+    p = P.dense(loaded.fcn, image, q, flip, loaded.preprocessing)
+    return p, (2 if flip else 1) * macs(loaded.fcn, (h, w, 3))
+
+
+def evaluate(models, dataset, protocols=PROTOCOLS, scales=None,
+             data_dir=None, max_images=None, flip=True, split="validation",
+             preprocessing=None, batch_size=50, verbose=0):
+    """Top-1/top-5 errors of `models` (an ensemble when several) under each
+    protocol, with the cost of each.
+
+    Args:
+        models: one or a list of run directories, `.keras` paths, Keras
+            classifiers or `LoadedModel`s.  Several: their softmax is
+            averaged (an ensemble); they must have the same classes.
+        dataset: a `pipelines.sources` spec ("builtin", "tfrecord:GLOB",
+            "folder:DIR", a tfds name), a `Source`, or a tf.data.Dataset of
+            {"encoded", "label", ...} examples.
+        protocols: names among "single", "dense", "multicrop", "combined"
+            (list or comma-separated string).
+        scales: the test scales Q for every protocol and model (averaged
+            when several), or None for each model's defaults (see module
+            doc).
+        data_dir: the sources' data_dir (builtin cache, tfds).
+        max_images: evaluate only the first N examples (skipped ones
+            included in the N).
+        flip: dense and multicrop also evaluate horizontal flips.
+        split: the dataset split.
+        preprocessing: override every model's preprocessing mode.
+        batch_size: crops per model call (multicrop runs 50 per scale).
+        verbose: print progress every `verbose` images (0: never).
+
+    Returns:
+        A list of result dicts, one per protocol (see module doc).
+
+    Raises:
+        ValueError: a missing or unreadable model, a model without a
+            rewritable head (dense, combined), Q smaller than the crop, an
+            unknown protocol, or models / dataset with different classes.
+    """
+    names = parse_protocols(protocols)
+    scales = _parse_scales(scales)
+    if not isinstance(models, (list, tuple)):
+        models = [models]
+    if not models:
+        raise ValueError("`models` is empty: give at least one model.")
+    loaded = [load_model(m, preprocessing) for m in models]
+    classes = {m.num_classes for m in loaded}
+    if len(classes) > 1:
+        raise ValueError("The models of an ensemble must have the same "
+                         "classes; they have " + ", ".join(
+                             f"{m.name!r}: {m.num_classes}" for m in loaded))
+    num_classes = classes.pop()
+    parts = sorted({part for n in names for part in _PARTS[n]})
+    part_scales = {part: [scales_for(m, part, scales) for m in loaded]
+                   for part in parts}
+    if "dense" in parts:
+        for m in loaded:
+            m.fcn  # noqa: B018 - raises ValueError naming a bad model early
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"`max_images` must be >= 1. Received: "
+                         f"max_images={max_images!r}")
+
+    examples, source_classes, dataset_name = _open_dataset(dataset, split,
+                                                           data_dir)
+    if source_classes is not None and source_classes != num_classes:
+        raise ValueError(
+            f"The dataset {dataset_name!r} has {source_classes} classes, "
+            f"the model(s) {num_classes}.")
+    if max_images is not None:
+        examples = examples.take(max_images)
+    counter = augment.SkipCounter()
+    decoded = augment.map_skipping_errors(examples, _decode, counter,
+                                          deterministic=True)
+    decoded = decoded.prefetch(2)
+
+    macs = _Cost()
+    seconds = {part: 0.0 for part in parts}
+    total_macs = {part: 0 for part in parts}
+    correct = {n: [0, 0] for n in names}
+    images = 0
+    for image, label in decoded.as_numpy_iterator():
+        image = image.astype(np.float32)
+        probs = {}
+        for part in parts:
+            per_model = []
+            start = time.perf_counter()
+            for m, qs in zip(loaded, part_scales[part]):
+                per_scale = []
+                for q in qs:
+                    p, n_macs = _run_part(part, m, image, q, flip,
+                                          batch_size, macs)
+                    per_scale.append(p)
+                    total_macs[part] += n_macs
+                per_model.append(P.average(per_scale))
+            probs[part] = P.average(per_model)
+            seconds[part] += time.perf_counter() - start
+        for n in names:
+            p = P.average([probs[part] for part in _PARTS[n]])
+            correct[n][0] += int(topk_correct(p, [label], 1)[0])
+            correct[n][1] += int(topk_correct(p, [label], 5)[0])
+        images += 1
+        if verbose and images % verbose == 0:
+            print(f"  {images} images", flush=True)
+
+    results = []
+    for n in names:
+        used = _PARTS[n]
+        model_scales = part_scales[used[-1]]
+        same = all(s == model_scales[0] for s in model_scales)
+        spent = sum(seconds[part] for part in used)
+        results.append({
+            "protocol": n,
+            "scales": (model_scales[0] if same else
+                       {m.name: s for m, s in zip(loaded, model_scales)}),
+            "top1_error": (1.0 - correct[n][0] / images) if images else None,
+            "top5_error": (1.0 - correct[n][1] / images) if images else None,
+            "gmacs_per_image": (sum(total_macs[part] for part in used)
+                                / images / 1e9) if images else None,
+            "images_per_second": images / spent if spent > 0 else None,
+            "images": images,
+            "images_skipped": counter.count,
+            "top5_k": min(5, num_classes),
+            "models": [m.name for m in loaded],
+            "dataset": dataset_name,
+            "split": split,
+            "flip": bool(flip),
+        })
+    return results
+
+
+def format_results(results):
+    """The results as a table like the paper's (errors in percent)."""
+    def number(value, spec):
+        return "-" if value is None else format(value, spec)
+
+    def scales(value):
+        if isinstance(value, dict):
+            return "; ".join(",".join(map(str, s)) for s in value.values())
+        return ",".join(map(str, value))
+
+    rows = [(r["protocol"], scales(r["scales"]),
+             number(None if r["top1_error"] is None
+                    else 100 * r["top1_error"], ".2f"),
+             number(None if r["top5_error"] is None
+                    else 100 * r["top5_error"], ".2f"),
+             number(r["gmacs_per_image"], ".4g"),
+             number(r["images_per_second"], ".2f")) for r in results]
+    table = format_table(["protocol", "scales Q", "top-1 err %",
+                          "top-5 err %", "GMACs/image", "images/s"], rows)
+    if results:
+        r = results[0]
+        table += (f"\n{r['images']} images ({r['images_skipped']} "
+                  f"undecodable skipped), {len(r['models'])} model(s)"
+                  + ("" if r["flip"] else ", no flips")
+                  + (f", top-5 = top-{r['top5_k']}" if r["top5_k"] < 5
+                     else ""))
+    return table
+
+
+def write_json(results, path):
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(results, f, indent=2)
+    os.replace(tmp, path)
+
+
+# -- command line -----------------------------------------------------------
+
+def define_flags(flag_values=None):
+    from absl import flags
+
+    fv = flags.FLAGS if flag_values is None else flag_values
+    flags.DEFINE_multi_string(
+        "model", None, "Trained model: a .keras file or a training run "
+        "directory.  Repeat for an ensemble.", flag_values=fv)
+    flags.DEFINE_string("dataset", "builtin",
+                        "builtin, tfrecord:GLOB, folder:DIR or a tfds name.",
+                        flag_values=fv)
+    flags.DEFINE_string("split", "validation", "Dataset split.",
+                        flag_values=fv)
+    flags.DEFINE_string("data_dir", None,
+                        "tfds data_dir, or the built-in dataset's cache.",
+                        flag_values=fv)
+    flags.DEFINE_list("protocol", list(PROTOCOLS),
+                      f"Protocols, some of {list(PROTOCOLS)}.",
+                      flag_values=fv)
+    flags.DEFINE_list("scales", None,
+                      "Test scales Q (averaged when several); default from "
+                      "each model's training_config.json.", flag_values=fv)
+    flags.DEFINE_boolean("flip", True,
+                         "Dense and multicrop also evaluate horizontal "
+                         "flips (--noflip: not).", flag_values=fv)
+    flags.DEFINE_string("output", None, "Write the results as JSON here.",
+                        flag_values=fv)
+    flags.DEFINE_integer("max_images", None,
+                         "Evaluate the first N images only.", flag_values=fv)
+    flags.DEFINE_enum("preprocessing", None, ["caffe", "torch", "none"],
+                      "Override the models' preprocessing.", flag_values=fv)
+    flags.DEFINE_integer("batch_size", 50, "Crops per model call.",
+                         flag_values=fv)
+    flags.DEFINE_integer("verbose", 0, "Print progress every N images.",
+                         flag_values=fv)
+    return fv
+
+
+def run_from_flags(fv):
+    """Runs what the parsed flags say; prints and returns the results."""
+    if not fv.model:
+        raise ValueError("Give at least one --model (a .keras file or a "
+                         "training run directory).")
+    results = evaluate(fv.model, fv.dataset, fv.protocol, scales=fv.scales,
+                       data_dir=fv.data_dir, max_images=fv.max_images,
+                       flip=fv.flip, split=fv.split,
+                       preprocessing=fv.preprocessing,
+                       batch_size=fv.batch_size, verbose=fv.verbose)
+    print(format_results(results))
+    if fv.output:
+        write_json(results, fv.output)
+        print(f"Results written to {fv.output}")
+    return results
+
+
+def cli(argv):
+    """The command line on `argv` (without the program name), with its own
+    flag values: `cli(["--model=runs/a", "--max_images=10"])`."""
+    from absl import flags
+
+    fv = define_flags(flags.FlagValues())
+    fv(["pipelines.evaluate"] + list(argv))
+    return run_from_flags(fv)
+
+
+def main(argv):
+    from absl import flags
+
+    if len(argv) > 1:
+        raise ValueError(f"Unexpected arguments: {argv[1:]}")
+    run_from_flags(flags.FLAGS)
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    define_flags()
+    app.run(main)

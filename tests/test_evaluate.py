@@ -1,0 +1,230 @@
+"""pipelines.evaluate and pipelines.cost: error counting, the wiring of
+protocols, scales and ensembles, the CLI's JSON, errors, MAC counts."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+import keras_vgg
+from pipelines import cost
+from pipelines import evaluate as E
+from pipelines import protocols as P
+from tests.tiny_run import CLASS_NAMES
+from tests.tiny_run import CROP
+from tests.tiny_run import pixels
+from tests.tiny_run import write_run
+
+FIELDS = {"protocol", "scales", "top1_error", "top5_error",
+          "gmacs_per_image", "images_per_second", "images",
+          "images_skipped"}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    run0, model0 = write_run(str(root / "run0"), seed=0)
+    # The second run was trained with jittered S in [32, 64].
+    run1, model1 = write_run(str(root / "run1"), seed=1, scale_min=32,
+                             scale_max=64)
+    return (run0, model0), (run1, model1)
+
+
+def png(image):
+    return tf.io.encode_png(image.astype(np.uint8)).numpy()
+
+
+@pytest.fixture(scope="module")
+def examples():
+    """Four images of different sizes, and one undecodable file."""
+    images = [pixels(36, 44, seed=10), pixels(50, 40, seed=11),
+              pixels(33, 33, seed=12), pixels(40, 61, seed=13)]
+    images = [np.floor(i) for i in images]     # exactly what PNG stores
+    encoded = [png(i) for i in images]
+    encoded.insert(2, b"this is not an image")
+    labels = [0, 1, 9, 2, 3]                   # 9: the undecodable one
+    dataset = tf.data.Dataset.from_tensor_slices({
+        "encoded": encoded, "label": np.asarray(labels, np.int64),
+        "bbox": np.zeros((5, 0, 4), np.float32)})
+    return dataset, images, [0, 1, 2, 3]
+
+
+def test_topk_counts_a_hand_made_case():
+    p = np.array([
+        [0.30, 0.25, 0.15, 0.10, 0.08, 0.07, 0.05],  # label 0: top-1
+        [0.30, 0.25, 0.15, 0.10, 0.08, 0.07, 0.05],  # label 4: 5th
+        [0.30, 0.25, 0.15, 0.10, 0.08, 0.07, 0.05],  # label 5: 6th
+        [0.40, 0.40, 0.10, 0.05, 0.05, 0.0, 0.0],    # label 1: tied first
+    ])
+    labels = [0, 4, 5, 1]
+    assert E.topk_correct(p, labels, 1).tolist() == [True, False, False,
+                                                     True]
+    assert E.topk_correct(p, labels, 5).tolist() == [True, True, False,
+                                                     True]
+    # Fewer than 5 classes: top-5 is every class.
+    few = np.array([[0.7, 0.2, 0.1], [0.1, 0.2, 0.7]])
+    assert E.topk_correct(few, [2, 0], 5).tolist() == [True, True]
+    assert E.topk_correct(few, [2, 0], 1).tolist() == [False, False]
+
+
+def test_evaluate_matches_the_protocols_and_counts_skips(runs, examples):
+    (run0, model0), (run1, model1) = runs
+    dataset, images, labels = examples
+    results = E.evaluate([run0, run1], dataset,
+                         ["single", "dense", "multicrop", "combined"])
+    by_name = {r["protocol"]: r for r in results}
+    assert [r["protocol"] for r in results] == [
+        "single", "dense", "multicrop", "combined"]
+    for r in results:
+        assert FIELDS <= set(r)
+        assert r["images"] == 4 and r["images_skipped"] == 1
+        assert r["images_per_second"] > 0
+    # Default scales come from each run's training_config.json.
+    assert by_name["single"]["scales"] == {run0 + "/model.keras": [40],
+                                           run1 + "/model.keras": [48]}
+    assert by_name["dense"]["scales"] == {run0 + "/model.keras": [35, 40, 45],
+                                          run1 + "/model.keras": [32, 48, 64]}
+    # The same numbers computed with the protocols directly.
+    fcn0 = keras_vgg.fully_convolutional(model0, average=True)
+    fcn1 = keras_vgg.fully_convolutional(model1, average=True)
+    scales = {0: [35, 40, 45], 1: [32, 48, 64]}
+    pairs = [(model0, fcn0, 0), (model1, fcn1, 1)]
+    errors = {name: [0, 0] for name in by_name}
+    for image, label in zip(images, labels):
+        single = P.average([P.single_crop(m, image, s)
+                            for m, s in ((model0, 40), (model1, 48))])
+        dense = P.ensemble(lambda t: P.multi_scale(
+            lambda q: P.dense(t[1], image, q), scales[t[2]]), pairs)
+        multi = P.ensemble(lambda t: P.multi_scale(
+            lambda q: P.multi_crop(t[0], image, q), scales[t[2]]), pairs)
+        probs = {"single": single, "dense": dense, "multicrop": multi,
+                 "combined": (dense + multi) / 2}
+        for name, p in probs.items():
+            errors[name][0] += int(np.argmax(p) != label)
+    for name, r in by_name.items():
+        assert r["top1_error"] == pytest.approx(errors[name][0] / 4)
+        assert r["top5_error"] == 0.0           # 4 classes: top-5 = all
+    # MACs: 50 crops per scale x 3 scales x 2 models for multicrop.
+    crop_macs = cost.count_macs(model0, (CROP, CROP, 3))
+    assert by_name["single"]["gmacs_per_image"] * 1e9 == pytest.approx(
+        2 * crop_macs)
+    assert by_name["multicrop"]["gmacs_per_image"] * 1e9 == pytest.approx(
+        300 * crop_macs)
+    dense_macs = np.mean([sum(
+        2 * cost.count_macs(f, P.rescaled_size(*i.shape[:2], q) + (3,))
+        for f, qs in ((fcn0, scales[0]), (fcn1, scales[1])) for q in qs)
+        for i in images])
+    assert by_name["dense"]["gmacs_per_image"] * 1e9 == pytest.approx(
+        dense_macs)
+    assert by_name["combined"]["gmacs_per_image"] == pytest.approx(
+        by_name["dense"]["gmacs_per_image"]
+        + by_name["multicrop"]["gmacs_per_image"])
+
+
+def test_given_scales_and_noflip(runs, examples):
+    (run0, model0), _ = runs
+    dataset, images, labels = examples
+    [r] = E.evaluate(run0, dataset, "multicrop", scales=[32, 48],
+                     flip=False, max_images=2)
+    assert r["scales"] == [32, 48] and r["flip"] is False
+    assert r["images"] == 2 and r["images_skipped"] == 0
+    assert r["gmacs_per_image"] * 1e9 == pytest.approx(
+        50 * cost.count_macs(model0, (CROP, CROP, 3)))
+    expected = [int(np.argmax(P.multi_scale(
+        lambda q: P.multi_crop(model0, i, q, flip=False), [32, 48])) != y)
+        for i, y in zip(images[:2], labels[:2])]
+    assert r["top1_error"] == pytest.approx(np.mean(expected))
+
+
+def test_cli_writes_json(runs, tmp_path):
+    (run0, _), (run1, _) = runs
+    folder = tmp_path / "images"
+    for label, name in enumerate(CLASS_NAMES):
+        os.makedirs(folder / name)
+        for i in range(2):
+            keras.utils.save_img(str(folder / name / f"{i}.png"),
+                                 pixels(34 + 5 * i, 40, seed=label + 4 * i))
+    output = tmp_path / "out" / "results.json"
+    E.cli([f"--model={run0}", f"--model={run1}/model.keras",
+           f"--dataset=folder:{folder}", "--protocol=dense,single",
+           "--scales=32,40", "--noflip", f"--output={output}"])
+    results = json.loads(output.read_text())
+    assert [r["protocol"] for r in results] == ["dense", "single"]
+    for r in results:
+        assert FIELDS <= set(r)
+        assert r["scales"] == [32, 40] and r["flip"] is False
+        assert r["images"] == 4 and r["images_skipped"] == 0
+        assert 0 <= r["top1_error"] <= 1 and r["top5_error"] == 0
+    table = E.format_results(results)
+    assert "top-1 err %" in table and "GMACs/image" in table
+
+
+def test_bad_inputs_raise_clear_errors(runs, examples, tmp_path):
+    (run0, model0), _ = runs
+    dataset, _, _ = examples
+    missing = str(tmp_path / "nothing.keras")
+    with pytest.raises(ValueError, match="nothing.keras"):
+        E.evaluate(missing, dataset, "single")
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="Cannot read the model.*broken"):
+        E.evaluate(str(broken), dataset, "single")
+    with pytest.raises(ValueError, match="Unknown protocol 'densest'"):
+        E.evaluate(run0, dataset, "single,densest")
+    with pytest.raises(ValueError, match="Q=24 is smaller than the crop"):
+        E.evaluate(run0, dataset, "single", scales=[24, 32])
+    # A softmax classifier whose head has no Flatten: no dense evaluation.
+    body = keras_vgg.VGG("A", include_top=False, width_multiplier=0.125,
+                         input_shape=(CROP, CROP, 3), pooling="avg")
+    gap = keras.Model(body.inputs, keras.layers.Dense(
+        4, activation="softmax")(body.outputs[0]), name="gap_head")
+    path = str(tmp_path / "gap.keras")
+    gap.save(path)
+    with pytest.raises(ValueError, match="gap.keras.*cannot be evaluated "
+                                         "densely"):
+        E.evaluate(path, dataset, "combined")
+    logits = keras_vgg.VGG("A", width_multiplier=0.125, classes=4,
+                           input_shape=(CROP, CROP, 3),
+                           classifier_activation=None)
+    with pytest.raises(ValueError, match="softmax"):
+        E.evaluate(logits, dataset, "single")
+    other = keras_vgg.VGG("A", width_multiplier=0.125, classes=3,
+                          input_shape=(CROP, CROP, 3))
+    with pytest.raises(ValueError, match="same classes"):
+        E.evaluate([model0, other], dataset, "single")
+    with pytest.raises(ValueError, match="--model"):
+        E.cli(["--dataset=builtin"])
+
+
+def test_count_macs_of_vgg16_is_the_config_formula():
+    model = keras_vgg.VGG16()
+    assert cost.count_macs(model, (224, 224, 3)) == keras_vgg.count_macs("D")
+    assert round(keras_vgg.count_macs("D") / 1e9, 2) == 15.47
+    with pytest.raises(ValueError, match="takes inputs of shape"):
+        cost.count_macs(model, (256, 256, 3))
+
+
+def test_count_macs_of_narrow_and_fully_convolutional_models():
+    model = keras_vgg.VGG("A", width_multiplier=0.125, classes=4,
+                          input_shape=(CROP, CROP, 3))
+    widths = [8, 16, 32, 32, 64, 64, 64, 64]      # net A at 1/8 width
+    sides = [32, 16, 8, 8, 4, 4, 2, 2]            # before each block's pool
+
+    def convs(scale_h, scale_w):
+        total, cin = 0, 3
+        for width, side in zip(widths, sides):
+            total += side * scale_h * side * scale_w * 9 * cin * width
+            cin = width
+        return total
+
+    fc = 64 * 512 + 512 * 512 + 512 * 4           # 1x1x64 -> 512 -> 512 -> 4
+    assert cost.count_macs(model, (CROP, CROP, 3)) == convs(1, 1) + fc
+    assert cost.count_macs(model, (1, CROP, CROP, 3)) == convs(1, 1) + fc
+    # The score map of a 64x96 input has 2x3 positions.
+    fcn = keras_vgg.fully_convolutional(model)
+    assert cost.count_macs(fcn, (64, 96, 3)) == convs(2, 3) + 6 * fc
+    assert cost.count_macs(keras_vgg.fully_convolutional(
+        model, average=True), (64, 96, 3)) == convs(2, 3) + 6 * fc

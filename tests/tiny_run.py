@@ -1,0 +1,56 @@
+"""A tiny trained-run directory for the evaluation tests: a narrow net A on
+32x32 crops with fixed random weights, saved as `pipelines.train` saves a
+run (model.keras with its softmax, training_config.json, class_names.txt)."""
+
+import json
+import os
+
+import numpy as np
+
+import keras_vgg
+from tests.conftest import randomize
+
+CROP = 32
+CLASS_NAMES = ["circle", "square", "triangle", "star"]
+
+
+def tiny_model(seed=0):
+    model = keras_vgg.VGG("A", width_multiplier=0.125,
+                          input_shape=(CROP, CROP, 3),
+                          classes=len(CLASS_NAMES), dropout=0.0,
+                          name=f"tiny{seed}")
+    randomize(model, seed=seed)
+    # Small logits, so that probabilities are far from 0 and 1 and averages
+    # of different views differ visibly.
+    head = model.get_layer("predictions")
+    kernel, bias = head.get_weights()
+    head.set_weights([kernel * 5e-3, bias * 0.0])
+    return model
+
+
+def training_config(scale_min=40, scale_max=40):
+    return {
+        "config": "A", "batch_norm": False, "width_multiplier": 0.125,
+        "scale_min": scale_min, "scale_max": scale_max, "crop": CROP,
+        "preprocessing": "caffe", "class_names": CLASS_NAMES,
+        "num_classes": len(CLASS_NAMES), "jittered": scale_max > scale_min,
+        "validation_scale": (scale_min + scale_max) // 2,
+    }
+
+
+def write_run(directory, seed=0, scale_min=40, scale_max=40):
+    """Writes a run directory; returns (directory, model)."""
+    os.makedirs(directory, exist_ok=True)
+    model = tiny_model(seed)
+    model.save(os.path.join(directory, "model.keras"))
+    with open(os.path.join(directory, "training_config.json"), "w") as f:
+        json.dump(training_config(scale_min, scale_max), f, indent=2)
+    with open(os.path.join(directory, "class_names.txt"), "w") as f:
+        f.write("\n".join(CLASS_NAMES) + "\n")
+    return directory, model
+
+
+def pixels(height, width, seed=0):
+    """Random RGB pixels in [0, 255], float32 (H, W, 3)."""
+    return np.random.RandomState(seed).uniform(
+        0, 255, (height, width, 3)).astype("float32")
