@@ -58,6 +58,9 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     max_rollbacks: int = 2
+    # "classification", or "localisation" (box regression, appendix A).
+    task: str = "classification"
+    regression: str = "pcr"
     val_batch_size: int = 64
     shuffle_buffer: int = 10_000
 
@@ -82,6 +85,10 @@ class TrainConfig:
             (self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1"),
             (self.max_steps is None or self.max_steps >= 1, "max_steps",
              "must be >= 1"),
+            (self.task in ("classification", "localisation"), "task",
+             "must be 'classification' or 'localisation'"),
+            (self.regression in ("scr", "pcr"), "regression",
+             "must be 'scr' or 'pcr'"),
             # XLA's MaxPool gradient has no deterministic implementation.
             (not (self.xla and self.deterministic), "xla",
              "cannot be combined with deterministic=True"),
@@ -125,12 +132,23 @@ def _table3():
 
 
 RECIPES = _table3()
+# Appendix A: localisers fine-tuned from the classification nets (--init_from)
+# at lr 1e-3, S = 256 or 384, no jittering; --regression picks SCR or PCR.
+for _s in (256, 384):
+    RECIPES[f"vgg16_loc_s{_s}"] = TrainConfig(
+        config="D", task="localisation", scale_min=_s, scale_max=_s,
+        learning_rate=1e-3)
 # A narrow net A with BN on the built-in dataset: a few minutes on 2 cores.
 RECIPES["demo"] = TrainConfig(
     config="A", batch_norm=True, width_multiplier=0.25, dropout=0.0,
     scale_min=64, scale_max=72, crop=64, test_scale=64, batch_size=32,
     learning_rate=0.005, weight_decay=5e-4, lr_patience=8, max_epochs=30,
     checkpoint_every=100, seed=0, val_batch_size=50, shuffle_buffer=1000)
+
+
+RECIPES["demo_loc"] = dataclasses.replace(
+    RECIPES["demo"], task="localisation", scale_min=64, scale_max=64,
+    test_scale=64, learning_rate=1e-3, max_epochs=10)
 
 
 def get_recipe(name):

@@ -33,6 +33,7 @@ import tensorflow as tf
 import keras
 import keras_vgg
 from pipelines import augment
+from pipelines import box_loss
 from pipelines import distribute
 from pipelines import recipes
 from pipelines import sources
@@ -46,7 +47,13 @@ class TrainingDiverged(RuntimeError):
 
 
 def build_model(cfg, num_classes):
-    """The network of `cfg`, with logits out (the loss applies softmax)."""
+    """The network of `cfg`: a classifier with logits out (the loss applies
+    softmax), or a localiser (box regressor) for task="localisation"."""
+    if cfg.task == "localisation":
+        return keras_vgg.VGGLocalizer(
+            cfg.config, regression=cfg.regression, classes=num_classes,
+            input_shape=(cfg.crop, cfg.crop, 3), batch_norm=cfg.batch_norm,
+            dropout=cfg.dropout, width_multiplier=cfg.width_multiplier)
     model = keras_vgg.VGG(
         cfg.config, batch_norm=cfg.batch_norm, classes=num_classes,
         input_shape=(cfg.crop, cfg.crop, 3), classifier_activation=None,
@@ -228,14 +235,21 @@ class Trainer:
         replicas = self.strategy.num_replicas_in_sync
         kernels = _kernels(model)
 
+        localisation = cfg.task == "localisation"
+
         def replica_fn(micro_batches):
             grads_sum = None
             ce_sum = top1 = top5 = 0.0
-            for images, labels in micro_batches:
+            for batch in micro_batches:
+                images, labels = batch[0], batch[1]
                 with tf.GradientTape() as tape:
                     logits = tf.cast(model(images, training=True), tf.float32)
-                    ce = keras.losses.sparse_categorical_crossentropy(
-                        labels, logits, from_logits=True)
+                    if localisation:
+                        ce, valid = box_loss.euclidean_loss(
+                            logits, labels, batch[2], cfg.regression)
+                    else:
+                        ce = keras.losses.sparse_categorical_crossentropy(
+                            labels, logits, from_logits=True)
                     # Scaled by the global batch: summing over replicas and
                     # micro-batches gives the batch mean.
                     loss = tf.reduce_sum(ce) / global_batch
@@ -250,6 +264,13 @@ class Trainer:
                 grads_sum = grads if grads_sum is None else [
                     a + b for a, b in zip(grads_sum, grads)]
                 ce_sum += tf.reduce_sum(ce)
+                if localisation:
+                    # top1: boxes with IoU > 0.5; top5: images with a box.
+                    hits, valid = box_loss.correct_boxes(
+                        logits, labels, batch[2], cfg.regression)
+                    top1 += tf.reduce_sum(hits)
+                    top5 += tf.reduce_sum(valid)
+                    continue
                 top1 += tf.reduce_sum(tf.cast(tf.math.in_top_k(
                     tf.cast(labels, tf.int32), logits, 1), tf.float32))
                 top5 += tf.reduce_sum(tf.cast(tf.math.in_top_k(
@@ -272,9 +293,15 @@ class Trainer:
     def _make_eval_step(self):
         model = self.model
         k = min(5, self.num_classes)
+        cfg = self.cfg
 
-        def replica_fn(images, labels):
+        def replica_fn(images, labels, boxes=None):
             logits = tf.cast(model(images, training=False), tf.float32)
+            if boxes is not None:
+                hits, valid = box_loss.correct_boxes(logits, labels, boxes,
+                                                     cfg.regression)
+                return (tf.reduce_sum(hits), tf.reduce_sum(valid),
+                        tf.reduce_sum(valid))
             labels = tf.cast(labels, tf.int32)
             return (tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, 1),
                                           tf.float32)),
@@ -283,8 +310,8 @@ class Trainer:
                     tf.cast(tf.shape(labels)[0], tf.float32))
 
         @tf.function
-        def step(images, labels):
-            out = self.strategy.run(replica_fn, args=(images, labels))
+        def step(*batch):
+            out = self.strategy.run(replica_fn, args=batch)
             return [self.strategy.reduce("SUM", v, axis=None) for v in out]
 
         return step
@@ -300,6 +327,7 @@ class Trainer:
             preprocessing=cfg.preprocessing,
             pca_lighting_std=cfg.pca_lighting_std, repeat=True,
             shuffle_buffer=cfg.shuffle_buffer, seed=seed,
+            with_bbox=cfg.task == "localisation",
             # In-order parallel decoding: the skipped-image count is then
             # exact at every step (out of order, a slow image counts as
             # skipped until it arrives), and resumes replay the same batches.
@@ -310,15 +338,17 @@ class Trainer:
 
     def evaluate(self):
         """Top-1 / top-5 accuracy on the validation source (central crop at
-        the validation scale Q)."""
+        the validation scale Q); for localisation, the fraction of images
+        whose ground-truth-class box has IoU > 0.5 (twice)."""
         cfg = self.cfg
         ds = augment.make_dataset(
             self.val_source, training=False, batch_size=cfg.val_batch_size,
             scale=cfg.validation_scale, crop=cfg.crop,
-            preprocessing=cfg.preprocessing, skip_counter=self.skip_counter)
+            preprocessing=cfg.preprocessing, skip_counter=self.skip_counter,
+            with_bbox=cfg.task == "localisation")
         totals = np.zeros(3)
-        for images, labels in ds:
-            totals += [float(v) for v in self._eval_step(images, labels)]
+        for batch in ds:
+            totals += [float(v) for v in self._eval_step(*batch)]
         if not totals[2]:
             raise ValueError("The validation data yielded no image.")
         return totals[0] / totals[2], totals[1] / totals[2]
@@ -426,8 +456,12 @@ class Trainer:
                       "learning_rate": float(state["learning_rate"].numpy())}
             history.append(record)
             if self.verbose and self.chief:
-                print(f"  val top-1 {val_top1:.4f}  top-5 {val_top5:.4f}  "
-                      f"lr {record['learning_rate']:g}")
+                if cfg.task == "localisation":
+                    print(f"  val localisation accuracy (IoU > 0.5) "
+                          f"{val_top1:.4f}  lr {record['learning_rate']:g}")
+                else:
+                    print(f"  val top-1 {val_top1:.4f}  top-5 "
+                          f"{val_top5:.4f}  lr {record['learning_rate']:g}")
             with self.writer.as_default():
                 tf.summary.scalar("val/top1", val_top1, step=record["step"])
                 tf.summary.scalar("val/top5", val_top5, step=record["step"])
@@ -446,6 +480,9 @@ class Trainer:
         metrics = {
             "val_top1_accuracy": val_top1,
             "val_top5_accuracy": val_top5,
+            **({"val_localization_accuracy": val_top1,
+                "val_localization_error": 1 - val_top1}
+               if cfg.task == "localisation" else {}),
             "images_skipped": int(state["images_skipped"].numpy()),
             "steps": int(state["step"].numpy()),
             "epochs": int(state["epoch"].numpy()),
@@ -483,8 +520,10 @@ class Trainer:
         d = self.model_dir
         # The trained network with its softmax, as a user loads it, and
         # plain BN layers (synchronised BN exists on the TF backend only).
-        self.model.get_layer("predictions").activation = \
-            keras.activations.softmax
+        head = (self.model.get_layer("predictions")
+                if self.cfg.task == "classification" else None)
+        if head is not None:
+            head.activation = keras.activations.softmax
         synced = [layer.synchronized for layer in self._batch_norms]
         for layer in self._batch_norms:
             layer.synchronized = False
@@ -494,8 +533,8 @@ class Trainer:
             self.model.save(tmp)
             os.replace(tmp, os.path.join(d, "model.keras"))
         finally:
-            self.model.get_layer("predictions").activation = \
-                keras.activations.linear
+            if head is not None:
+                head.activation = keras.activations.linear
             for layer, value in zip(self._batch_norms, synced):
                 layer.synchronized = value
         names = list(self.train_source.class_names or
