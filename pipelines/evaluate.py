@@ -550,7 +550,38 @@ def define_flags(flag_values=None):
                          flag_values=fv)
     flags.DEFINE_integer("verbose", 0, "Print progress every N images.",
                          flag_values=fv)
+    flags.DEFINE_enum("task", "classification",
+                      ["classification", "localisation"],
+                      "localisation: --model are localisers, evaluated with "
+                      "--loc_protocol (see pipelines.localize).",
+                      flag_values=fv)
+    flags.DEFINE_multi_string(
+        "classifier", None, "Localisation: classification runs that rate "
+        "the dense boxes and give the top-5 classes.", flag_values=fv)
+    flags.DEFINE_list("loc_protocol", ["center", "dense"],
+                      "Localisation protocols: center (Table 8), dense "
+                      "(Table 9).", flag_values=fv)
     return fv
+
+
+def run_localisation(fv):
+    from pipelines import localize
+    from pipelines.report import format_table
+
+    results = [localize.evaluate_localization(
+        fv.model, fv.classifier or (), fv.dataset, protocol=p,
+        scales=fv.scales, data_dir=fv.data_dir, split=fv.split,
+        max_images=fv.max_images) for p in fv.loc_protocol]
+    rows = [(r["protocol"], ",".join(map(str, r["scales"])),
+             f"{100 * r['localization_error']:.2f}",
+             f"{100 * r['top5_error']:.2f}" if "top5_error" in r else "-",
+             r["images"]) for r in results]
+    print(format_table(["protocol", "scales Q", "loc. error % (GT class)",
+                        "top-5 loc. error %", "images"], rows))
+    if fv.output:
+        write_json(results, fv.output)
+        print(f"Results written to {fv.output}")
+    return results
 
 
 def run_from_flags(fv):
@@ -558,6 +589,8 @@ def run_from_flags(fv):
     if not fv.model:
         raise ValueError("Give at least one --model (a .keras file or a "
                          "training run directory).")
+    if fv.task == "localisation":
+        return run_localisation(fv)
     results = evaluate(fv.model, fv.dataset, fv.protocol, scales=fv.scales,
                        data_dir=fv.data_dir, max_images=fv.max_images,
                        flip=fv.flip, split=fv.split,

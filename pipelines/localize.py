@@ -1,0 +1,332 @@
+"""Localisation with VGG box regressors: the paper's appendix A protocols.
+
+- Central crop (Table 8): rescale to Q, central crop, the box of the
+  ground-truth class; correct when its IoU with a ground-truth box is > 0.5.
+- Dense (Table 9): the fully convolutional localiser on the whole image at
+  every scale gives one box per score-map position (per class for PCR); each
+  box is rated by the classification network's class score at the same
+  position and scale; the boxes of all positions, scales and models are
+  unioned, then merged greedily (OverFeat: `keras_vgg.boxes.greedy_merge`).
+  Reported: the error with the ground-truth class, and the top-5 error (the
+  ground-truth class among the classifier's five best, with a box of IoU
+  > 0.5).
+
+    python -m pipelines.localize IMAGE --model=runs/loc --classifier=runs/cls \\
+        --output=boxes.png
+    python -m pipelines.evaluate --task=localisation --model=runs/loc \\
+        --classifier=runs/cls --dataset=builtin
+
+Boxes: the localiser predicts (cx, cy, w, h) normalised to its input window;
+they are turned into corners normalised to the whole image.  Score-map
+position (i, j) sees the window starting at (stride*i, stride*j) of the
+rescaled image (stride 32: five 2x2 pools), of the training crop's size.
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+import keras
+import keras_vgg
+from keras_vgg import boxes as box_lib
+from pipelines import protocols as P
+from pipelines import sources
+
+STRIDE = 32
+
+
+@dataclasses.dataclass
+class Localizer:
+    """A localiser and its training settings."""
+
+    model: keras.Model
+    name: str
+    regression: str
+    crop: int
+    preprocessing: str
+    scale: int
+    _fcn: keras.Model = None
+
+    @property
+    def fcn(self):
+        if self._fcn is None:
+            self._fcn = keras_vgg.fully_convolutional(self.model)
+        return self._fcn
+
+
+def load_localizer(path):
+    """A `Localizer` from a training run dir (task=localisation) or .keras."""
+    path = os.fspath(path)
+    model_path = os.path.join(path, "model.keras") if os.path.isdir(path) \
+        else path
+    if not os.path.isfile(model_path):
+        raise ValueError(f"No localiser at {model_path!r}")
+    model = keras.saving.load_model(model_path, compile=False)
+    config = {}
+    config_path = os.path.join(os.path.dirname(model_path),
+                               "training_config.json")
+    if os.path.isfile(config_path):
+        with open(config_path) as f:
+            config = json.load(f)
+    try:
+        model.get_layer("boxes")
+    except ValueError:
+        raise ValueError(f"{model_path!r} is not a localiser (no 'boxes' "
+                         "layer).") from None
+    units = int(model.get_layer("boxes").units)
+    regression = config.get("regression") or ("scr" if units == 4 else "pcr")
+    crop = int(model.inputs[0].shape[1])
+    return Localizer(model=model, name=model_path, regression=regression,
+                     crop=crop, preprocessing=config.get("preprocessing",
+                                                         "caffe"),
+                     scale=int(config.get("validation_scale") or crop))
+
+
+def window_boxes_to_image(box_map, rescaled_hw, crop, stride=STRIDE):
+    """(H', W', 4) boxes (cx, cy, w, h) normalised to each position's window
+    -> (H', W', 4) corners normalised to the whole (rescaled) image."""
+    box_map = np.asarray(box_map, dtype="float64")
+    rows, cols = box_map.shape[:2]
+    h, w = rescaled_hw
+    corners = box_lib.centers_to_corners(box_map) * crop
+    oy = (np.arange(rows) * stride)[:, None]
+    ox = (np.arange(cols) * stride)[None, :]
+    corners[..., 0] += oy
+    corners[..., 2] += oy
+    corners[..., 1] += ox
+    corners[..., 3] += ox
+    return box_lib.to_normalized(corners, h, w)
+
+
+def _class_boxes(box_map, class_index, regression):
+    if regression == "scr":
+        return box_map
+    per_class = box_map.reshape(box_map.shape[:-1] + (-1, 4))
+    return per_class[..., class_index, :]
+
+
+def center_crop_box(localizer, image, class_index):
+    """The central-crop protocol's box (image-normalised corners) for one
+    raw RGB image and a class."""
+    q, crop = localizer.scale, localizer.crop
+    x = P.rescale(image, q)
+    h, w = int(x.shape[1]), int(x.shape[2])
+    top, left = (h - crop) // 2, (w - crop) // 2
+    x = P.preprocess(x[:, top:top + crop, left:left + crop, :],
+                     localizer.preprocessing)
+    out = np.asarray(localizer.model(x, training=False))[0]
+    box = box_lib.select_class_boxes(out[None], [class_index],
+                                     localizer.regression)[0]
+    corners = box_lib.centers_to_corners(box) * crop + [top, left, top, left]
+    return box_lib.to_normalized(corners, h, w)
+
+
+def dense_boxes(localizers, classifier_fcns, image, scales, classes,
+                preprocessing="caffe"):
+    """Dense protocol: for each class in `classes`, the boxes of every
+    position, scale and model with their class scores, merged greedily.
+
+    Args:
+        localizers: `Localizer`s (their boxes are unioned).
+        classifier_fcns: fully convolutional classifiers (average=False)
+            whose per-position softmax rates the boxes (averaged over them).
+        image: raw RGB pixels (H, W, 3).
+        scales: test scales Q.
+        classes: class indices to localise.
+
+    Returns:
+        {class: (merged corner boxes (M, 4), merged scores (M,))}.
+    """
+    collected = {c: ([], []) for c in classes}
+    for q in scales:
+        x = P.rescale(image, q)
+        hw = (int(x.shape[1]), int(x.shape[2]))
+        scores = None
+        for fcn in classifier_fcns:
+            s = np.asarray(fcn(P.preprocess(x, preprocessing),
+                               training=False))[0]
+            scores = s if scores is None else scores + s
+        scores = scores / len(classifier_fcns)
+        for loc in localizers:
+            box_map = np.asarray(loc.fcn(P.preprocess(x, loc.preprocessing),
+                                         training=False))[0]
+            if box_map.shape[:2] != scores.shape[:2]:
+                raise ValueError(
+                    f"Localiser {loc.name!r} and the classifier give score "
+                    f"maps of {box_map.shape[:2]} and {scores.shape[:2]}: "
+                    "they need the same input window (training crop).")
+            for c in classes:
+                corners = window_boxes_to_image(
+                    _class_boxes(box_map, c, loc.regression), hw, loc.crop)
+                collected[c][0].append(corners.reshape(-1, 4))
+                collected[c][1].append(scores[..., c].reshape(-1))
+    return {c: box_lib.greedy_merge(np.concatenate(b), np.concatenate(s))
+            for c, (b, s) in collected.items()}
+
+
+def _hit(box, truth):
+    truth = np.asarray(truth).reshape(-1, 4)
+    truth = truth[(truth[:, 2] > truth[:, 0]) & (truth[:, 3] > truth[:, 1])]
+    return bool(len(truth)) and bool(np.any(box_lib.iou(box[None], truth)
+                                            > 0.5))
+
+
+def evaluate_localization(localizers, classifiers=(), dataset="builtin",
+                          protocol="center", scales=None, data_dir=None,
+                          split="validation", max_images=None):
+    """Localisation error of `localizers` on a dataset with boxes.
+
+    Args:
+        localizers: run dirs / .keras paths / `Localizer`s.
+        classifiers: classification run dirs or .keras (needed for
+            "dense", whose boxes they rate, and for the top-5 error).
+        protocol: "center" (Table 8, ground-truth class) or "dense"
+            (Table 9).
+        scales: test scales for "dense" (default: each localiser's Q).
+
+    Returns:
+        dict with `protocol`, `scales`, `images`, `localization_error`
+        (ground-truth class) and, with classifiers, `top5_error`, plus
+        `images_per_second`.
+    """
+    from pipelines import evaluate as E
+
+    if protocol not in ("center", "dense"):
+        raise ValueError(f"Unknown localisation `protocol`={protocol!r}; "
+                         "expected 'center' or 'dense'.")
+    locs = [l if isinstance(l, Localizer) else load_localizer(l)
+            for l in localizers]
+    if not locs:
+        raise ValueError("Give at least one localiser (--model).")
+    clfs = [E.load_model(c) for c in classifiers]
+    if protocol == "dense" and not clfs:
+        raise ValueError("The dense protocol rates boxes with a "
+                         "classification network: give --classifier.")
+    fcns = [keras_vgg.fully_convolutional(c.model) for c in clfs]
+    scales = [int(q) for q in (scales or sorted({l.scale for l in locs}))]
+    source = sources.load_source(dataset, split, data_dir=data_dir,
+                                 shuffle_files=False)
+    counted = wrong = wrong5 = 0
+    start = time.perf_counter()
+    for example in source.dataset:
+        if max_images and counted >= max_images:
+            break
+        try:
+            image = tf.io.decode_image(example["encoded"], channels=3,
+                                       expand_animations=False).numpy()
+        except tf.errors.InvalidArgumentError:
+            continue
+        truth = example["bbox"].numpy()
+        if not len(truth):
+            continue
+        label = int(example["label"].numpy())
+        top5 = []
+        if clfs:
+            probs = np.mean([P.dense(c.fcn, image, q, flip=False,
+                                     preprocessing=c.preprocessing)[0]
+                             for c in clfs for q in scales], axis=0)
+            top5 = list(np.argsort(-probs)[:5])
+        if protocol == "center":
+            guesses = {c: np.mean([center_crop_box(l, image, c)
+                                   for l in locs], axis=0)
+                       for c in set(top5) | {label}}
+        else:
+            merged = dense_boxes(locs, fcns, image, scales,
+                                 sorted(set(top5) | {label}),
+                                 clfs[0].preprocessing)
+            guesses = {c: m[0][0] for c, m in merged.items()}
+        counted += 1
+        wrong += not _hit(guesses[label], truth)
+        if clfs:
+            wrong5 += not (label in top5 and _hit(guesses[label], truth))
+    if not counted:
+        raise ValueError(f"No image with a box in {dataset!r} ({split}).")
+    result = {"protocol": protocol, "scales": scales, "images": counted,
+              "localization_error": wrong / counted,
+              "images_per_second": counted / (time.perf_counter() - start)}
+    if clfs:
+        result["top5_error"] = wrong5 / counted
+    return result
+
+
+def localization_figure(localizer, classifier, image_path, scales=None,
+                        top=3):
+    """A matplotlib Figure: the image with the dense protocol's best box for
+    each of the classifier's `top` classes, labelled with class and score."""
+    import matplotlib
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    from pipelines import evaluate as E
+
+    del matplotlib
+    loc = localizer if isinstance(localizer, Localizer) else \
+        load_localizer(localizer)
+    clf = E.load_model(classifier)
+    image = tf.io.decode_image(tf.io.read_file(image_path), channels=3,
+                               expand_animations=False).numpy()
+    scales = scales or [loc.scale]
+    probs = np.mean([P.dense(clf.fcn, image, q, flip=False,
+                             preprocessing=clf.preprocessing)[0]
+                     for q in scales], axis=0)
+    best = list(np.argsort(-probs)[:top])
+    merged = dense_boxes([loc], [keras_vgg.fully_convolutional(clf.model)],
+                         image, scales, best, clf.preprocessing)
+    names = clf.class_names or [str(i) for i in range(len(probs))]
+    fig = Figure(figsize=(6, 6 * image.shape[0] / image.shape[1]))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.imshow(image)
+    ax.axis("off")
+    h, w = image.shape[:2]
+    colours = ["#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00"]
+    for rank, c in enumerate(best):
+        y0, x0, y1, x1 = box_lib.to_pixels(merged[c][0][0], h, w)
+        colour = colours[rank % len(colours)]
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False,
+                               edgecolor=colour, linewidth=2))
+        ax.text(x0, max(y0 - 4, 8), f"{names[c]} {probs[c]:.2f}",
+                color="white", backgroundcolor=colour, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def main(argv):
+    from absl import flags
+
+    f = flags.FLAGS
+    if len(argv) != 2:
+        raise app_usage("give exactly one IMAGE")
+    fig = localization_figure(f.model, f.classifier, argv[1],
+                              scales=[int(q) for q in f.scales] or None,
+                              top=f.top)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    tmp = f.output + ".tmp.png"
+    fig.savefig(tmp, dpi=100)
+    os.replace(tmp, f.output)
+    print(f"Boxes written to {f.output}")
+
+
+def app_usage(message):
+    from absl import app
+
+    return app.UsageError(message)
+
+
+if __name__ == "__main__":
+    from absl import app
+    from absl import flags
+
+    flags.DEFINE_string("model", None, "Localiser run dir or .keras.")
+    flags.DEFINE_string("classifier", None,
+                        "Classification run dir or .keras rating the boxes.")
+    flags.DEFINE_string("output", "localization.png", "PNG to write.")
+    flags.DEFINE_list("scales", [], "Test scales Q (default: the run's).")
+    flags.DEFINE_integer("top", 3, "Classes to draw.")
+    flags.mark_flags_as_required(["model", "classifier"])
+    app.run(main)

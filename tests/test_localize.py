@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+
+import keras_vgg
+from pipelines import localize
+
+
+def constant_localizer(box=(0.5, 0.5, 1.0, 1.0), crop=32, regression="scr",
+                       classes=3):
+    """A localiser whose every window predicts `box` (the whole window by
+    default), for any input."""
+    model = keras_vgg.VGGLocalizer("A", regression=regression, classes=classes,
+                                   input_shape=(crop, crop, 3),
+                                   width_multiplier=0.125)
+    layer = model.get_layer("boxes")
+    kernel, bias = layer.get_weights()
+    layer.set_weights([np.zeros_like(kernel),
+                       np.tile(np.array(box, "float32"), len(bias) // 4)])
+    return localize.Localizer(model=model, name="const", regression=regression,
+                              crop=crop, preprocessing="caffe", scale=crop)
+
+
+def test_window_boxes_to_image():
+    box_map = np.tile([0.5, 0.5, 1.0, 1.0], (2, 2, 1))
+    out = localize.window_boxes_to_image(box_map, (256, 256), 224)
+    np.testing.assert_allclose(out[0, 0], [0, 0, 224 / 256, 224 / 256])
+    np.testing.assert_allclose(out[1, 1], [32 / 256, 32 / 256, 1, 1])
+    # A box in the left half of the window at position (0, 1).
+    box_map[0, 1] = [0.25, 0.5, 0.5, 1.0]
+    out = localize.window_boxes_to_image(box_map, (256, 256), 224)
+    np.testing.assert_allclose(out[0, 1], [0, 32 / 256, 224 / 256,
+                                           (32 + 112) / 256])
+
+
+def test_center_crop_box_maps_to_the_image():
+    loc = constant_localizer()
+    image = np.zeros((100, 200, 3), "float32")
+    # Q=32: rescaled 32x64, central 32x32 crop at x = 16.
+    np.testing.assert_allclose(localize.center_crop_box(loc, image, 0),
+                               [0, 0.25, 1, 0.75], atol=1e-6)
+
+
+def test_center_crop_box_pcr_takes_the_class():
+    loc = constant_localizer(regression="pcr")
+    layer = loc.model.get_layer("boxes")
+    kernel, bias = layer.get_weights()
+    bias[8:12] = [0.25, 0.5, 0.5, 1.0]   # class 2: the left half
+    layer.set_weights([kernel, bias])
+    image = np.zeros((64, 64, 3), "float32")
+    np.testing.assert_allclose(localize.center_crop_box(loc, image, 2),
+                               [0, 0, 1, 0.5], atol=1e-6)
+    np.testing.assert_allclose(localize.center_crop_box(loc, image, 0),
+                               [0, 0, 1, 1], atol=1e-6)
+
+
+def test_dense_boxes_are_the_windows_merged():
+    loc = constant_localizer()
+    clf = keras_vgg.VGG("A", input_shape=(32, 32, 3), classes=3,
+                        width_multiplier=0.125)
+    fcn = keras_vgg.fully_convolutional(clf)
+    image = np.zeros((64, 64, 3), "float32")
+    merged = localize.dense_boxes([loc], [fcn], image, [64], [0, 1])
+    boxes, scores = merged[0]
+    # 2x2 positions whose 32-pixel windows do not overlap: four boxes.
+    expected = {(0, 0, .5, .5), (0, .5, .5, 1), (.5, 0, 1, .5), (.5, .5, 1, 1)}
+    assert {tuple(np.round(b, 6)) for b in boxes} == expected
+    assert len(scores) == 4 and np.all(scores > 0)
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(ValueError, match="No localiser"):
+        localize.load_localizer(str(tmp_path / "none"))
+    clf = keras_vgg.VGG("A", input_shape=(32, 32, 3), classes=3,
+                        width_multiplier=0.125)
+    clf.save(str(tmp_path / "model.keras"))
+    with pytest.raises(ValueError, match="not a localiser"):
+        localize.load_localizer(str(tmp_path))
+    with pytest.raises(ValueError, match="protocol"):
+        localize.evaluate_localization([str(tmp_path)], protocol="grid")
