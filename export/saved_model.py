@@ -1,0 +1,200 @@
+"""A SavedModel that classifies images end to end, for TF-Serving and tf.
+
+Everything after the request is in the graph: decoding (JPEG, PNG, BMP, GIF
+of any size), rescaling the smallest side to Q, the weights' preprocessing,
+and the paper's dense evaluation (the FC head rewritten as convolutions,
+class scores averaged over the score map, optionally averaged with the
+horizontally flipped image).
+
+Signatures:
+    serving_default(images: string [N])          encoded image files
+    predict_images(images: uint8|float32 [N, H, W, 3])  RGB pixels [0, 255]
+        (predict_images_uint8 is the same for uint8 pixels)
+Outputs (both):
+    probabilities [N, classes], top_k_indices int32 [N, k],
+    top_k_scores [N, k], top_k_labels string [N, k]
+
+Usage:
+    python -m export.saved_model --model=runs/demo --output=/tmp/vgg_sm
+    python -m export.saved_model --config=D --weights=imagenet --output=DIR
+
+Example (library):
+>>> from export import common, saved_model
+>>> saved_model.export_saved_model(common.load_export_model("runs/demo"),
+...                                "/tmp/vgg_sm")
+>>> served = tf.saved_model.load("/tmp/vgg_sm")
+>>> served.signatures["serving_default"](images=tf.constant([jpeg_bytes]))
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+
+import keras
+import tensorflow as tf
+
+import keras_vgg
+from keras_vgg import preprocessing as vgg_preprocessing
+from export import common
+
+INPUT_KEY = "images"
+SIGNATURES = ("serving_default", "predict_images", "predict_images_uint8")
+OUTPUT_KEYS = ("probabilities", "top_k_indices", "top_k_scores",
+               "top_k_labels")
+
+
+def rescale(images, q):
+    """Float32 pixels (N, H, W, 3) of one size, resized so that the smallest
+    side is `q` (other side rounded half to even), bilinear with
+    antialiasing: the same as `pipelines.protocols.rescale`."""
+    shape = tf.shape(images)
+    h = tf.cast(shape[1], tf.float64)
+    w = tf.cast(shape[2], tf.float64)
+    q64 = tf.constant(float(q), tf.float64)
+    new_h = tf.where(h <= w, q64, tf.round(h * q64 / w))
+    new_w = tf.where(h <= w, tf.round(w * q64 / h), q64)
+    size = tf.cast(tf.stack([new_h, new_w]), tf.int32)
+    resized = tf.image.resize(images, size, method="bilinear",
+                              antialias=True)
+    # Leaves the pixels untouched when the image already has that size.
+    return tf.cond(tf.reduce_all(tf.equal(size, shape[1:3])),
+                   lambda: images, lambda: resized)
+
+
+class DenseClassifier:
+    """The graph pieces of the SavedModel around a fully convolutional VGG.
+
+    Args:
+        source: a `common.ExportModel`.
+        q: test scale (default `source.q`).
+        flip: average with the horizontally flipped image.
+        top_k: how many top classes to return (at most the class count).
+    """
+
+    def __init__(self, source, q=None, flip=True, top_k=5):
+        self.source = source
+        self.q = int(q or source.q)
+        if self.q < source.crop:
+            raise ValueError(f"q={self.q} is smaller than the crop size "
+                             f"{source.crop}.")
+        self.flip = bool(flip)
+        self.top_k = max(1, min(int(top_k), source.num_classes))
+        self.fcn = keras_vgg.fully_convolutional(source.model, average=True)
+        self.class_names = tf.constant(source.class_names, tf.string)
+
+    def classify_same_size(self, pixels):
+        """Probabilities (N, classes) for float32 RGB pixels (N, H, W, 3) in
+        [0, 255], all of one size."""
+        x = rescale(tf.cast(pixels, tf.float32), self.q)
+        x = vgg_preprocessing.apply(x, self.source.preprocessing)
+        p = self.fcn(x, training=False)
+        if self.flip:
+            p = (p + self.fcn(tf.image.flip_left_right(x),
+                              training=False)) / 2.0
+        return p
+
+    def decode(self, encoded):
+        """One encoded image -> float32 (H, W, 3); InvalidArgumentError for
+        bytes that are no image."""
+        image = tf.io.decode_image(encoded, channels=3,
+                                   expand_animations=False)
+        return tf.cast(image, tf.float32)
+
+    def classify_encoded(self, encoded):
+        # Images differ in size: one at a time (map_fn), then stacked.
+        def one(e):
+            return self.classify_same_size(self.decode(e)[None])[0]
+
+        return tf.map_fn(one, encoded, fn_output_signature=tf.TensorSpec(
+            [self.source.num_classes], tf.float32))
+
+    def outputs(self, probabilities):
+        scores, indices = tf.math.top_k(probabilities, k=self.top_k)
+        return {"probabilities": probabilities,
+                "top_k_indices": indices,
+                "top_k_scores": scores,
+                "top_k_labels": tf.gather(self.class_names, indices)}
+
+
+def build_archive(source, q=None, flip=True, top_k=5):
+    """A `keras.export.ExportArchive` with the signatures of this module."""
+    classifier = DenseClassifier(source, q=q, flip=flip, top_k=top_k)
+    archive = keras.export.ExportArchive()
+    archive.track(classifier.fcn)
+
+    def serving_default(images):
+        return classifier.outputs(classifier.classify_encoded(images))
+
+    def predict_images(images):
+        return classifier.outputs(classifier.classify_same_size(images))
+
+    archive.add_endpoint(
+        "serving_default", serving_default,
+        input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_KEY)])
+    archive.add_endpoint(
+        "predict_images", predict_images,
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32,
+                                       name=INPUT_KEY)])
+    archive.add_endpoint(
+        "predict_images_uint8", predict_images,
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8,
+                                       name=INPUT_KEY)])
+    return archive, classifier
+
+
+def write_saved_model(source, path, q=None, flip=True, top_k=5):
+    """Writes the SavedModel to `path` (not atomic: `export_saved_model` is).
+    The class names are a string constant in the graph.  Returns the
+    `DenseClassifier`."""
+    archive, classifier = build_archive(source, q=q, flip=flip, top_k=top_k)
+    archive.write_out(path, verbose=False)
+    return classifier
+
+
+def export_saved_model(source, output, q=None, flip=True, top_k=5,
+                       overwrite=False):
+    """Writes the SavedModel for `source` (an `ExportModel`, a run dir or a
+    .keras path) to directory `output`, atomically.
+
+    Returns:
+        The output path.
+    """
+    if not isinstance(source, common.ExportModel):
+        source = common.load_export_model(source, q=q)
+    with common.atomic_directory(output, overwrite=overwrite) as tmp:
+        write_saved_model(source, tmp, q=q, flip=flip, top_k=top_k)
+    return output
+
+
+def define_flags(flag_values=None):
+    fv = flag_values or flags.FLAGS
+    common.define_model_flags(fv)
+    flags.DEFINE_string("output", None, "SavedModel directory to write.",
+                        flag_values=fv)
+    flags.DEFINE_integer("top_k", 5, "Top classes in the outputs.",
+                         flag_values=fv)
+    flags.DEFINE_bool("flip", True, "Average with the flipped image.",
+                      flag_values=fv)
+
+
+def main(argv):
+    del argv
+    fv = flags.FLAGS
+    if not fv.output:
+        raise app.UsageError("--output is required.")
+    try:
+        source = common.model_from_flags(fv)
+        export_saved_model(source, fv.output, q=fv.q, flip=fv.flip,
+                           top_k=fv.top_k, overwrite=fv.overwrite)
+    except (ValueError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"Wrote {fv.output} (Q={fv.q or source.q}, flip={fv.flip}, "
+          f"{source.num_classes} classes)")
+    return 0
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,207 @@
+"""A TF-Serving model repository: versioned SavedModels, a models.config,
+warmup requests, a Dockerfile and a docker-compose.yml.
+
+Layout written under `--base_dir` (default models/):
+
+    models.config                  ModelServerConfig (text proto), every model
+    Dockerfile                     FROM tensorflow/serving, COPY the models
+    docker-compose.yml             the server on ports 8500 (gRPC), 8501 (REST)
+    <name>/<version>/              the SavedModel of `export.saved_model`
+    <name>/<version>/assets.extra/tf_serving_warmup_requests
+                                   PredictionLog records TF-Serving replays on
+                                   load, so the first real request is not slow
+
+A version directory is written beside its final place and renamed into it,
+so TF-Serving (which polls the base path) never loads half a model; an
+existing version is replaced only with `--overwrite`.
+
+Usage:
+    python -m export.serving --model=runs/demo --name=vgg16 --base_dir=models
+    docker compose -f models/docker-compose.yml up
+
+Example (library):
+>>> path = export_for_serving(common.load_export_model("runs/demo"),
+...                           "models", name="vgg_demo")
+"""
+
+import os
+import re
+import sys
+
+from absl import app
+from absl import flags
+
+import numpy as np
+import tensorflow as tf
+
+from export import client
+from export import common
+from export import saved_model
+
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+CONFIG_FILE = "models.config"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# TF-Serving's container image; pin a version for production builds.
+SERVING_IMAGE = "tensorflow/serving"
+
+
+def versions(base_dir, name):
+    """The numeric version directories of model `name`, sorted."""
+    directory = os.path.join(base_dir, name)
+    if not os.path.isdir(directory):
+        return []
+    return sorted(int(v) for v in os.listdir(directory) if v.isdigit())
+
+
+def warmup_images(sizes=((224, 224), (256, 341), (300, 200)), seed=0):
+    """A few encoded images (JPEG and PNG, several sizes) for warmup."""
+    rng = np.random.RandomState(seed)
+    images = []
+    for i, (h, w) in enumerate(sizes):
+        pixels = rng.randint(0, 256, (h, w, 3)).astype(np.uint8)
+        encode = tf.io.encode_png if i % 2 else tf.io.encode_jpeg
+        images.append(encode(pixels).numpy())
+    return images
+
+
+def write_warmup(path, model_name, encoded_images):
+    """Writes one PredictionLog per image (a request of one image, the way
+    clients send them) to the TFRecord file `path`."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for image in encoded_images:
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(
+                    request=client.grpc_request([image], model_name)))
+            writer.write(log.SerializeToString())
+
+
+def model_server_config(base_dir, container_base="/models"):
+    """The ModelServerConfig text listing every model under `base_dir` that
+    has at least one numeric version."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    for name in sorted(os.listdir(base_dir)):
+        if not _NAME.match(name) or not versions(base_dir, name):
+            continue
+        model = config.model_config_list.config.add()
+        model.name = name
+        model.base_path = f"{container_base}/{name}"
+        model.model_platform = "tensorflow"
+    return text_format.MessageToString(config)
+
+
+def dockerfile(name):
+    return f"""\
+# TF-Serving with the models of this directory baked in.
+#   docker build -t {name}-serving .
+#   docker run -p 8500:8500 -p 8501:8501 {name}-serving
+FROM {SERVING_IMAGE}
+COPY {CONFIG_FILE} /models/{CONFIG_FILE}
+COPY {name} /models/{name}
+ENV MODEL_NAME={name}
+"""
+
+
+def docker_compose(name):
+    return f"""\
+# docker compose up   (from this directory): TF-Serving on this directory,
+# gRPC on 8500, REST on 8501 (http://localhost:8501/v1/models/{name}).
+# New version directories are picked up without a restart.
+services:
+  {name}:
+    image: {SERVING_IMAGE}
+    ports:
+      - "8500:8500"
+      - "8501:8501"
+    volumes:
+      - ./:/models:ro
+    environment:
+      - MODEL_NAME={name}
+"""
+
+
+def export_for_serving(source, base_dir="models", name="vgg16", version=None,
+                       overwrite=False, q=None, flip=True, top_k=5,
+                       warmup=None):
+    """Writes `<base_dir>/<name>/<version>/` and the serving files.
+
+    Args:
+        source: a `common.ExportModel` (or a run dir / .keras path).
+        version: default: one more than the newest version (1 if none).
+        overwrite: replace an existing `version`.
+        warmup: encoded images for the warmup requests (default
+            `warmup_images()`).
+
+    Returns:
+        The version directory.
+
+    Raises:
+        FileExistsError: the version exists and `overwrite` is False.
+        ValueError: a bad `name` or `version`.
+    """
+    if not _NAME.match(name or ""):
+        raise ValueError(f"--name={name!r}: use letters, digits, '_', '.' "
+                         "and '-' (it is a directory and a URL part).")
+    if not isinstance(source, common.ExportModel):
+        source = common.load_export_model(source, q=q)
+    if version is None:
+        existing = versions(base_dir, name)
+        version = (existing[-1] + 1) if existing else 1
+    if not isinstance(version, int) or isinstance(version, bool) or \
+            version < 1:
+        raise ValueError(f"--version={version!r}: must be a positive int.")
+    target = os.path.join(base_dir, name, str(version))
+    if warmup is None:
+        warmup = warmup_images()
+    with common.atomic_directory(target, overwrite=overwrite) as tmp:
+        saved_model.write_saved_model(source, tmp, q=q, flip=flip,
+                                      top_k=top_k)
+        write_warmup(os.path.join(tmp, WARMUP_FILE), name, warmup)
+    common.atomic_write_file(os.path.join(base_dir, CONFIG_FILE),
+                             model_server_config(base_dir), overwrite=True)
+    common.atomic_write_file(os.path.join(base_dir, "Dockerfile"),
+                             dockerfile(name), overwrite=True)
+    common.atomic_write_file(os.path.join(base_dir, "docker-compose.yml"),
+                             docker_compose(name), overwrite=True)
+    return target
+
+
+def define_flags(flag_values=None):
+    fv = flag_values or flags.FLAGS
+    common.define_model_flags(fv)
+    flags.DEFINE_string("name", "vgg16", "Model name on the server.",
+                        flag_values=fv)
+    flags.DEFINE_string("base_dir", "models", "Model repository directory.",
+                        flag_values=fv)
+    flags.DEFINE_integer("version", None, "Version (default: newest + 1).",
+                         flag_values=fv)
+    flags.DEFINE_integer("top_k", 5, "Top classes in the outputs.",
+                         flag_values=fv)
+    flags.DEFINE_bool("flip", True, "Average with the flipped image.",
+                      flag_values=fv)
+
+
+def main(argv):
+    del argv
+    fv = flags.FLAGS
+    try:
+        source = common.model_from_flags(fv)
+        path = export_for_serving(source, fv.base_dir, fv.name, fv.version,
+                                  fv.overwrite, q=fv.q, flip=fv.flip,
+                                  top_k=fv.top_k)
+    except (ValueError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"Wrote {path}; serve with: docker compose -f "
+          f"{os.path.join(fv.base_dir, 'docker-compose.yml')} up")
+    return 0
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,195 @@
+"""The SavedModel export: its signatures against the Keras model, encoded
+images of several formats and sizes, corrupt images, the REST b64 body."""
+
+import base64
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_vgg
+from export import client
+from export import common
+from export import saved_model
+from tests import tiny_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    directory, model = tiny_run.write_run(
+        str(tmp_path_factory.mktemp("export_sm") / "run"))
+    return directory, model
+
+
+@pytest.fixture(scope="module")
+def exported(run, tmp_path_factory):
+    """The default export (Q=40 from the run, flip) and one at Q=crop
+    without flip, loaded."""
+    directory, _ = run
+    base = tmp_path_factory.mktemp("sm")
+    source = common.load_export_model(directory)
+    default = saved_model.export_saved_model(source, str(base / "default"))
+    plain = saved_model.export_saved_model(source, str(base / "plain"),
+                                           q=tiny_run.CROP, flip=False)
+    return (tf.saved_model.load(default, tags=["serve"]),
+            tf.saved_model.load(plain, tags=["serve"]), source)
+
+
+def _reference(model, image, q, flip):
+    """Dense evaluation computed outside the SavedModel: numpy sizes, the
+    Keras fully convolutional model."""
+    fcn = keras_vgg.fully_convolutional(model, average=True)
+    h, w = image.shape[:2]
+    size = ((q, int(np.round(w * q / h))) if h <= w
+            else (int(np.round(h * q / w)), q))
+    x = tf.image.resize(image[None], size, antialias=True) \
+        if size != (h, w) else tf.constant(image[None])
+    x = keras_vgg.preprocessing.apply(x, "caffe")
+    p = np.asarray(fcn(x))
+    if flip:
+        p = (p + np.asarray(fcn(tf.image.flip_left_right(x)))) / 2
+    return p[0]
+
+
+def test_load_export_model_reads_run(run):
+    directory, _ = run
+    source = common.load_export_model(directory)
+    assert source.crop == 32 and source.q == 40
+    assert source.class_names == tiny_run.CLASS_NAMES
+    assert source.preprocessing == "caffe"
+
+
+def test_load_export_model_errors_name_the_flag(tmp_path):
+    with pytest.raises(ValueError, match="--model"):
+        common.load_export_model(str(tmp_path / "nothing"))
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="--model: cannot read"):
+        common.load_export_model(str(bad))
+    with pytest.raises(ValueError, match="--weights"):
+        common.load_export_model(config="D", weights="nope")
+    with pytest.raises(ValueError, match="--config"):
+        common.load_export_model(config="Z", weights="imagenet")
+    with pytest.raises(ValueError, match="Give --model"):
+        common.load_export_model()
+
+
+def test_atomic_directory(tmp_path):
+    target = tmp_path / "out"
+    with common.atomic_directory(target) as tmp:
+        (open(os.path.join(tmp, "a"), "w")).write("1")
+        assert not target.exists()
+    assert (target / "a").read_text() == "1"
+    with pytest.raises(FileExistsError):
+        with common.atomic_directory(target):
+            pass
+    with pytest.raises(RuntimeError):
+        with common.atomic_directory(tmp_path / "half") as tmp:
+            open(os.path.join(tmp, "a"), "w").write("x")
+            raise RuntimeError("interrupted")
+    assert not (tmp_path / "half").exists()
+    with common.atomic_directory(target, overwrite=True) as tmp:
+        open(os.path.join(tmp, "b"), "w").write("2")
+    assert sorted(os.listdir(target)) == ["b"]
+    assert sorted(os.listdir(tmp_path)) == ["out"]  # no temp dirs left
+
+
+def test_signatures_and_outputs(exported):
+    default, _, _ = exported
+    assert set(default.signatures) >= {"serving_default", "predict_images",
+                                       "predict_images_uint8"}
+    sig = default.signatures["predict_images"]
+    out = sig(images=tf.constant(tiny_run.pixels(32, 48)[None]))
+    assert set(out) == set(saved_model.OUTPUT_KEYS)
+    p = out["probabilities"].numpy()[0]
+    order = np.argsort(-p)
+    np.testing.assert_array_equal(out["top_k_indices"].numpy()[0], order)
+    labels = [s.decode() for s in out["top_k_labels"].numpy()[0]]
+    assert labels == [tiny_run.CLASS_NAMES[i] for i in order]
+
+
+def test_matches_keras_classifier_at_crop_size(run, exported):
+    _, model = run
+    _, plain, _ = exported
+    x = np.stack([tiny_run.pixels(32, 32, seed=s) for s in range(3)])
+    expected = np.asarray(model(keras_vgg.preprocessing.apply(x, "caffe")))
+    got = plain.signatures["predict_images"](images=tf.constant(x))
+    np.testing.assert_allclose(got["probabilities"].numpy(), expected,
+                               atol=1e-4)
+    # The probabilities really differ between images (a non-trivial test).
+    assert np.abs(expected[0] - expected[1]).max() > 1e-3
+
+
+def test_matches_keras_dense_evaluation(run, exported):
+    _, model = run
+    default, _, _ = exported
+    image = tiny_run.pixels(45, 61, seed=3)
+    got = default.signatures["predict_images"](images=tf.constant(image[None]))
+    np.testing.assert_allclose(got["probabilities"].numpy()[0],
+                               _reference(model, image, 40, True), atol=1e-4)
+    got8 = default.signatures["predict_images_uint8"](
+        images=tf.constant(image[None].astype(np.uint8)))
+    np.testing.assert_allclose(
+        got8["probabilities"].numpy()[0],
+        _reference(model, image.astype(np.uint8).astype(np.float32), 40,
+                   True), atol=1e-4)
+
+
+def _encoded_batch():
+    jpeg = tf.io.encode_jpeg(tiny_run.pixels(50, 70, 1).astype(np.uint8))
+    png = tf.io.encode_png(tiny_run.pixels(90, 41, 2).astype(np.uint8))
+    bmp_source = tiny_run.pixels(36, 36, 4).astype(np.uint8)
+    return [jpeg.numpy(), png.numpy()], bmp_source
+
+
+def test_serving_default_mixed_formats_and_sizes(run, exported):
+    _, model = run
+    default, _, _ = exported
+    (jpeg, png), _ = _encoded_batch()
+    out = default.signatures["serving_default"](
+        images=tf.constant([jpeg, png, jpeg]))
+    p = out["probabilities"].numpy()
+    assert p.shape == (3, 4)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+    decoded_jpeg = tf.io.decode_jpeg(jpeg).numpy().astype(np.float32)
+    png_pixels = tiny_run.pixels(90, 41, 2).astype(np.uint8).astype(
+        np.float32)
+    np.testing.assert_allclose(p[0], _reference(model, decoded_jpeg, 40,
+                                                True), atol=1e-4)
+    np.testing.assert_allclose(p[1], _reference(model, png_pixels, 40, True),
+                               atol=1e-4)
+    np.testing.assert_allclose(p[2], p[0], atol=1e-6)
+
+
+def test_corrupt_image_is_invalid_argument(exported):
+    default, _, _ = exported
+    (jpeg, _), _ = _encoded_batch()
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        default.signatures["serving_default"](
+            images=tf.constant([jpeg, b"\xff\xd8 truncated jpeg"]))
+
+
+def _tf_serving_decode(body):
+    """What TF-Serving's REST API does with the row format: {"b64": s}
+    becomes the bytes base64-decoded from s."""
+    request = json.loads(body)
+    images = []
+    for instance in request["instances"]:
+        value = instance[saved_model.INPUT_KEY]
+        images.append(base64.b64decode(value["b64"]))
+    return request["signature_name"], images
+
+
+def test_rest_body_b64_decodes_to_accepted_bytes(exported):
+    default, _, _ = exported
+    images, _ = _encoded_batch()
+    body = client.rest_request_body(images)
+    signature, decoded = _tf_serving_decode(body)
+    assert signature == "serving_default"
+    assert decoded == images
+    direct = default.signatures[signature](images=tf.constant(images))
+    via_json = default.signatures[signature](images=tf.constant(decoded))
+    np.testing.assert_array_equal(via_json["probabilities"].numpy(),
+                                  direct["probabilities"].numpy())

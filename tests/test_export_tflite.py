@@ -1,0 +1,137 @@
+"""TFLite export: float, fp16, dynamic-range and full-integer models against
+the Keras model on the built-in dataset's validation images (LiteRT)."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import keras_vgg
+from export import common
+from export import tflite
+from pipelines import sources
+from pipelines import synthetic
+
+Q, CROP = 36, 32
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    directory = str(tmp_path_factory.mktemp("builtin"))
+    synthetic.write_builtin(directory, num_train=80, num_val=60)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def source(data_dir):
+    """A tiny net A trained a few epochs on the built-in crops: fixed
+    weights (seeded) whose predictions differ between images."""
+    keras.utils.set_random_seed(0)
+    model = keras_vgg.VGG("A", width_multiplier=0.125,
+                          input_shape=(CROP, CROP, 3), classes=5,
+                          dropout=0.0, name="tiny_tflite")
+    x = tflite.calibration_images("builtin", "train", data_dir, Q, CROP, 80)
+    y = np.array([int(e["label"]) for e in sources.load_source(
+        "builtin", "train", data_dir=data_dir,
+        shuffle_files=False).dataset])
+    model.compile(keras.optimizers.Adam(3e-3),
+                  "sparse_categorical_crossentropy")
+    model.fit(keras_vgg.preprocessing.apply(x, "caffe"), y, epochs=10,
+              batch_size=16, verbose=0)
+    return common.load_export_model(model, q=Q)
+
+
+@pytest.fixture(scope="module")
+def validation(data_dir):
+    return tflite.calibration_images("builtin", "validation", data_dir, Q,
+                                     CROP, 60)
+
+
+def _export(source, data_dir, tmp_path, quantize, **kwargs):
+    output = str(tmp_path / f"{quantize}.tflite")
+    report = tflite.export_tflite(source, output, quantize,
+                                  calibration_data="builtin",
+                                  calibration_steps=80, data_dir=data_dir,
+                                  verify_images=60, **kwargs)
+    return output, report
+
+
+@pytest.mark.parametrize("mode", ["caffe", "torch"])
+def test_preprocessing_conv_is_exact(mode):
+    x = np.random.RandomState(0).uniform(0, 255, (2, 5, 7, 3)).astype(
+        np.float32)
+    got = np.asarray(tflite.preprocessing_conv(mode)(x))
+    np.testing.assert_allclose(
+        got, keras_vgg.preprocessing.apply(x, mode), atol=1e-5)
+
+
+def test_float_matches_keras(source, data_dir, validation, tmp_path):
+    output, report = _export(source, data_dir, tmp_path, "none")
+    lite = tflite.LiteModel(model_path=output)
+    got = lite.predict(validation)
+    expected = np.asarray(source.model(
+        keras_vgg.preprocessing.apply(validation, "caffe")))
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    # Non-trivial predictions: several classes predicted, not uniform.
+    assert len(set(expected.argmax(1))) >= 3
+    assert expected.max() > 0.4
+    assert report["top1_agreement"] == 1.0
+    assert report["max_abs_prob_diff"] < 1e-4
+    saved = json.load(open(tflite.verification_path(output)))
+    for key in ("size_bytes", "images", "top1_agreement",
+                "max_abs_prob_diff", "latency_ms", "quantize"):
+        assert key in saved
+    assert saved["size_bytes"] == os.path.getsize(output)
+    assert saved["images"] == 60 and saved["quantize"] == "none"
+    assert tflite.verification_path(output).endswith(
+        "none.verification.json")
+
+
+def test_fp16_close(source, data_dir, tmp_path):
+    output, report = _export(source, data_dir, tmp_path, "fp16")
+    assert report["max_abs_prob_diff"] < 5e-3
+    assert report["top1_agreement"] >= 0.98
+
+
+def test_dynamic_range(source, data_dir, tmp_path):
+    _, float_report = _export(source, data_dir, tmp_path / "f", "none")
+    _, report = _export(source, data_dir, tmp_path, "dynamic")
+    assert report["top1_agreement"] >= 0.95
+    assert report["size_bytes"] < 0.4 * float_report["size_bytes"]
+
+
+def test_int8_full_integer_uint8_input(source, data_dir, tmp_path):
+    output, report = _export(source, data_dir, tmp_path, "int8",
+                             int8_io=True)
+    assert report["top1_agreement"] >= 0.95
+    lite = tflite.LiteModel(model_path=output)
+    assert lite.input["dtype"] == np.uint8
+    assert lite.input["shape"].tolist() == [1, CROP, CROP, 3]
+
+
+def test_dynamic_size(source, data_dir, validation, tmp_path):
+    output, report = _export(source, data_dir, tmp_path, "none",
+                             dynamic_size=True)
+    assert report["input_size"] == Q and report["max_abs_prob_diff"] < 1e-4
+    lite = tflite.LiteModel(model_path=output)
+    assert lite.input["shape_signature"].tolist() == [-1, -1, -1, 3]
+    # At the crop size the dense model is the classifier itself.
+    got = lite.predict(validation[:4])
+    expected = np.asarray(source.model(
+        keras_vgg.preprocessing.apply(validation[:4], "caffe")))
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    _, int8 = _export(source, data_dir, tmp_path / "q", "int8",
+                      dynamic_size=True)
+    assert int8["top1_agreement"] >= 0.95
+
+
+def test_refuses_to_overwrite(source, data_dir, tmp_path):
+    output = tmp_path / "x.tflite"
+    output.write_bytes(b"keep")
+    with pytest.raises(FileExistsError):
+        tflite.export_tflite(source, str(output), "none")
+    assert output.read_bytes() == b"keep"
+    with pytest.raises(ValueError, match="--int8_io"):
+        tflite.convert(tflite.pixel_model(source), "dynamic", int8_io=True)
