@@ -19,6 +19,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m pipelines.demo
+	$(BIN)/python -m export.demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
