@@ -26,17 +26,7 @@ from pipelines.report import format_table
 IMAGE = os.path.join(os.path.dirname(__file__), "data", "grace_hopper.jpg")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("weights", "auto",
-                    "'auto', 'none', 'imagenet', 'tv_in1k' or a weight file.")
-flags.DEFINE_list("sizes", ["256", "384"], "Test scales Q (smallest side).")
-flags.DEFINE_string("image", IMAGE, "Image to classify.")
-flags.DEFINE_string("model_dir", "runs/demo",
-                    "Where the demo training run writes (replaced on each "
-                    "demo run).")
-flags.DEFINE_string("data_dir", None,
-                    "Cache of the built-in dataset (default "
-                    "~/.cache/keras_vgg/builtin or $KERAS_VGG_DATA).")
-flags.DEFINE_boolean("train", True, "Run the demo training.")
+
 
 
 def config_table():
@@ -153,5 +143,22 @@ def main(argv):
                         "spatially averaged)", "seconds"], rows))
 
 
+def _define_flags():
+    # Defined when run, not at import: benchmarks and tests import this
+    # module beside others that define the same names.
+    flags.DEFINE_string("weights", "auto",
+                        "'auto', 'none', 'imagenet', 'tv_in1k' or a weight file.")
+    flags.DEFINE_list("sizes", ["256", "384"], "Test scales Q (smallest side).")
+    flags.DEFINE_string("image", IMAGE, "Image to classify.")
+    flags.DEFINE_string("model_dir", "runs/demo",
+                        "Where the demo training run writes (replaced on each "
+                        "demo run).")
+    flags.DEFINE_string("data_dir", None,
+                        "Cache of the built-in dataset (default "
+                        "~/.cache/keras_vgg/builtin or $KERAS_VGG_DATA).")
+    flags.DEFINE_boolean("train", True, "Run the demo training.")
+
+
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)
