@@ -148,8 +148,12 @@ def convert(keras_model, quantize="none", representative=None,
                     yield [np.asarray(image, np.float32)[None]]
 
             converter.representative_dataset = dataset
-        converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        # For "qat" the fake-quantisation ops give every range: the model
+        # converts to integer kernels without TFLITE_BUILTINS_INT8, which TF
+        # 2.21's converter would refuse here for want of a representative
+        # dataset (its metrics pass does not look at the graph).
         if int8_io:
             converter.inference_input_type = tf.uint8
     return converter.convert()
@@ -273,10 +277,9 @@ def export_tflite(source, output, quantize="none", dynamic_size=False,
     keras_model = pixel_model(source, dynamic_size)
     q, crop = source.q, source.crop
     representative = None
-    if quantize in ("int8", "qat"):
-        if calibration_data is None:
-            raise ValueError(f"--quantize={quantize} needs "
-                             "--calibration_data.")
+    if quantize in ("int8", "qat") and calibration_data is None:
+        raise ValueError(f"--quantize={quantize} needs --calibration_data.")
+    if quantize == "int8":
         representative = calibration_images(calibration_data, "train",
                                             data_dir, q, crop,
                                             calibration_steps)
@@ -285,7 +288,7 @@ def export_tflite(source, output, quantize="none", dynamic_size=False,
 
         converted_model = tf_keras_bridge.qat_pixel_model(
             source, calibration_data, data_dir, steps=qat_steps,
-            dynamic_size=dynamic_size)
+            dynamic_size=dynamic_size, calibration_steps=calibration_steps)
         flatbuffer = convert(converted_model, "qat", int8_io=int8_io)
     else:
         flatbuffer = convert(keras_model, quantize, representative, int8_io)
