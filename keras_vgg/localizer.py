@@ -83,23 +83,7 @@ def VGGLocalizer(config="D", regression="pcr", classes=1000, weights=None,
 
 def copy_from_classifier(localizer, classifier):
     """Copies every layer but the classifier's `predictions` by name."""
-    copied = []
-    for layer in localizer.layers:
-        if not layer.weights or layer.name == "boxes":
-            continue
-        try:
-            src = classifier.get_layer(layer.name)
-        except ValueError:
-            continue
-        values = src.get_weights()
-        if [v.shape for v in values] != [tuple(w.shape) for w in layer.weights]:
-            raise ValueError(
-                f"Layer {layer.name!r} of classifier {classifier.name!r} has "
-                f"shapes {[v.shape for v in values]}, the localiser "
-                f"{[tuple(w.shape) for w in layer.weights]}.")
-        layer.set_weights(values)
-        copied.append(layer.name)
-    if not copied:
-        raise ValueError(f"Classifier {classifier.name!r} shares no layer "
-                         "with the localiser.")
-    return copied
+    names = [layer.name for layer in localizer.layers
+             if layer.weights and layer.name != "boxes"]
+    return weights_lib.copy_layers(classifier, localizer, names,
+                                   what=f"Classifier {classifier.name!r}")

@@ -443,3 +443,35 @@ def warn_missing(report, path):
         warnings.warn(
             f"Layers {report.missing} were not in {path!r} and keep their "
             "initial weights.", stacklevel=3)
+
+
+def copy_layers(source, target, names=None, what="source"):
+    """Copies the weights of the layers named `names` (default: every
+    weighted layer of `target`) from model `source` to model `target`,
+    skipping names `source` lacks.  Returns the names copied.
+
+    Raises:
+        ValueError: a layer's shapes differ, or nothing was copied (the
+            message starts with `what`, the caller's name for `source`).
+    """
+    if names is None:
+        names = [layer.name for layer in target.layers if layer.weights]
+    copied = []
+    for name in names:
+        try:
+            src = source.get_layer(name)
+        except ValueError:
+            continue
+        dst = target.get_layer(name)
+        values = src.get_weights()
+        if [v.shape for v in values] != [tuple(w.shape) for w in dst.weights]:
+            raise ValueError(
+                f"{what}: layer {name!r} has shapes "
+                f"{[v.shape for v in values]}, the model "
+                f"{[tuple(w.shape) for w in dst.weights]}.")
+        dst.set_weights(values)
+        copied.append(name)
+    if not copied:
+        raise ValueError(f"{what} shares no layer with model "
+                         f"{target.name!r}.")
+    return copied

@@ -89,26 +89,9 @@ def initialize_from(model, path, same_config):
     if not os.path.isfile(path):
         raise ValueError(f"`init_from`: no trained model at {path!r}")
     source = keras.saving.load_model(path, compile=False)
-    names = ([layer.name for layer in model.layers if layer.weights]
-             if same_config else PAPER_INIT_LAYERS)
-    copied = []
-    for name in names:
-        try:
-            src = source.get_layer(name)
-        except ValueError:
-            continue
-        dst = model.get_layer(name)
-        values = src.get_weights()
-        if [v.shape for v in values] != [tuple(w.shape) for w in dst.weights]:
-            raise ValueError(
-                f"`init_from`={path!r}: layer {name!r} has shapes "
-                f"{[v.shape for v in values]}, the model "
-                f"{[tuple(w.shape) for w in dst.weights]}.")
-        dst.set_weights(values)
-        copied.append(name)
-    if not copied:
-        raise ValueError(f"`init_from`={path!r} shares no layer with the model")
-    return copied
+    names = None if same_config else PAPER_INIT_LAYERS
+    return keras_vgg.weights.copy_layers(source, model, names,
+                                         what=f"`init_from`={path!r}")
 
 
 def _kernels(model):
