@@ -193,3 +193,33 @@ def test_rest_body_b64_decodes_to_accepted_bytes(exported):
     via_json = default.signatures[signature](images=tf.constant(decoded))
     np.testing.assert_array_equal(via_json["probabilities"].numpy(),
                                   direct["probabilities"].numpy())
+
+
+def test_variables_are_stored_once(run, tmp_path):
+    """The SavedModel holds each weight once (keras.export.ExportArchive
+    in Keras 3.15 would store it twice)."""
+    directory, model = run
+    source = common.load_export_model(directory)
+    out = str(tmp_path / "sm")
+    saved_model.export_saved_model(source, out)
+    weights_bytes = sum(w.nbytes for w in model.get_weights())
+    data = [f for f in os.listdir(os.path.join(out, "variables"))
+            if f.startswith("variables.data")]
+    stored = sum(os.path.getsize(os.path.join(out, "variables", f))
+                 for f in data)
+    assert weights_bytes <= stored < 1.2 * weights_bytes
+
+
+def test_class_names_are_an_asset(run, tmp_path):
+    directory, _ = run
+    out = str(tmp_path / "sm")
+    saved_model.export_saved_model(common.load_export_model(directory), out)
+    with open(os.path.join(out, "assets", "class_names.txt")) as f:
+        assert f.read().split("\n")[:len(tiny_run.CLASS_NAMES)] == \
+            list(tiny_run.CLASS_NAMES)
+    loaded = tf.saved_model.load(out)
+    image = tf.constant(tiny_run.pixels(40, 48)[None], tf.float32)
+    out = loaded.signatures["predict_images"](images=image)
+    names = [n.decode() for n in out["top_k_labels"].numpy()[0]]
+    assert names == [tiny_run.CLASS_NAMES[i]
+                     for i in out["top_k_indices"].numpy()[0]]
