@@ -14,7 +14,6 @@ Example:
 
 import contextlib
 import dataclasses
-import json
 import os
 import shutil
 import tempfile
@@ -28,6 +27,7 @@ import keras_vgg
 from keras_vgg import layers as vgg_layers
 from keras_vgg import preprocessing as vgg_preprocessing
 from keras_vgg import weights as weights_lib
+from pipelines import runs
 
 # Q for a model that has no training_config.json: the paper's smallest test
 # scale, right for the published weights' 224 crops.
@@ -60,14 +60,6 @@ class ExportModel:
     @property
     def num_classes(self):
         return int(self.model.outputs[0].shape[-1])
-
-
-def _read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"Cannot read {path!r}: {e}") from e
 
 
 def q_from_training_config(training_config, crop):
@@ -142,26 +134,10 @@ def load_export_model(model=None, config=None, weights=None,
     if isinstance(model, keras.Model):
         name = model.name
     elif model is not None:
-        path = os.fspath(model)
-        directory = path if os.path.isdir(path) else os.path.dirname(
-            os.path.abspath(path))
-        if os.path.isdir(path):
-            path = os.path.join(path, "model.keras")
-        if not os.path.isfile(path):
-            raise ValueError(f"--model: no model file at {path!r} (give a "
-                             ".keras file or a training run directory).")
-        try:
-            model = keras.saving.load_model(path, compile=False)
-        except Exception as e:  # corrupt zip, unknown layer, wrong format
-            raise ValueError(f"--model: cannot read {path!r}: "
-                             f"{type(e).__name__}: {e}") from e
-        if not isinstance(model, keras.Model):
-            raise ValueError(f"--model: {path!r} holds a "
-                             f"{type(model).__name__}, not a Keras model.")
+        model, path, training_config = runs.load_run_model(model, "--model")
+        directory = os.path.dirname(os.path.abspath(path))
         name = path
-        config_path = os.path.join(directory, "training_config.json")
-        if os.path.isfile(config_path):
-            training_config = _read_json(config_path)
+        if training_config:
             names = training_config.get("class_names")
         names_path = os.path.join(directory, "class_names.txt")
         if not names and os.path.isfile(names_path):

@@ -59,6 +59,7 @@ from keras_vgg import preprocessing as vgg_preprocessing
 from pipelines import augment
 from pipelines import cost
 from pipelines import protocols as P
+from pipelines import runs
 from pipelines import sources
 from pipelines.report import format_table
 
@@ -122,14 +123,6 @@ class LoadedModel:
         return P.default_scales(self.training_config, self.crop)
 
 
-def _read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"Cannot read {path!r}: {e}") from e
-
-
 def read_class_names(directory, training_config=None, num_classes=None):
     """Class names of a run: training_config.json's `class_names`, else
     class_names.txt, else the ImageNet names for 1000 classes, else None."""
@@ -175,25 +168,9 @@ def load_model(model, preprocessing=None):
     if isinstance(model, keras.Model):
         name = model.name
     else:
-        path = os.fspath(model)
-        if os.path.isdir(path):
-            path = os.path.join(path, "model.keras")
-        if not os.path.isfile(path):
-            raise ValueError(f"No model file at {path!r} (give a .keras file "
-                             "or a training run directory).")
-        try:
-            loaded = keras.saving.load_model(path, compile=False)
-        except Exception as e:  # corrupt zip, wrong format, unknown layer
-            raise ValueError(f"Cannot read the model {path!r}: "
-                             f"{type(e).__name__}: {e}") from e
-        if not isinstance(loaded, keras.Model):
-            raise ValueError(f"{path!r} holds a {type(loaded).__name__}, "
-                             "not a Keras model.")
-        name, model = path, loaded
+        model, path, training_config = runs.load_run_model(model, "--model")
+        name = path
         directory = os.path.dirname(os.path.abspath(path))
-        config_path = os.path.join(directory, "training_config.json")
-        if os.path.isfile(config_path):
-            training_config = _read_json(config_path)
     try:
         h, w = P.input_size(model)
     except ValueError as e:
