@@ -4,15 +4,13 @@ the Keras model on the built-in dataset's validation images (LiteRT)."""
 import json
 import os
 
-import keras
 import numpy as np
 import pytest
 
 import keras_vgg
-from export import common
 from export import tflite
-from pipelines import sources
 from pipelines import synthetic
+from tests import tiny_run
 
 Q, CROP = 36, 32
 
@@ -26,21 +24,8 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def source(data_dir):
-    """A tiny net A trained a few epochs on the built-in crops: fixed
-    weights (seeded) whose predictions differ between images."""
-    keras.utils.set_random_seed(0)
-    model = keras_vgg.VGG("A", width_multiplier=0.125,
-                          input_shape=(CROP, CROP, 3), classes=5,
-                          dropout=0.0, name="tiny_tflite")
-    x = tflite.calibration_images("builtin", "train", data_dir, Q, CROP, 80)
-    y = np.array([int(e["label"]) for e in sources.load_source(
-        "builtin", "train", data_dir=data_dir,
-        shuffle_files=False).dataset])
-    model.compile(keras.optimizers.Adam(3e-3),
-                  "sparse_categorical_crossentropy")
-    model.fit(keras_vgg.preprocessing.apply(x, "caffe"), y, epochs=10,
-              batch_size=16, verbose=0)
-    return common.load_export_model(model, q=Q)
+    return tiny_run.trained_export_source(data_dir, q=Q, crop=CROP,
+                                          name="tiny_tflite")
 
 
 @pytest.fixture(scope="module")

@@ -54,3 +54,28 @@ def pixels(height, width, seed=0):
     """Random RGB pixels in [0, 255], float32 (H, W, 3)."""
     return np.random.RandomState(seed).uniform(
         0, 255, (height, width, 3)).astype("float32")
+
+
+def trained_export_source(data_dir, q=36, crop=CROP, name="tiny_trained"):
+    """A tiny net A trained 10 epochs on the built-in crops (seeded), as an
+    `export.common.ExportModel`: its predictions differ between images, so
+    quantised exports can be compared with it on top-1 agreement."""
+    import keras
+
+    from export import common
+    from export import tflite
+    from pipelines import sources
+
+    keras.utils.set_random_seed(0)
+    model = keras_vgg.VGG("A", width_multiplier=0.125,
+                          input_shape=(crop, crop, 3), classes=5,
+                          dropout=0.0, name=name)
+    x = tflite.calibration_images("builtin", "train", data_dir, q, crop, 80)
+    y = np.array([int(e["label"]) for e in sources.load_source(
+        "builtin", "train", data_dir=data_dir,
+        shuffle_files=False).dataset])
+    model.compile(keras.optimizers.Adam(3e-3),
+                  "sparse_categorical_crossentropy")
+    model.fit(keras_vgg.preprocessing.apply(x, "caffe"), y, epochs=10,
+              batch_size=16, verbose=0)
+    return common.load_export_model(model, q=q)
