@@ -220,6 +220,15 @@ def define_model_flags(flag_values=None):
                       flag_values=fv)
 
 
+def define_serving_flags(flag_values=None):
+    """--top_k and --flip, shared by the SavedModel and serving exporters."""
+    fv = flag_values or flags.FLAGS
+    flags.DEFINE_integer("top_k", 5, "Top classes in the outputs.",
+                         flag_values=fv)
+    flags.DEFINE_bool("flip", True, "Average with the flipped image.",
+                      flag_values=fv)
+
+
 def model_from_flags(fv=None):
     fv = fv or flags.FLAGS
     return load_export_model(model=fv.model, config=fv.config,

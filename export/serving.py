@@ -180,10 +180,7 @@ def define_flags(flag_values=None):
                         flag_values=fv)
     flags.DEFINE_integer("version", None, "Version (default: newest + 1).",
                          flag_values=fv)
-    flags.DEFINE_integer("top_k", 5, "Top classes in the outputs.",
-                         flag_values=fv)
-    flags.DEFINE_bool("flip", True, "Average with the flipped image.",
-                      flag_values=fv)
+    common.define_serving_flags(fv)
 
 
 def main(argv):
