@@ -82,7 +82,6 @@ class DenseClassifier:
         self.flip = bool(flip)
         self.top_k = max(1, min(int(top_k), source.num_classes))
         self.fcn = keras_vgg.fully_convolutional(source.model, average=True)
-        self.class_names = tf.constant(source.class_names, tf.string)
 
     def classify_same_size(self, pixels):
         """Probabilities (N, classes) for float32 RGB pixels (N, H, W, 3) in
@@ -111,11 +110,11 @@ class DenseClassifier:
             [self.source.num_classes], tf.float32))
 
     def outputs(self, probabilities):
+        """Probabilities and the top k; `ServingModule` adds the labels."""
         scores, indices = tf.math.top_k(probabilities, k=self.top_k)
         return {"probabilities": probabilities,
                 "top_k_indices": indices,
-                "top_k_scores": scores,
-                "top_k_labels": tf.gather(self.class_names, indices)}
+                "top_k_scores": scores}
 
 
 class ServingModule(tf.Module):
@@ -155,6 +154,7 @@ class ServingModule(tf.Module):
 
     def _outputs(self, probabilities):
         out = self._classifier.outputs(probabilities)
+        # The names come from the asset's table, not a graph constant.
         out["top_k_labels"] = self.labels.lookup(
             tf.cast(out["top_k_indices"], tf.int64))
         return out
