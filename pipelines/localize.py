@@ -23,7 +23,6 @@ rescaled image (stride 32: five 2x2 pools), of the training crop's size.
 """
 
 import dataclasses
-import json
 import os
 import time
 
@@ -34,6 +33,7 @@ import keras
 import keras_vgg
 from keras_vgg import boxes as box_lib
 from pipelines import protocols as P
+from pipelines import runs
 from pipelines import sources
 
 STRIDE = 32
@@ -60,18 +60,8 @@ class Localizer:
 
 def load_localizer(path):
     """A `Localizer` from a training run dir (task=localisation) or .keras."""
-    path = os.fspath(path)
-    model_path = os.path.join(path, "model.keras") if os.path.isdir(path) \
-        else path
-    if not os.path.isfile(model_path):
-        raise ValueError(f"No localiser at {model_path!r}")
-    model = keras.saving.load_model(model_path, compile=False)
-    config = {}
-    config_path = os.path.join(os.path.dirname(model_path),
-                               "training_config.json")
-    if os.path.isfile(config_path):
-        with open(config_path) as f:
-            config = json.load(f)
+    model, model_path, config = runs.load_run_model(path, "localiser")
+    config = config or {}
     try:
         model.get_layer("boxes")
     except ValueError:
@@ -299,7 +289,9 @@ def main(argv):
 
     f = flags.FLAGS
     if len(argv) != 2:
-        raise app_usage("give exactly one IMAGE")
+        from absl import app
+
+        raise app.UsageError("give exactly one IMAGE")
     fig = localization_figure(f.model, f.classifier, argv[1],
                               scales=[int(q) for q in f.scales] or None,
                               top=f.top)
@@ -310,12 +302,6 @@ def main(argv):
     fig.savefig(tmp, dpi=100)
     os.replace(tmp, f.output)
     print(f"Boxes written to {f.output}")
-
-
-def app_usage(message):
-    from absl import app
-
-    return app.UsageError(message)
 
 
 if __name__ == "__main__":

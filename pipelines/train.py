@@ -36,6 +36,7 @@ from pipelines import augment
 from pipelines import box_loss
 from pipelines import distribute
 from pipelines import recipes
+from pipelines import runs
 from pipelines import sources
 
 _PLATEAU_STATE = ("step", "epoch", "epoch_start_step", "lr_decreases",
@@ -84,11 +85,7 @@ def initialize_from(model, path, same_config):
     jittered from S=384); from another configuration (a deeper net from A)
     only `PAPER_INIT_LAYERS`.
     """
-    if os.path.isdir(path):
-        path = os.path.join(path, "model.keras")
-    if not os.path.isfile(path):
-        raise ValueError(f"`init_from`: no trained model at {path!r}")
-    source = keras.saving.load_model(path, compile=False)
+    source, path, _ = runs.load_run_model(path, "`init_from`")
     names = None if same_config else PAPER_INIT_LAYERS
     return keras_vgg.weights.copy_layers(source, model, names,
                                          what=f"`init_from`={path!r}")

@@ -68,7 +68,7 @@ def test_dense_boxes_are_the_windows_merged():
 
 
 def test_bad_inputs(tmp_path):
-    with pytest.raises(ValueError, match="No localiser"):
+    with pytest.raises(ValueError, match="localiser: no model file"):
         localize.load_localizer(str(tmp_path / "none"))
     clf = keras_vgg.VGG("A", input_shape=(32, 32, 3), classes=3,
                         width_multiplier=0.125)
