@@ -166,6 +166,11 @@ def load_export_model(model=None, config=None, weights=None,
         name = f"{config}:{weights}"
         training_config = {"preprocessing":
                            weights_lib.preprocessing_for(weights)}
+    if any(layer.name == "boxes" for layer in model.layers):
+        raise ValueError(
+            f"{name!r} is a localiser (a 'boxes' layer): export it with "
+            "--classifier, the classification network rating its boxes "
+            "(export.localizer).")
     crop = _input_crop(model, name)
     num_classes = int(model.outputs[0].shape[-1])
     if class_names is not None:
@@ -216,6 +221,10 @@ def define_model_flags(flag_values=None):
     flags.DEFINE_integer("q", None, "Test scale Q (smallest image side); "
                          "default from training_config.json, else 256.",
                          flag_values=fv)
+    flags.DEFINE_string("classifier", None, "With a localiser as --model: "
+                        "the classification run or .keras whose class "
+                        "scores rate its boxes (outputs gain `boxes`).",
+                        flag_values=fv)
     flags.DEFINE_bool("overwrite", False, "Replace an existing output.",
                       flag_values=fv)
 
@@ -229,12 +238,44 @@ def define_serving_flags(flag_values=None):
                       flag_values=fv)
 
 
+def is_export_source(source):
+    """An `ExportModel` or an `export.localizer.LocalizerSource`."""
+    from export import localizer
+
+    return isinstance(source, (ExportModel, localizer.LocalizerSource))
+
+
 def model_from_flags(fv=None):
+    """The `ExportModel` the flags name, or with `--classifier` (or a
+    localiser as `--model`) an `export.localizer.LocalizerSource`."""
     fv = fv or flags.FLAGS
+    if fv.classifier or (fv.model and _names_localizer(fv.model)):
+        from export import localizer
+
+        if fv.config:
+            raise ValueError("--classifier goes with --model (a localiser), "
+                             "not --config.")
+        return localizer.load_localizer_source(
+            fv.model, fv.classifier, q=fv.q, class_names=fv.class_names)
     return load_export_model(model=fv.model, config=fv.config,
                              weights=fv.weights, batch_norm=fv.batch_norm,
                              classes=fv.classes, class_names=fv.class_names,
                              q=fv.q)
+
+
+def _names_localizer(model):
+    """Whether a run directory's training config says task=localisation
+    (a cheap look before loading the model)."""
+    import json
+
+    path = os.path.join(os.fspath(model), "training_config.json")
+    if not os.path.isfile(path):
+        return False
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f).get("task") == "localisation"
+    except (OSError, ValueError):
+        return False
 
 
 # -- atomic output -----------------------------------------------------------

@@ -13,10 +13,15 @@ Signatures:
 Outputs (both):
     probabilities [N, classes], top_k_indices int32 [N, k],
     top_k_scores [N, k], top_k_labels string [N, k]
+    and, for a localiser exported with its classifier (`--classifier`),
+    boxes [N, k, 4]: each top-k class's box, corners (ymin, xmin, ymax,
+    xmax) normalised to the image (see `export.localizer`)
 
 Usage:
     python -m export.saved_model --model=runs/demo --output=/tmp/vgg_sm
     python -m export.saved_model --config=D --weights=imagenet --output=DIR
+    python -m export.saved_model --model=runs/loc --classifier=runs/cls \\
+        --output=DIR
 
 Example (library):
 >>> from export import common, saved_model
@@ -116,6 +121,19 @@ class DenseClassifier:
                 "top_k_indices": indices,
                 "top_k_scores": scores}
 
+    # The interface `ServingModule` reads (shared with
+    # `export.localizer.DenseLocalizer`).
+
+    @property
+    def variables(self):
+        return self.fcn.variables
+
+    def predict_same_size(self, pixels):
+        return self.outputs(self.classify_same_size(pixels))
+
+    def predict_encoded(self, encoded):
+        return self.outputs(self.classify_encoded(encoded))
+
 
 class ServingModule(tf.Module):
     """The SavedModel's root object: the signatures and the variables.
@@ -129,7 +147,7 @@ class ServingModule(tf.Module):
 
     def __init__(self, classifier, labels_file):
         super().__init__(name="vgg_serving")
-        self.model_variables = [v.value for v in classifier.fcn.variables]
+        self.model_variables = [v.value for v in classifier.variables]
         # Class names as a SavedModel asset (assets/class_names.txt), read
         # into a lookup table when the model loads.
         self.labels_asset = tf.saved_model.Asset(labels_file)
@@ -152,18 +170,17 @@ class ServingModule(tf.Module):
         self.predict_images_uint8 = tf.function(
             self._pixels, input_signature=[uint8])
 
-    def _outputs(self, probabilities):
-        out = self._classifier.outputs(probabilities)
+    def _labelled(self, out):
         # The names come from the asset's table, not a graph constant.
         out["top_k_labels"] = self.labels.lookup(
             tf.cast(out["top_k_indices"], tf.int64))
         return out
 
     def _encoded(self, images):
-        return self._outputs(self._classifier.classify_encoded(images))
+        return self._labelled(self._classifier.predict_encoded(images))
 
     def _pixels(self, images):
-        return self._outputs(self._classifier.classify_same_size(images))
+        return self._labelled(self._classifier.predict_same_size(images))
 
     def signatures(self):
         return {
@@ -177,10 +194,18 @@ class ServingModule(tf.Module):
 def write_saved_model(source, path, q=None, flip=True, top_k=5):
     """Writes the SavedModel to `path` (not atomic: `export_saved_model` is).
     The class names are the asset `assets/class_names.txt`, one per line in
-    class order.  Returns the `DenseClassifier`."""
+    class order.  `source`: a `common.ExportModel`, or an `export.localizer.
+    LocalizerSource` (outputs `boxes` too).  Returns the `DenseClassifier`
+    (`DenseLocalizer`)."""
     import tempfile
 
-    classifier = DenseClassifier(source, q=q, flip=flip, top_k=top_k)
+    if isinstance(source, common.ExportModel):
+        classifier = DenseClassifier(source, q=q, flip=flip, top_k=top_k)
+    else:  # a localiser with its classifier: boxes in the outputs too
+        from export import localizer
+
+        classifier = localizer.DenseLocalizer(source, q=q, flip=flip,
+                                              top_k=top_k)
     with tempfile.TemporaryDirectory() as tmp:
         labels_file = os.path.join(tmp, "class_names.txt")
         with open(labels_file, "w", encoding="utf-8") as f:
@@ -199,7 +224,7 @@ def export_saved_model(source, output, q=None, flip=True, top_k=5,
     Returns:
         The output path.
     """
-    if not isinstance(source, common.ExportModel):
+    if not common.is_export_source(source):
         source = common.load_export_model(source, q=q)
     with common.atomic_directory(output, overwrite=overwrite) as tmp:
         write_saved_model(source, tmp, q=q, flip=flip, top_k=top_k)
@@ -226,8 +251,9 @@ def main(argv):
     except (ValueError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    boxes = ", boxes" if not isinstance(source, common.ExportModel) else ""
     print(f"Wrote {fv.output} (Q={fv.q or source.q}, flip={fv.flip}, "
-          f"{source.num_classes} classes)")
+          f"{source.num_classes} classes{boxes})")
     return 0
 
 

@@ -131,7 +131,8 @@ def export_for_serving(source, base_dir="models", name="vgg16", version=None,
     """Writes `<base_dir>/<name>/<version>/` and the serving files.
 
     Args:
-        source: a `common.ExportModel` (or a run dir / .keras path).
+        source: a `common.ExportModel` (or a run dir / .keras path), or
+            an `export.localizer.LocalizerSource` (outputs `boxes` too).
         version: default: one more than the newest version (1 if none).
         overwrite: replace an existing `version`.
         warmup: encoded images for the warmup requests (default
@@ -147,7 +148,7 @@ def export_for_serving(source, base_dir="models", name="vgg16", version=None,
     if not _NAME.match(name or ""):
         raise ValueError(f"--name={name!r}: use letters, digits, '_', '.' "
                          "and '-' (it is a directory and a URL part).")
-    if not isinstance(source, common.ExportModel):
+    if not common.is_export_source(source):
         source = common.load_export_model(source, q=q)
     if version is None:
         existing = versions(base_dir, name)

@@ -45,7 +45,7 @@ from export import common
 QUANTIZE = ("none", "fp16", "dynamic", "int8", "qat")
 
 
-def preprocessing_conv(mode):
+def preprocessing_conv(mode, name="preprocessing"):
     """The weights' preprocessing as a fixed 1x1 convolution (channel
     permutation and scale as the kernel, the mean as the bias): the same
     numbers as `keras_vgg.layers.Preprocessing`, but one op that the int8
@@ -66,7 +66,7 @@ def preprocessing_conv(mode):
         bias = -mean / std
     else:
         raise ValueError(f"No preprocessing conv for mode {mode!r}.")
-    conv = keras.layers.Conv2D(3, 1, name="preprocessing")
+    conv = keras.layers.Conv2D(3, 1, name=name)
     conv.build((None, None, None, 3))
     conv.set_weights([kernel, bias])
     return conv
@@ -245,11 +245,14 @@ def verification_path(output):
 def export_tflite(source, output, quantize="none", dynamic_size=False,
                   int8_io=False, calibration_data="builtin",
                   calibration_steps=100, data_dir=None, verify_images=50,
-                  qat_steps=20, overwrite=False):
+                  qat_steps=20, overwrite=False, top_k=5):
     """Converts, writes `output` atomically, verifies, writes the JSON.
 
     Args:
-        source: a `common.ExportModel` or a run dir / .keras path.
+        source: a `common.ExportModel` or a run dir / .keras path, or an
+            `export.localizer.LocalizerSource`: then a crop model whose
+            outputs are probabilities, top_k_scores, top_k_indices and
+            boxes (`top_k` of them; see `export.localizer`).
         calibration_data: a `pipelines.sources.load_source` spec: the
             int8 / QAT images (split "train") and the verification images
             (split "validation").  None: verify on nothing.
@@ -259,11 +262,21 @@ def export_tflite(source, output, quantize="none", dynamic_size=False,
         The verification dict (with "quantize", "dynamic_size", "int8_io",
         "output"), or {} when not verified.
     """
-    if not isinstance(source, common.ExportModel):
+    if not common.is_export_source(source):
         source = common.load_export_model(source)
     if quantize not in QUANTIZE:
         raise ValueError(f"--quantize={quantize!r}: expected one of "
                          f"{QUANTIZE}.")
+    if not isinstance(source, common.ExportModel):
+        from export import localizer
+
+        if dynamic_size:
+            raise ValueError("--dynamic_size is for classifiers: a "
+                             "localiser's TFLite model takes the crop "
+                             "(central-crop protocol).")
+        return localizer.export_tflite_localizer(
+            source, output, quantize, int8_io, calibration_data,
+            calibration_steps, data_dir, verify_images, top_k, overwrite)
     if quantize == "qat":
         try:
             from export import tf_keras_bridge  # noqa: F401
@@ -333,6 +346,8 @@ def define_flags(flag_values=None):
                       flag_values=fv)
     flags.DEFINE_integer("qat_steps", 20, "QAT fine-tuning steps.",
                          flag_values=fv)
+    flags.DEFINE_integer("top_k", 5, "Localiser (--classifier): boxes of "
+                         "this many top classes.", flag_values=fv)
 
 
 def main(argv):
@@ -345,7 +360,7 @@ def main(argv):
         report = export_tflite(
             source, fv.output, fv.quantize, fv.dynamic_size, fv.int8_io,
             fv.calibration_data, fv.calibration_steps, fv.data_dir,
-            fv.verify_images, fv.qat_steps, fv.overwrite)
+            fv.verify_images, fv.qat_steps, fv.overwrite, fv.top_k)
     except (ValueError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -354,6 +369,8 @@ def main(argv):
     if report:
         keys = ("quantize", "size_bytes", "images", "top1_agreement",
                 "max_abs_prob_diff", "latency_ms", "keras_latency_ms")
+        if "mean_box_iou" in report:
+            keys = keys[:5] + ("mean_box_iou",) + keys[5:]
         print(format_table(keys, [[
             f"{report[k]:.4g}" if isinstance(report[k], float) else report[k]
             for k in keys]]))

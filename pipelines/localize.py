@@ -116,7 +116,7 @@ def center_crop_box(localizer, image, class_index):
 
 
 def dense_boxes(localizers, classifier_fcns, image, scales, classes,
-                preprocessing="caffe"):
+                preprocessing="caffe", flip=False):
     """Dense protocol: for each class in `classes`, the boxes of every
     position, scale and model with their class scores, merged greedily.
 
@@ -127,33 +127,44 @@ def dense_boxes(localizers, classifier_fcns, image, scales, classes,
         image: raw RGB pixels (H, W, 3).
         scales: test scales Q.
         classes: class indices to localise.
+        flip: also the boxes of the mirrored image (mirrored back), rated
+            by the classifier on the mirrored image.
 
     Returns:
         {class: (merged corner boxes (M, 4), merged scores (M,))}.
     """
     collected = {c: ([], []) for c in classes}
     for q in scales:
-        x = P.rescale(image, q)
-        hw = (int(x.shape[1]), int(x.shape[2]))
-        scores = None
-        for fcn in classifier_fcns:
-            s = np.asarray(fcn(P.preprocess(x, preprocessing),
-                               training=False))[0]
-            scores = s if scores is None else scores + s
-        scores = scores / len(classifier_fcns)
-        for loc in localizers:
-            box_map = np.asarray(loc.fcn(P.preprocess(x, loc.preprocessing),
-                                         training=False))[0]
-            if box_map.shape[:2] != scores.shape[:2]:
-                raise ValueError(
-                    f"Localiser {loc.name!r} and the classifier give score "
-                    f"maps of {box_map.shape[:2]} and {scores.shape[:2]}: "
-                    "they need the same input window (training crop).")
-            for c in classes:
-                corners = window_boxes_to_image(
-                    _class_boxes(box_map, c, loc.regression), hw, loc.crop)
-                collected[c][0].append(corners.reshape(-1, 4))
-                collected[c][1].append(scores[..., c].reshape(-1))
+        rescaled = P.rescale(image, q)
+        hw = (int(rescaled.shape[1]), int(rescaled.shape[2]))
+        views = [(rescaled, False)]
+        if flip:
+            views.append((rescaled[:, :, ::-1], True))
+        for x, mirrored in views:
+            scores = None
+            for fcn in classifier_fcns:
+                s = np.asarray(fcn(P.preprocess(x, preprocessing),
+                                   training=False))[0]
+                scores = s if scores is None else scores + s
+            scores = scores / len(classifier_fcns)
+            for loc in localizers:
+                box_map = np.asarray(loc.fcn(P.preprocess(
+                    x, loc.preprocessing), training=False))[0]
+                if box_map.shape[:2] != scores.shape[:2]:
+                    raise ValueError(
+                        f"Localiser {loc.name!r} and the classifier give "
+                        f"score maps of {box_map.shape[:2]} and "
+                        f"{scores.shape[:2]}: they need the same input "
+                        "window (training crop).")
+                for c in classes:
+                    corners = window_boxes_to_image(
+                        _class_boxes(box_map, c, loc.regression), hw,
+                        loc.crop)
+                    if mirrored:
+                        corners = corners[..., [0, 3, 2, 1]] * [
+                            1, -1, 1, -1] + [0, 1, 0, 1]
+                    collected[c][0].append(corners.reshape(-1, 4))
+                    collected[c][1].append(scores[..., c].reshape(-1))
     return {c: box_lib.greedy_merge(np.concatenate(b), np.concatenate(s))
             for c, (b, s) in collected.items()}
 

@@ -67,6 +67,23 @@ def test_dense_boxes_are_the_windows_merged():
     assert len(scores) == 4 and np.all(scores > 0)
 
 
+def test_dense_boxes_flip_adds_the_mirrored_boxes():
+    # Every window predicts its left half; the mirrored image's left half is
+    # the original's right half.
+    loc = constant_localizer(box=(0.25, 0.5, 0.5, 1.0))
+    clf = keras_vgg.VGG("A", input_shape=(32, 32, 3), classes=3,
+                        width_multiplier=0.125)
+    fcn = keras_vgg.fully_convolutional(clf)
+    image = np.random.RandomState(0).uniform(0, 255, (32, 32, 3))
+    plain = localize.dense_boxes([loc], [fcn], image, [32], [1])[1]
+    np.testing.assert_allclose(plain[0], [[0, 0, 1, 0.5]], atol=1e-6)
+    boxes, scores = localize.dense_boxes([loc], [fcn], image, [32], [1],
+                                         flip=True)[1]
+    assert {tuple(np.round(b, 6)) for b in boxes} == {(0, 0, 1, .5),
+                                                      (0, .5, 1, 1)}
+    assert len(scores) == 2
+
+
 def test_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="localiser: no model file"):
         localize.load_localizer(str(tmp_path / "none"))

@@ -79,3 +79,30 @@ def trained_export_source(data_dir, q=36, crop=CROP, name="tiny_trained"):
     model.fit(keras_vgg.preprocessing.apply(x, "caffe"), y, epochs=10,
               batch_size=16, verbose=0)
     return common.load_export_model(model, q=q)
+
+
+def write_localizer_run(directory, regression="pcr", seed=1, scale=40):
+    """A localisation run beside `write_run`'s classifier: a tiny localiser
+    (same window, same classes) with random weights whose boxes differ from
+    position to position.  Returns (directory, model)."""
+    os.makedirs(directory, exist_ok=True)
+    model = keras_vgg.VGGLocalizer(
+        "A", regression=regression, classes=len(CLASS_NAMES),
+        input_shape=(CROP, CROP, 3), width_multiplier=0.125, dropout=0.0,
+        name=f"tiny_loc{seed}")
+    randomize(model, seed=seed)
+    # Boxes around the window's centre with sizes about half of it, varying
+    # with the input: small weights on a centred bias.
+    head = model.get_layer("boxes")
+    kernel, bias = head.get_weights()
+    centre = np.tile(np.array([0.5, 0.5, 0.5, 0.5], "float32"),
+                     len(bias) // 4)
+    head.set_weights([kernel * 2e-4, centre])
+    model.save(os.path.join(directory, "model.keras"))
+    config = training_config(scale, scale)
+    config.update(task="localisation", regression=regression)
+    with open(os.path.join(directory, "training_config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    with open(os.path.join(directory, "class_names.txt"), "w") as f:
+        f.write("\n".join(CLASS_NAMES) + "\n")
+    return directory, model

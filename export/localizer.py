@@ -1,0 +1,498 @@
+"""Exporting a localiser (the paper's appendix A) with the classifier that
+rates its boxes.
+
+A localiser alone predicts boxes, not classes: the class scores come from a
+classification network of the same input window (the paper's protocol).
+Both go into one artifact, whose outputs are the classifier's
+(`probabilities`, `top_k_indices`, `top_k_scores`, `top_k_labels`) plus
+
+    boxes  float32 [N, k, 4]  the box of each top-k class, corners
+                              (ymin, xmin, ymax, xmax) normalised to the
+                              image (the tf.image / TFLite detection order)
+
+- SavedModel / TF-Serving (`export.saved_model`, `export.serving` with
+  `--classifier`): the dense protocol in the graph.  At test scale Q the
+  fully convolutional localiser gives a box per score-map position (per
+  class for PCR), each rated by the classifier's softmax at that position;
+  with `--flip` the boxes of the mirrored image are added, mirrored back.
+  Per top-k class the boxes are merged greedily (OverFeat, as
+  `keras_vgg.boxes.greedy_merge`) and the merged box of highest total score
+  is returned: the same numbers as `pipelines.localize.dense_boxes`.
+- TFLite (`export.tflite` with `--classifier`): the central-crop protocol
+  (the model's fixed input is the training crop): the box of each top-k
+  class, normalised to the crop.  A TFLite graph with a data-dependent loop
+  (the greedy merge) would not quantise; the crop model does.
+
+Usage:
+    python -m export.saved_model --model=runs/loc --classifier=runs/cls \\
+        --output=/tmp/vgg_loc
+    python -m export.tflite --model=runs/loc --classifier=runs/cls \\
+        --quantize=dynamic --output=/tmp/vgg_loc.tflite
+"""
+
+import dataclasses
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import keras_vgg
+from keras_vgg import preprocessing as vgg_preprocessing
+from export import common
+
+STRIDE = 32  # five 2x2 poolings: one score-map step per 32 input pixels
+IOU_THRESHOLD = 0.5
+
+
+@dataclasses.dataclass
+class LocalizerSource:
+    """A localiser to export and the classifier that rates its boxes.
+
+    Attributes:
+        localizer: the Keras localiser (output layer `boxes`).
+        regression: "scr" or "pcr".
+        preprocessing: the localiser's input preprocessing.
+        classifier: a `common.ExportModel` (class names, Q, crop).
+    """
+    localizer: keras.Model
+    regression: str
+    preprocessing: str
+    classifier: common.ExportModel
+
+    @property
+    def name(self):
+        return self.localizer.name
+
+    @property
+    def class_names(self):
+        return self.classifier.class_names
+
+    @property
+    def num_classes(self):
+        return self.classifier.num_classes
+
+    @property
+    def q(self):
+        return self.classifier.q
+
+    @property
+    def crop(self):
+        return self.classifier.crop
+
+
+def is_localizer(model):
+    """True for a model with a `boxes` output layer."""
+    return any(layer.name == "boxes" for layer in model.layers)
+
+
+def load_localizer_source(model, classifier, q=None, class_names=None):
+    """The `LocalizerSource` of a localiser run / .keras and a classifier.
+
+    Args:
+        model: localisation run directory, .keras file or keras.Model.
+        classifier: classification run directory, .keras, keras.Model or
+            `common.ExportModel`.
+        q: test scale; default the localiser run's (its validation scale).
+        class_names: optional names file (as `common.load_export_model`).
+
+    Raises:
+        ValueError: naming `--model` / `--classifier` when one is not what
+            it should be, or when their input windows differ.
+    """
+    from pipelines import localize
+
+    if classifier is None:
+        raise ValueError("--model is a localiser: give --classifier (a "
+                         "classification run or .keras whose class scores "
+                         "rate its boxes).")
+    if isinstance(model, keras.Model):
+        if not is_localizer(model):
+            raise ValueError(f"--model {model.name!r} is not a localiser "
+                             "(no 'boxes' layer).")
+        units = int(model.get_layer("boxes").units)
+        loc = localize.Localizer(
+            model=model, name=model.name,
+            regression="scr" if units == 4 else "pcr",
+            crop=int(model.inputs[0].shape[1]), preprocessing="caffe",
+            scale=int(model.inputs[0].shape[1]))
+    else:
+        try:
+            loc = localize.load_localizer(model)
+        except ValueError as e:
+            raise ValueError(f"--model: {e}") from e
+    if q is None:
+        q = max(loc.scale, loc.crop)
+    if not isinstance(classifier, common.ExportModel):
+        try:
+            classifier = common.load_export_model(
+                classifier, class_names=class_names)
+        except ValueError as e:
+            if "is a localiser" in str(e):
+                raise ValueError(f"--classifier {classifier!r} is a "
+                                 "localiser; give a classification "
+                                 "network.") from e
+            raise ValueError(f"--classifier: {e}") from e
+    if is_localizer(classifier.model):
+        raise ValueError(f"--classifier {classifier.name!r} is a localiser; "
+                         "give a classification network.")
+    if classifier.crop != loc.crop:
+        raise ValueError(
+            f"--model's input window ({loc.crop}) differs from "
+            f"--classifier's ({classifier.crop}): their score maps would not "
+            "line up.")
+    if not isinstance(q, int) or isinstance(q, bool) or q < loc.crop:
+        raise ValueError(f"--q={q!r}: the test scale must be an int of at "
+                         f"least the crop size {loc.crop}.")
+    classifier = dataclasses.replace(classifier, q=q)
+    units = int(loc.model.get_layer("boxes").units)
+    if loc.regression == "pcr" and units != 4 * classifier.num_classes:
+        raise ValueError(
+            f"--model is a PCR localiser of {units // 4} classes but "
+            f"--classifier has {classifier.num_classes}.")
+    mode = "none" if common._has_preprocessing_layer(loc.model) \
+        else loc.preprocessing
+    vgg_preprocessing.check_mode(mode)
+    return LocalizerSource(localizer=loc.model, regression=loc.regression,
+                           preprocessing=mode, classifier=classifier)
+
+
+# -- box arithmetic in the graph (numpy twins in keras_vgg.boxes) ------------
+
+def window_corners(box_map, image_hw, crop, stride=STRIDE):
+    """(N, H', W', ..., 4) boxes (cx, cy, w, h) normalised to each
+    position's crop window -> corners normalised to the (rescaled) image,
+    as `pipelines.localize.window_boxes_to_image`."""
+    cx, cy, w, h = tf.unstack(box_map * float(crop), axis=-1)
+    shape = tf.shape(box_map)
+    extra = len(box_map.shape) - 4  # axes between W' and the 4
+    oy = tf.cast(tf.range(shape[1]) * stride, tf.float32)
+    ox = tf.cast(tf.range(shape[2]) * stride, tf.float32)
+    oy = tf.reshape(oy, [1, -1, 1] + [1] * extra)
+    ox = tf.reshape(ox, [1, 1, -1] + [1] * extra)
+    height = tf.cast(image_hw[0], tf.float32)
+    width = tf.cast(image_hw[1], tf.float32)
+    return tf.stack([(cy - h / 2 + oy) / height, (cx - w / 2 + ox) / width,
+                     (cy + h / 2 + oy) / height, (cx + w / 2 + ox) / width],
+                    axis=-1)
+
+
+def iou(box, boxes):
+    """IoU of one corner box (4,) with boxes (M, 4), as `keras_vgg.boxes.
+    iou` (0 where the union is not positive)."""
+    top = tf.maximum(box[0], boxes[:, 0])
+    left = tf.maximum(box[1], boxes[:, 1])
+    bottom = tf.minimum(box[2], boxes[:, 2])
+    right = tf.minimum(box[3], boxes[:, 3])
+    inter = tf.nn.relu(bottom - top) * tf.nn.relu(right - left)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    union = area + areas - inter
+    return tf.where(union > 0, inter / tf.where(union > 0, union, 1.0), 0.0)
+
+
+def best_merged_box(boxes, scores, iou_threshold=IOU_THRESHOLD):
+    """The first box of `keras_vgg.boxes.greedy_merge(boxes, scores)`, in
+    the graph: the merged box of highest total score, and that score.
+
+    Written here because tf.image's non-max suppression keeps boxes rather
+    than averaging them, which is what OverFeat's merging does.  Each loop
+    step takes the best remaining box and absorbs every remaining box that
+    overlaps it by more than `iou_threshold` (score-weighted average).
+    """
+    m = tf.shape(boxes)[0]
+    positions = tf.range(m)
+
+    def step(remaining, best_box, best_score):
+        first = tf.argmax(tf.where(remaining, scores, -np.inf),
+                          output_type=tf.int32)
+        group = ((iou(boxes[first], boxes) > iou_threshold)
+                 | tf.equal(positions, first)) & remaining
+        weights = tf.where(group, scores, 0.0)
+        total = tf.reduce_sum(weights)
+        count = tf.reduce_sum(tf.cast(group, tf.float32))
+        average = tf.reduce_sum(
+            tf.where(group[:, None], boxes, 0.0), axis=0) / count
+        box = tf.where(total > 0, tf.reduce_sum(boxes * weights[:, None], 0)
+                       / tf.where(total > 0, total, 1.0), average)
+        # Strictly greater: the earlier of equal totals wins, as the stable
+        # sort in greedy_merge.
+        better = total > best_score
+        return (remaining & ~group, tf.where(better, box, best_box),
+                tf.where(better, total, best_score))
+
+    _, box, score = tf.while_loop(
+        lambda remaining, *_: tf.reduce_any(remaining), step,
+        (tf.ones([m], tf.bool), tf.zeros([4], tf.float32),
+         tf.constant(-1.0, tf.float32)))
+    return box, score
+
+
+def class_boxes(corners, indices, regression):
+    """(N, M, U, 4) corners (U = 1 for SCR, classes for PCR) and (N, k)
+    class indices -> (N, k, M, 4) the boxes of each chosen class."""
+    per_class = tf.transpose(corners, [0, 2, 1, 3])  # (N, U, M, 4)
+    if regression == "scr":
+        k = tf.shape(indices)[1]
+        return tf.repeat(per_class, k, axis=1)
+    return tf.gather(per_class, indices, axis=1, batch_dims=1)
+
+
+# -- the SavedModel's predictor ----------------------------------------------
+
+class DenseLocalizer:
+    """The dense protocol in the graph; the interface `export.saved_model.
+    ServingModule` reads (`variables`, `predict_same_size`,
+    `predict_encoded`), like `export.saved_model.DenseClassifier`.
+
+    Args:
+        source: a `LocalizerSource`.
+        q, flip, top_k: as `DenseClassifier`.
+    """
+
+    def __init__(self, source, q=None, flip=True, top_k=5):
+        from export import saved_model
+
+        self.source = source
+        self.classifier = saved_model.DenseClassifier(
+            source.classifier, q=q, flip=flip, top_k=top_k)
+        self.q, self.flip = self.classifier.q, self.classifier.flip
+        self.top_k = self.classifier.top_k
+        fcn = self.classifier.fcn
+        # One pass gives both the score map (rating each position's boxes)
+        # and the averaged probabilities.
+        logits = fcn.get_layer("score_average").input
+        self.scorer = keras.Model(fcn.inputs, [logits, fcn.outputs[0]],
+                                  name=f"{fcn.name}_scorer")
+        self.boxer = keras_vgg.fully_convolutional(source.localizer)
+
+    @property
+    def variables(self):
+        return list(self.scorer.variables) + list(self.boxer.variables)
+
+    def _views(self, pixels):
+        from export import saved_model
+
+        x = saved_model.rescale(tf.cast(pixels, tf.float32), self.q)
+        views = [(x, False)]
+        if self.flip:
+            views.append((tf.image.flip_left_right(x), True))
+        return x, views
+
+    def predict_same_size(self, pixels):
+        x, views = self._views(pixels)
+        image_hw = tf.shape(x)[1:3]
+        crop = self.source.crop
+        probabilities, corners, ratings = 0.0, [], []
+        for view, mirrored in views:
+            logits, probs = self.scorer(vgg_preprocessing.apply(
+                view, self.source.classifier.preprocessing), training=False)
+            probabilities += probs / len(views)
+            box_map = self.boxer(vgg_preprocessing.apply(
+                view, self.source.preprocessing), training=False)
+            n = tf.shape(box_map)[0]
+            box_map = tf.reshape(box_map, tf.concat(
+                [tf.shape(box_map)[:3], [-1, 4]], 0))
+            c = window_corners(box_map, image_hw, crop)
+            if mirrored:
+                ymin, xmin, ymax, xmax = tf.unstack(c, axis=-1)
+                c = tf.stack([ymin, 1.0 - xmax, ymax, 1.0 - xmin], axis=-1)
+            corners.append(tf.reshape(c, [n, -1, tf.shape(c)[3], 4]))
+            s = tf.nn.softmax(logits, axis=-1)
+            ratings.append(tf.reshape(s, [n, -1, tf.shape(s)[-1]]))
+        corners = tf.concat(corners, axis=1)            # (N, M, U, 4)
+        ratings = tf.transpose(tf.concat(ratings, 1), [0, 2, 1])  # (N, C, M)
+        out = self.classifier.outputs(probabilities)
+        indices = out["top_k_indices"]
+        chosen = class_boxes(corners, indices, self.source.regression)
+        scores = tf.gather(ratings, indices, axis=1, batch_dims=1)
+        m = tf.shape(chosen)[2]
+        flat_boxes = tf.reshape(chosen, [-1, m, 4])
+        flat_scores = tf.reshape(scores, [-1, m])
+        best, _ = tf.map_fn(
+            lambda a: best_merged_box(a[0], a[1]), (flat_boxes, flat_scores),
+            fn_output_signature=(tf.TensorSpec([4], tf.float32),
+                                 tf.TensorSpec([], tf.float32)))
+        out["boxes"] = tf.reshape(best, [-1, self.top_k, 4])
+        return out
+
+    def predict_encoded(self, encoded):
+        k, classes = self.top_k, self.source.num_classes
+
+        def one(e):
+            out = self.predict_same_size(self.classifier.decode(e)[None])
+            return {key: value[0] for key, value in out.items()}
+
+        return tf.map_fn(one, encoded, fn_output_signature={
+            "probabilities": tf.TensorSpec([classes], tf.float32),
+            "top_k_indices": tf.TensorSpec([k], tf.int32),
+            "top_k_scores": tf.TensorSpec([k], tf.float32),
+            "boxes": tf.TensorSpec([k, 4], tf.float32)})
+
+
+# -- TFLite: the central-crop localiser --------------------------------------
+
+@keras.saving.register_keras_serializable(package="keras_vgg_export")
+class TopKBoxes(keras.layers.Layer):
+    """(probabilities (N, C), boxes (N, 4 or 4C) as (cx, cy, w, h)) ->
+    {top_k_scores, top_k_indices, boxes (N, k, 4) corners}."""
+
+    def __init__(self, k, regression, **kwargs):
+        super().__init__(**kwargs)
+        self.k = int(k)
+        self.regression = regression
+
+    def call(self, probabilities, box_out):
+        scores, indices = keras.ops.top_k(probabilities, self.k)
+        if self.regression == "scr":
+            boxes = keras.ops.repeat(box_out[:, None, :], self.k, axis=1)
+        else:
+            classes = keras.ops.shape(probabilities)[-1]
+            per_class = keras.ops.reshape(box_out, (-1, classes, 4))
+            boxes = keras.ops.take_along_axis(
+                per_class, keras.ops.expand_dims(indices, -1), axis=1)
+        cx, cy, w, h = (boxes[..., i] for i in range(4))
+        corners = keras.ops.stack([cy - h / 2, cx - w / 2, cy + h / 2,
+                                   cx + w / 2], axis=-1)
+        return {"top_k_scores": scores,
+                "top_k_indices": keras.ops.cast(indices, "int32"),
+                "boxes": corners}
+
+    def get_config(self):
+        return {**super().get_config(), "k": self.k,
+                "regression": self.regression}
+
+
+def crop_pixel_model(source, top_k=5):
+    """The Keras model the TFLite localiser is converted from: RGB pixels
+    [0, 255] of the crop in; probabilities, top_k_* and boxes out."""
+    from export import tflite
+
+    crop = source.crop
+    inputs = keras.Input(shape=(crop, crop, 3), name="pixels")
+
+    def prepared(mode, name):
+        if mode == "none":
+            return inputs
+        return tflite.preprocessing_conv(mode, name=name)(inputs)
+
+    clf_in = prepared(source.classifier.preprocessing, "preprocessing")
+    loc_in = (clf_in if source.preprocessing ==
+              source.classifier.preprocessing
+              else prepared(source.preprocessing, "loc_preprocessing"))
+    probabilities = source.classifier.model(clf_in, training=False)
+    box_out = source.localizer(loc_in, training=False)
+    k = max(1, min(int(top_k), source.num_classes))
+    out = TopKBoxes(k, source.regression, name="top_k_boxes")(
+        probabilities, box_out)
+    out["probabilities"] = probabilities
+    return keras.Model(inputs, out, name=f"{source.name}_pixels")
+
+
+def lite_outputs(runner, image, input_details):
+    """One image through a LiteRT signature runner -> dict of float / int
+    arrays without the batch axis (quantised outputs dequantised)."""
+    x = np.asarray(image, np.float32)[None]
+    dtype = input_details["dtype"]
+    if dtype != np.float32:
+        scale, zero = input_details["quantization"]
+        info = np.iinfo(dtype)
+        x = np.clip(np.round(x / scale + zero), info.min,
+                    info.max).astype(dtype)
+    out = runner(pixels=x)
+    details = runner.get_output_details()
+    result = {}
+    for key, value in out.items():
+        q = details[key].get("quantization", (0.0, 0))
+        if value.dtype in (np.int8, np.uint8) and q[0]:
+            value = (value.astype(np.float32) - q[1]) * q[0]
+        result[key] = value[0]
+    return result
+
+
+def verify_tflite(tflite_bytes, keras_model, images):
+    """Runs the .tflite localiser with LiteRT on `images` (crops) and
+    compares it with the Keras pixel model.
+
+    Returns:
+        dict: size_bytes, images, top1_agreement, max_abs_prob_diff,
+        mean_box_iou (IoU of the two top-1 boxes, where the classes agree),
+        latency_ms, keras_latency_ms.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    from keras_vgg import boxes as box_lib
+
+    interpreter = Interpreter(model_content=tflite_bytes, num_threads=2)
+    runner = interpreter.get_signature_runner()
+    input_details = runner.get_input_details()["pixels"]
+    lite_outputs(runner, images[0], input_details)  # warm up
+    start = time.perf_counter()
+    got = [lite_outputs(runner, image, input_details) for image in images]
+    latency = (time.perf_counter() - start) / len(images)
+    expected = keras_model.predict(images, batch_size=16, verbose=0)
+    start = time.perf_counter()
+    for image in images[:8]:
+        keras_model(image[None], training=False)
+    keras_latency = (time.perf_counter() - start) / min(len(images), 8)
+    agree, ious, diffs = [], [], []
+    for i, g in enumerate(got):
+        same = int(g["top_k_indices"][0]) == int(
+            expected["top_k_indices"][i][0])
+        agree.append(same)
+        diffs.append(np.abs(g["probabilities"]
+                            - expected["probabilities"][i]).max())
+        if same:
+            ious.append(box_lib.iou(g["boxes"][0],
+                                    expected["boxes"][i][0]))
+    return {"size_bytes": len(tflite_bytes), "images": int(len(images)),
+            "top1_agreement": float(np.mean(agree)),
+            "max_abs_prob_diff": float(np.max(diffs)),
+            "mean_box_iou": float(np.mean(ious)) if ious else 0.0,
+            "latency_ms": 1000.0 * latency,
+            "keras_latency_ms": 1000.0 * keras_latency}
+
+
+def export_tflite_localizer(source, output, quantize="none", int8_io=False,
+                            calibration_data="builtin", calibration_steps=100,
+                            data_dir=None, verify_images=50, top_k=5,
+                            overwrite=False):
+    """`export.tflite.export_tflite` for a `LocalizerSource`: converts the
+    crop model, writes `output` atomically, verifies it with LiteRT and
+    writes the JSON beside it.  Returns the verification dict ({} when not
+    verified)."""
+    import json
+    import os
+
+    from export import tflite
+
+    if quantize == "qat":
+        raise ValueError("--quantize=qat is for classifiers; a localiser "
+                         "exports with none, fp16, dynamic or int8.")
+    if os.path.exists(output) and not overwrite:
+        raise FileExistsError(f"{output!r} exists; pass --overwrite.")
+    keras_model = crop_pixel_model(source, top_k)
+    representative = None
+    if quantize == "int8":
+        if calibration_data is None:
+            raise ValueError("--quantize=int8 needs --calibration_data.")
+        representative = tflite.calibration_images(
+            calibration_data, "train", data_dir, source.q, source.crop,
+            calibration_steps)
+    flatbuffer = tflite.convert(keras_model, quantize, representative,
+                                int8_io)
+    common.atomic_write_file(output, flatbuffer, overwrite=overwrite)
+    report = {}
+    if calibration_data is not None and verify_images:
+        images = tflite.calibration_images(
+            calibration_data, "validation", data_dir, source.q, source.crop,
+            verify_images)
+        report = verify_tflite(flatbuffer, keras_model, images)
+        report.update(quantize=quantize, int8_io=bool(int8_io),
+                      input_size=source.crop, regression=source.regression,
+                      output=os.path.abspath(output),
+                      calibration_data=calibration_data)
+        common.atomic_write_file(tflite.verification_path(output),
+                                 json.dumps(report, indent=2) + "\n",
+                                 overwrite=True)
+    return report
