@@ -94,8 +94,13 @@ def format_predictions(paths, predictions):
     for path, p in zip(paths, predictions):
         labels = [label.decode() if isinstance(label, bytes) else label
                   for label in p["top_k_labels"]]
-        top = ", ".join(f"{label} {score:.3f}"
-                        for label, score in zip(labels, p["top_k_scores"]))
+        boxes = p.get("boxes") or [None] * len(labels)
+        # A localiser's outputs carry each class's box (ymin, xmin, ymax,
+        # xmax), normalised to the image.
+        top = ", ".join(
+            f"{label} {score:.3f}" + ("" if box is None else " [" + " ".join(
+                f"{v:.3f}" for v in box) + "]")
+            for label, score, box in zip(labels, p["top_k_scores"], boxes))
         lines.append(f"{path}: {top}")
     return "\n".join(lines)
 

@@ -516,7 +516,9 @@ def define_flags(flag_values=None):
                       "each model's training_config.json.", flag_values=fv)
     flags.DEFINE_boolean("flip", True,
                          "Dense and multicrop also evaluate horizontal "
-                         "flips (--noflip: not).", flag_values=fv)
+                         "flips; localisation: the dense protocol adds the "
+                         "flipped image's boxes (--noflip: not).",
+                         flag_values=fv)
     flags.DEFINE_string("output", None, "Write the results as JSON here.",
                         flag_values=fv)
     flags.DEFINE_integer("max_images", None,
@@ -548,8 +550,9 @@ def run_localisation(fv):
     results = [localize.evaluate_localization(
         fv.model, fv.classifier or (), fv.dataset, protocol=p,
         scales=fv.scales, data_dir=fv.data_dir, split=fv.split,
-        max_images=fv.max_images) for p in fv.loc_protocol]
-    rows = [(r["protocol"], ",".join(map(str, r["scales"])),
+        max_images=fv.max_images, flip=fv.flip) for p in fv.loc_protocol]
+    rows = [(r["protocol"] + (" +flip" if r["flip"] else ""),
+             ",".join(map(str, r["scales"])),
              f"{100 * r['localization_error']:.2f}",
              f"{100 * r['top5_error']:.2f}" if "top5_error" in r else "-",
              r["images"]) for r in results]

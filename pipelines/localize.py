@@ -178,7 +178,7 @@ def _hit(box, truth):
 
 def evaluate_localization(localizers, classifiers=(), dataset="builtin",
                           protocol="center", scales=None, data_dir=None,
-                          split="validation", max_images=None):
+                          split="validation", max_images=None, flip=False):
     """Localisation error of `localizers` on a dataset with boxes.
 
     Args:
@@ -188,6 +188,8 @@ def evaluate_localization(localizers, classifiers=(), dataset="builtin",
         protocol: "center" (Table 8, ground-truth class) or "dense"
             (Table 9).
         scales: test scales for "dense" (default: each localiser's Q).
+        flip: "dense": add the mirrored image's boxes (and average the
+            classifier's top-5 over the flip).
 
     Returns:
         dict with `protocol`, `scales`, `images`, `localization_error`
@@ -227,7 +229,7 @@ def evaluate_localization(localizers, classifiers=(), dataset="builtin",
         label = int(example["label"].numpy())
         top5 = []
         if clfs:
-            probs = np.mean([P.dense(c.fcn, image, q, flip=False,
+            probs = np.mean([P.dense(c.fcn, image, q, flip=flip,
                                      preprocessing=c.preprocessing)[0]
                              for c in clfs for q in scales], axis=0)
             top5 = list(np.argsort(-probs)[:5])
@@ -238,7 +240,7 @@ def evaluate_localization(localizers, classifiers=(), dataset="builtin",
         else:
             merged = dense_boxes(locs, fcns, image, scales,
                                  sorted(set(top5) | {label}),
-                                 clfs[0].preprocessing)
+                                 clfs[0].preprocessing, flip=flip)
             guesses = {c: m[0][0] for c, m in merged.items()}
         counted += 1
         wrong += not _hit(guesses[label], truth)
@@ -247,6 +249,7 @@ def evaluate_localization(localizers, classifiers=(), dataset="builtin",
     if not counted:
         raise ValueError(f"No image with a box in {dataset!r} ({split}).")
     result = {"protocol": protocol, "scales": scales, "images": counted,
+              "flip": bool(flip and protocol == "dense"),
               "localization_error": wrong / counted,
               "images_per_second": counted / (time.perf_counter() - start)}
     if clfs:

@@ -157,3 +157,10 @@ def test_format_predictions():
         ["a.jpg"], [{"top_k_labels": [b"cat", "dog"],
                      "top_k_scores": [0.75, 0.25]}])
     assert text == "a.jpg: cat 0.750, dog 0.250"
+
+
+def test_format_predictions_with_boxes():
+    text = client.format_predictions(
+        ["a.jpg"], [{"top_k_labels": [b"cat"], "top_k_scores": [0.75],
+                     "boxes": [[0.1, 0.2, 0.5, 0.75]]}])
+    assert text == "a.jpg: cat 0.750 [0.100 0.200 0.500 0.750]"
