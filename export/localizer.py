@@ -13,7 +13,9 @@ Both go into one artifact, whose outputs are the classifier's
 - SavedModel / TF-Serving (`export.saved_model`, `export.serving` with
   `--classifier`): the dense protocol in the graph.  At test scale Q the
   fully convolutional localiser gives a box per score-map position (per
-  class for PCR), each rated by the classifier's softmax at that position;
+  class for PCR; the window grid centred on the image, as
+  `pipelines.localize.centred_grid`), each rated by the classifier's
+  softmax at that position, whose average gives the probabilities;
   with `--flip` the boxes of the mirrored image are added, mirrored back.
   Per top-k class the boxes are merged greedily (OverFeat, as
   `keras_vgg.boxes.greedy_merge`) and the merged box of highest total score
@@ -270,19 +272,25 @@ class DenseLocalizer:
     def variables(self):
         return list(self.scorer.variables) + list(self.boxer.variables)
 
-    def _views(self, pixels):
+    def predict_same_size(self, pixels):
         from export import saved_model
 
         x = saved_model.rescale(tf.cast(pixels, tf.float32), self.q)
-        views = [(x, False)]
-        if self.flip:
-            views.append((tf.image.flip_left_right(x), True))
-        return x, views
-
-    def predict_same_size(self, pixels):
-        x, views = self._views(pixels)
-        image_hw = tf.shape(x)[1:3]
         crop = self.source.crop
+        # The part the windows cover, centred (pipelines.localize.
+        # centred_grid): corners normalised to it, then to the image.
+        h, w = tf.shape(x)[1], tf.shape(x)[2]
+        rows = crop + (h - crop) // STRIDE * STRIDE
+        cols = crop + (w - crop) // STRIDE * STRIDE
+        top, left = (h - rows) // 2, (w - cols) // 2
+        covered = x[:, top:top + rows, left:left + cols, :]
+        hw = tf.cast(tf.stack([h, w, h, w]), tf.float32)
+        scale = tf.cast(tf.stack([rows, cols, rows, cols]), tf.float32) / hw
+        shift = tf.cast(tf.stack([top, left, top, left]), tf.float32) / hw
+        views = [(covered, False)]
+        if self.flip:
+            views.append((tf.image.flip_left_right(covered), True))
+        image_hw = (rows, cols)
         probabilities, corners, ratings = 0.0, [], []
         for view, mirrored in views:
             logits, probs = self.scorer(vgg_preprocessing.apply(
@@ -297,6 +305,7 @@ class DenseLocalizer:
             if mirrored:
                 ymin, xmin, ymax, xmax = tf.unstack(c, axis=-1)
                 c = tf.stack([ymin, 1.0 - xmax, ymax, 1.0 - xmin], axis=-1)
+            c = c * scale + shift
             corners.append(tf.reshape(c, [n, -1, tf.shape(c)[3], 4]))
             s = tf.nn.softmax(logits, axis=-1)
             ratings.append(tf.reshape(s, [n, -1, tf.shape(s)[-1]]))

@@ -3,7 +3,8 @@
 - Central crop (Table 8): rescale to Q, central crop, the box of the
   ground-truth class; correct when its IoU with a ground-truth box is > 0.5.
 - Dense (Table 9): the fully convolutional localiser on the whole image at
-  every scale gives one box per score-map position (per class for PCR); each
+  every scale (its window grid centred: `centred_grid`) gives one box per
+  score-map position (per class for PCR); each
   box is rated by the classification network's class score at the same
   position and scale; the boxes of all positions, scales and models are
   unioned, then merged greedily (OverFeat: `keras_vgg.boxes.greedy_merge`).
@@ -19,7 +20,8 @@
 Boxes: the localiser predicts (cx, cy, w, h) normalised to its input window;
 they are turned into corners normalised to the whole image.  Score-map
 position (i, j) sees the window starting at (stride*i, stride*j) of the
-rescaled image (stride 32: five 2x2 pools), of the training crop's size.
+covered part of the rescaled image (stride 32: five 2x2 pools), of the
+training crop's size.
 """
 
 import dataclasses
@@ -92,6 +94,21 @@ def window_boxes_to_image(box_map, rescaled_hw, crop, stride=STRIDE):
     return box_lib.to_normalized(corners, h, w)
 
 
+def centred_grid(height, width, crop, stride=STRIDE):
+    """(top, left, rows, cols) of the part of an image of height x width
+    that the fully convolutional net's windows cover, centred.
+
+    The windows of a crop-sized net step by `stride` from the top-left
+    corner, so the last `(side - crop) % stride` pixels of each side are
+    seen by no window.  Anchored at the corner, an object in the middle of
+    a 64x85 image is half outside the only 64-pixel window; centring the
+    grid splits the unseen margin between both sides instead.
+    """
+    rows = crop + (height - crop) // stride * stride
+    cols = crop + (width - crop) // stride * stride
+    return (height - rows) // 2, (width - cols) // 2, rows, cols
+
+
 def _class_boxes(box_map, class_index, regression):
     if regression == "scr":
         return box_map
@@ -136,10 +153,16 @@ def dense_boxes(localizers, classifier_fcns, image, scales, classes,
     collected = {c: ([], []) for c in classes}
     for q in scales:
         rescaled = P.rescale(image, q)
-        hw = (int(rescaled.shape[1]), int(rescaled.shape[2]))
-        views = [(rescaled, False)]
+        h, w = int(rescaled.shape[1]), int(rescaled.shape[2])
+        crop = localizers[0].crop
+        top, left, rows, cols = centred_grid(h, w, crop)
+        covered = np.asarray(rescaled)[:, top:top + rows, left:left + cols]
+        # Corners normalised to the covered part -> to the whole image.
+        scale = np.array([rows, cols, rows, cols]) / [h, w, h, w]
+        shift = np.array([top, left, top, left]) / [h, w, h, w]
+        views = [(covered, False)]
         if flip:
-            views.append((rescaled[:, :, ::-1], True))
+            views.append((covered[:, :, ::-1], True))
         for x, mirrored in views:
             scores = None
             for fcn in classifier_fcns:
@@ -158,11 +181,12 @@ def dense_boxes(localizers, classifier_fcns, image, scales, classes,
                         "window (training crop).")
                 for c in classes:
                     corners = window_boxes_to_image(
-                        _class_boxes(box_map, c, loc.regression), hw,
-                        loc.crop)
+                        _class_boxes(box_map, c, loc.regression),
+                        (rows, cols), loc.crop)
                     if mirrored:
                         corners = corners[..., [0, 3, 2, 1]] * [
                             1, -1, 1, -1] + [0, 1, 0, 1]
+                    corners = corners * scale + shift
                     collected[c][0].append(corners.reshape(-1, 4))
                     collected[c][1].append(scores[..., c].reshape(-1))
     return {c: box_lib.greedy_merge(np.concatenate(b), np.concatenate(s))

@@ -105,12 +105,21 @@ def test_saved_model_boxes_are_the_dense_protocol(runs, exported):
     for rank, c in enumerate(top):
         np.testing.assert_allclose(out["boxes"].numpy()[0, rank],
                                    ref[c][0][0], atol=1e-5)
-    # The class part is the classifier's export.
-    plain = saved_model.DenseClassifier(source.classifier, q=72, flip=True)
-    np.testing.assert_allclose(
-        out["probabilities"].numpy(),
-        plain.classify_same_size(tf.constant(image[None])).numpy(),
-        atol=1e-6)
+    # The probabilities: the classifier's dense evaluation on the same
+    # centred windows (72x90 rescaled: 32-pixel windows at steps of 32
+    # cover 64x64 of it, centred at (4, 13)).
+    x = saved_model.rescale(tf.constant(image[None]), 72).numpy()
+    assert x.shape[1:3] == (72, 90)
+    top_, left, rows, cols = localize.centred_grid(72, 90, tiny_run.CROP)
+    assert (top_, left, rows, cols) == (4, 13, 64, 64)
+    covered = keras_vgg.preprocessing.apply(
+        x[:, 4:68, 13:77], "caffe")
+    average = keras_vgg.fully_convolutional(source.classifier.model,
+                                            average=True)
+    expected = (np.asarray(average(covered)) + np.asarray(
+        average(covered[:, :, ::-1]))) / 2
+    np.testing.assert_allclose(out["probabilities"].numpy(), expected,
+                               atol=1e-5)
 
 
 def test_saved_model_encoded_images(exported):

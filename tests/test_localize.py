@@ -67,6 +67,23 @@ def test_dense_boxes_are_the_windows_merged():
     assert len(scores) == 4 and np.all(scores > 0)
 
 
+def test_centred_grid():
+    assert localize.centred_grid(64, 85, 64) == (0, 10, 64, 64)
+    assert localize.centred_grid(64, 100, 64) == (0, 2, 64, 96)
+    assert localize.centred_grid(256, 341, 224) == (0, 10, 256, 320)
+
+
+def test_dense_boxes_centre_the_windows():
+    # One 32-pixel window on a 32x50 image: centred at x = 9, not at 0.
+    loc = constant_localizer()
+    clf = keras_vgg.VGG("A", input_shape=(32, 32, 3), classes=3,
+                        width_multiplier=0.125)
+    fcn = keras_vgg.fully_convolutional(clf)
+    image = np.zeros((32, 50, 3), "float32")
+    boxes, _ = localize.dense_boxes([loc], [fcn], image, [32], [0])[0]
+    np.testing.assert_allclose(boxes, [[0, 9 / 50, 1, 41 / 50]], atol=1e-6)
+
+
 def test_dense_boxes_flip_adds_the_mirrored_boxes():
     # Every window predicts its left half; the mirrored image's left half is
     # the original's right half.
