@@ -20,6 +20,13 @@ def constant_localizer(box=(0.5, 0.5, 1.0, 1.0), crop=32, regression="scr",
                               crop=crop, preprocessing="caffe", scale=crop)
 
 
+def classifier_fcn():
+    """A random 3-class classifier's score map model (32x32 windows)."""
+    clf = keras_vgg.VGG("A", input_shape=(32, 32, 3), classes=3,
+                        width_multiplier=0.125)
+    return keras_vgg.fully_convolutional(clf)
+
+
 def test_window_boxes_to_image():
     box_map = np.tile([0.5, 0.5, 1.0, 1.0], (2, 2, 1))
     out = localize.window_boxes_to_image(box_map, (256, 256), 224)
@@ -55,9 +62,7 @@ def test_center_crop_box_pcr_takes_the_class():
 
 def test_dense_boxes_are_the_windows_merged():
     loc = constant_localizer()
-    clf = keras_vgg.VGG("A", input_shape=(32, 32, 3), classes=3,
-                        width_multiplier=0.125)
-    fcn = keras_vgg.fully_convolutional(clf)
+    fcn = classifier_fcn()
     image = np.zeros((64, 64, 3), "float32")
     merged = localize.dense_boxes([loc], [fcn], image, [64], [0, 1])
     boxes, scores = merged[0]
@@ -76,9 +81,7 @@ def test_centred_grid():
 def test_dense_boxes_centre_the_windows():
     # One 32-pixel window on a 32x50 image: centred at x = 9, not at 0.
     loc = constant_localizer()
-    clf = keras_vgg.VGG("A", input_shape=(32, 32, 3), classes=3,
-                        width_multiplier=0.125)
-    fcn = keras_vgg.fully_convolutional(clf)
+    fcn = classifier_fcn()
     image = np.zeros((32, 50, 3), "float32")
     boxes, _ = localize.dense_boxes([loc], [fcn], image, [32], [0])[0]
     np.testing.assert_allclose(boxes, [[0, 9 / 50, 1, 41 / 50]], atol=1e-6)
@@ -88,9 +91,7 @@ def test_dense_boxes_flip_adds_the_mirrored_boxes():
     # Every window predicts its left half; the mirrored image's left half is
     # the original's right half.
     loc = constant_localizer(box=(0.25, 0.5, 0.5, 1.0))
-    clf = keras_vgg.VGG("A", input_shape=(32, 32, 3), classes=3,
-                        width_multiplier=0.125)
-    fcn = keras_vgg.fully_convolutional(clf)
+    fcn = classifier_fcn()
     image = np.random.RandomState(0).uniform(0, 255, (32, 32, 3))
     plain = localize.dense_boxes([loc], [fcn], image, [32], [1])[1]
     np.testing.assert_allclose(plain[0], [[0, 0, 1, 0.5]], atol=1e-6)
