@@ -239,7 +239,9 @@ def evaluate_localization(localizers, classifiers=(), dataset="builtin",
                                  shuffle_files=False)
     counted = wrong = wrong5 = 0
     start = time.perf_counter()
-    for example in source.dataset:
+    # An element that fails (a folder image whose size cannot be read for
+    # its pixel boxes) is left out, as undecodable images are below.
+    for example in source.dataset.ignore_errors():
         if max_images and counted >= max_images:
             break
         try:

@@ -17,9 +17,14 @@ Spec forms accepted by `load_source`:
                          written to `data_dir` (default its cache) on first use
     "tfrecord:GLOB"      TFRecords in the ImageNet / Model Garden layout; see
                          `_tfrecord_files` for how GLOB picks a split's files
-    "folder:DIR"         one sub-folder of images per class
+    "folder:DIR"         one sub-folder of images per class; boxes from
+                         DIR/boxes.csv or DIR/boxes.json when there is one
+                         (pixel coordinates; see `pipelines.box_files`)
     "NAME" / "tfds:NAME" a TensorFlow Datasets name ("imagenet2012",
-                         "imagenette", "imagenet2012:5.1.0"), from `data_dir`
+                         "imagenette", "imagenet2012:5.1.0"), from `data_dir`;
+                         one without a top-level label but with labelled
+                         objects ("voc") takes its largest object's class,
+                         and skips images without objects
 
 Example:
 >>> source = load_source("folder:/data/flowers", split="validation")
@@ -36,6 +41,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from pipelines import box_files
 from pipelines import synthetic
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
@@ -84,6 +90,12 @@ def load_source(spec, split="train", data_dir=None, val_fraction=0.1,
             `synthetic.default_cache_dir()`); tfds: the tfds data_dir.
         val_fraction: folder sources: the fraction of each class held out,
             deterministically from `seed`, as the validation split.
+            A folder's images have boxes when DIR holds a boxes.csv
+            (header row; columns filename, xmin, ymin, xmax, ymax, optional
+            width, height; one row per box) or a boxes.json (filename ->
+            [[xmin, ymin, xmax, ymax], ...], or a list of objects with the
+            CSV's columns); pixel coordinates, filenames relative to DIR or
+            bare when unique.  See `pipelines.box_files`.
         seed: seeds the folder split and the file shuffling.
         shuffle_files: shuffle the order of files / shards (deterministic
             from `seed`, a new order each epoch).  Default: True for the
@@ -98,7 +110,8 @@ def load_source(spec, split="train", data_dir=None, val_fraction=0.1,
 
     Raises:
         ValueError: naming `spec` when its form is unknown, its folder is
-            missing or empty, or its glob matches no files.
+            missing or empty, or its glob matches no files; naming the box
+            file and the entry when a folder's box file has a bad entry.
     """
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"`spec` must be a non-empty string. Received: "
@@ -274,17 +287,63 @@ def _folder(spec, directory, split, val_fraction, seed, shuffle_files):
         raise ValueError(f"`spec`={spec!r} has no {split!r} images "
                          f"(val_fraction={val_fraction}).")
     paths, labels = zip(*items)
+    box_file = box_files.find_box_file(directory)
+    # Against every image of the folder, not only the split's: filenames
+    # resolve the same, and a bad entry fails, whichever the split.
+    by_image = {} if box_file is None else box_files.read_boxes(
+        box_file, directory, [p for s in splits.values() for p, _ in s])
     dataset = tf.data.Dataset.from_tensor_slices(
-        (list(paths), np.asarray(labels, np.int64)))
+        (list(paths), np.asarray(labels, np.int64))
+        + _ragged_boxes([by_image.get(path, []) for path in paths]))
     if shuffle_files:
         # Paths are cheap to hold: a perfect shuffle before any file is read.
         dataset = dataset.shuffle(len(paths), seed=seed,
                                   reshuffle_each_iteration=True)
-    dataset = dataset.map(
-        lambda path, label: {"encoded": tf.io.read_file(path),
-                             "label": label, "bbox": _empty_boxes()},
-        num_parallel_calls=tf.data.AUTOTUNE)
+
+    def example(path, label, boxes, in_pixels):
+        encoded = tf.io.read_file(path)
+        return {"encoded": encoded, "label": label,
+                "bbox": _normalised_boxes(encoded, boxes, in_pixels)}
+
+    dataset = dataset.map(example, num_parallel_calls=tf.data.AUTOTUNE)
     return Source(dataset, tuple(classes), len(classes), len(paths))
+
+
+def _ragged_boxes(rows):
+    """Per image, its (ymin, xmin, ymax, xmax, in_pixels) boxes as two
+    ragged tensors: [images, None, 4] boxes and [images, None] in_pixels.
+    Ragged, so that each path carries its own boxes through the shuffle."""
+    flat = np.asarray([box for row in rows for box in row],
+                      np.float32).reshape(-1, 5)
+    lengths = [len(row) for row in rows]
+    return (tf.RaggedTensor.from_row_lengths(flat[:, :4], lengths),
+            tf.RaggedTensor.from_row_lengths(flat[:, 4] > 0, lengths))
+
+
+def _image_size(encoded):
+    """(height, width) of an encoded image, from the header of a JPEG."""
+    def decoded():
+        return tf.shape(tf.io.decode_image(encoded, channels=3,
+                                           expand_animations=False))[:2]
+
+    return tf.cond(tf.io.is_jpeg(encoded),
+                   lambda: tf.image.extract_jpeg_shape(encoded)[:2], decoded)
+
+
+def _normalised_boxes(encoded, boxes, in_pixels):
+    """Divides the boxes given in pixels by the image's size, clipped to
+    [0, 1]; the image is only looked at when a box needs it.  An image whose
+    size cannot be read fails its element, which `augment.make_dataset`
+    skips and counts as it does images it cannot decode."""
+    boxes = tf.reshape(boxes, [-1, 4])
+
+    def divided():
+        height, width = tf.unstack(tf.cast(_image_size(encoded), tf.float32))
+        scaled = boxes / tf.stack([height, width, height, width])
+        return tf.where(in_pixels[:, None], scaled, boxes)
+
+    boxes = tf.cond(tf.reduce_any(in_pixels), divided, lambda: boxes)
+    return _boxes(tf.clip_by_value(boxes, 0.0, 1.0))
 
 
 # -- TensorFlow Datasets ----------------------------------------------------
@@ -301,7 +360,35 @@ def _tfds_split(builder, split):
     return split
 
 
+def _objects_to_label_and_boxes(labels, boxes):
+    """The label of an image from its objects, for datasets without an
+    image-level label (voc): the class of its largest object by box area
+    (ImageNet localisation has one class per image), the first on ties,
+    with the boxes of that class's objects only.
+
+    Args:
+        labels: int [N] object classes, N > 0.
+        boxes: float [N, 4] object boxes (ymin, xmin, ymax, xmax).
+
+    Returns:
+        (int64 label, float32 [M, 4] boxes), 1 <= M <= N.
+    """
+    labels = tf.cast(labels, tf.int64)
+    boxes = tf.reshape(tf.cast(boxes, tf.float32), [-1, 4])
+    area = (tf.maximum(boxes[:, 2] - boxes[:, 0], 0.0)
+            * tf.maximum(boxes[:, 3] - boxes[:, 1], 0.0))
+    # tf.argmax does not promise which of equal maxima it returns.
+    largest = tf.reduce_min(tf.where(tf.equal(area, tf.reduce_max(area))))
+    label = labels[largest]
+    return label, tf.boolean_mask(boxes, tf.equal(labels, label))
+
+
 def _tfds(spec, name, split, data_dir, seed, shuffle_files):
+    """A tfds dataset with an `image` and either a ClassLabel `label` or,
+    failing that, objects with a ClassLabel `label` and a `bbox` (voc):
+    then each image is labelled by `_objects_to_label_and_boxes`, and
+    images without objects are left out (`num_examples` still counts them:
+    tfds only knows the split's size)."""
     import tensorflow_datasets as tfds  # heavy: only when a tfds spec is used
 
     try:
@@ -312,13 +399,24 @@ def _tfds(spec, name, split, data_dir, seed, shuffle_files):
             "'tfrecord:GLOB', 'folder:DIR' or a TensorFlow Datasets name "
             f"({type(error).__name__}: {error})") from error
     features = builder.info.features
-    if "image" not in features or "label" not in features:
+    objects = features["objects"] if "objects" in features else None
+    objects = getattr(objects, "feature", objects)  # inside a Sequence
+    object_keys = getattr(objects, "keys", lambda: ())()
+    has_objects = "bbox" in object_keys
+    has_bbox = "bbox" in features  # e.g. caltech_birds2011: one box
+    from_objects = ("label" not in features and has_objects
+                    and "label" in object_keys)
+    if "image" not in features or not ("label" in features or from_objects):
         raise ValueError(
-            f"`spec`={spec!r}: the tfds dataset needs 'image' and 'label' "
-            f"features; it has {sorted(features.keys())}.")
-    if not hasattr(features["label"], "names"):
-        raise ValueError(f"`spec`={spec!r}: its 'label' feature is not a "
-                         "ClassLabel.")
+            f"`spec`={spec!r}: the tfds dataset needs an 'image' feature "
+            "and a 'label' feature, or objects with 'label' and 'bbox' "
+            f"('objects/label'); it has {sorted(features.keys())}.")
+    label_feature = objects["label"] if from_objects else features["label"]
+    if not hasattr(label_feature, "names"):
+        raise ValueError(
+            f"`spec`={spec!r}: its "
+            f"{'objects/label' if from_objects else 'label'!r} feature is "
+            "not a ClassLabel.")
     if not builder.is_prepared():
         # Downloads what can be downloaded; ImageNet needs its archives in
         # the manual folder and tfds says so.
@@ -328,24 +426,28 @@ def _tfds(spec, name, split, data_dir, seed, shuffle_files):
         split=split, shuffle_files=shuffle_files,
         decoders={"image": tfds.decode.SkipDecoding()},
         read_config=tfds.ReadConfig(shuffle_seed=seed))
-    objects = features["objects"] if "objects" in features else None
-    objects = getattr(objects, "feature", objects)  # inside a Sequence
-    has_objects = "bbox" in getattr(objects, "keys", lambda: ())()
-    has_bbox = "bbox" in features  # e.g. caltech_birds2011: one box
 
     def convert(example):
-        if has_objects:
-            boxes = example["objects"]["bbox"]
-        elif has_bbox:
-            boxes = example["bbox"][None]
+        if from_objects:
+            label, boxes = _objects_to_label_and_boxes(
+                example["objects"]["label"], example["objects"]["bbox"])
         else:
-            boxes = _empty_boxes()
+            label = example["label"]
+            if has_objects:
+                boxes = example["objects"]["bbox"]
+            elif has_bbox:
+                boxes = example["bbox"][None]
+            else:
+                boxes = _empty_boxes()
         return {"encoded": example["image"],
-                "label": tf.cast(example["label"], tf.int64),
+                "label": tf.cast(label, tf.int64),
                 "bbox": _boxes(boxes)}
 
+    if from_objects:
+        dataset = dataset.filter(
+            lambda example: tf.size(example["objects"]["label"]) > 0)
     dataset = dataset.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
-    names = tuple(features["label"].names)
+    names = tuple(label_feature.names)
     try:
         count = builder.info.splits[split].num_examples or None
     except (KeyError, ValueError, TypeError):

@@ -1,5 +1,6 @@
 import functools
 import io
+import re
 
 import numpy as np
 import pytest
@@ -241,3 +242,222 @@ def test_tfds_source_reads_object_boxes(tmp_path):
     assert source.dataset.element_spec == sources.element_spec()
     assert ex["encoded"] == jpeg and ex["label"] == 7
     np.testing.assert_array_equal(ex["bbox"], boxes)
+
+
+# -- folders with a box file ------------------------------------------------
+
+@pytest.fixture
+def shapes(tmp_path):
+    """circle/: a 40x80 PNG, a 50x20 JPEG; square/: a 30x60 PNG, a 64x32
+    JPEG (height x width); the file name a.png is in both classes."""
+    root = tmp_path / "shapes"
+    sizes = {"circle/a.png": (40, 80), "circle/b.jpg": (50, 20),
+             "square/a.png": (30, 60), "square/d.jpg": (64, 32)}
+    for name, (h, w) in sizes.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        pixels = tf.constant(_pixels(h, w))
+        encode = tf.io.encode_png if name.endswith(".png") else (
+            tf.io.encode_jpeg)
+        (root / name).write_bytes(encode(pixels).numpy())
+    return root
+
+
+def _boxes_by_file(root, split="train", **kw):
+    source = sources.load_source(f"folder:{root}", split=split, **kw)
+    assert source.dataset.element_spec == sources.element_spec()
+    by_bytes = {p.read_bytes(): p.relative_to(root).as_posix()
+                for p in root.rglob("*") if p.suffix in (".png", ".jpg")}
+    return {by_bytes[ex["encoded"]]: (int(ex["label"]), ex["bbox"])
+            for ex in source.dataset.as_numpy_iterator()}
+
+
+def test_folder_boxes_csv_in_pixels_of_the_image(shapes):
+    # No width/height: divided by each image's own size, read in the graph
+    # (the JPEG's from its header), and clipped to the image.
+    (shapes / "boxes.csv").write_text(
+        "filename,class,xmin,ymin,xmax,ymax\n"
+        "circle/a.png,circle,8,4,40,20\n"
+        "circle/b.jpg,circle,2,5,10,25\n"
+        "circle/a.png,circle,0,0,80,40\n"
+        "square/a.png,square,6,3,66,27\n")
+    got = _boxes_by_file(shapes, val_fraction=0.0, shuffle_files=True)
+    assert {k: label for k, (label, _) in got.items()} == {
+        "circle/a.png": 0, "circle/b.jpg": 0, "square/a.png": 1,
+        "square/d.jpg": 1}
+    expected = {"circle/a.png": [[0.1, 0.1, 0.5, 0.5], [0, 0, 1, 1]],
+                "circle/b.jpg": [[0.1, 0.1, 0.5, 0.5]],
+                "square/a.png": [[0.1, 0.1, 0.9, 1.0]]}  # 66 > 60: clipped
+    for name, (_, boxes) in got.items():
+        assert boxes.dtype == np.float32
+        np.testing.assert_allclose(
+            boxes, np.reshape(expected.get(name, []), [-1, 4]), rtol=1e-6)
+
+
+def test_folder_boxes_csv_with_the_image_size(shapes):
+    # The given size is used as given (here twice the real one for
+    # circle/a.png); an empty size falls back to the image's.
+    (shapes / "boxes.csv").write_text(
+        "filename,width,height,class,xmin,ymin,xmax,ymax\n"
+        "circle/a.png,160,80,circle,8,4,40,20\n"
+        "d.jpg,,,square,8,16,24,48\n"
+        "circle/a.png,160,80,circle,0,0,160,80\n")
+    got = _boxes_by_file(shapes, val_fraction=0.0)
+    np.testing.assert_allclose(got["circle/a.png"][1],
+                               [[0.05, 0.05, 0.25, 0.25], [0, 0, 1, 1]],
+                               rtol=1e-6)
+    np.testing.assert_allclose(got["square/d.jpg"][1],
+                               [[0.25, 0.25, 0.75, 0.75]], rtol=1e-6)
+    assert got["circle/b.jpg"][1].shape == (0, 4)
+    assert got["square/a.png"][1].shape == (0, 4)
+
+
+@pytest.mark.parametrize("data", [
+    {"circle/b.jpg": [[2, 5, 10, 25], [0, 0, 20, 50]], "a.png": []},
+    [{"filename": "circle/b.jpg", "xmin": 2, "ymin": 5, "xmax": 10,
+      "ymax": 25},
+     {"filename": "b.jpg", "xmin": 0, "ymin": 0, "xmax": 20, "ymax": 50,
+      "width": 20, "height": 50}],
+])
+def test_folder_boxes_json(shapes, data):
+    import json
+    if isinstance(data, dict):
+        # "a.png" is ambiguous, but names no box: only used names resolve.
+        data = {k: v for k, v in data.items() if v}
+    (shapes / "boxes.json").write_text(json.dumps(data))
+    got = _boxes_by_file(shapes, val_fraction=0.0)
+    np.testing.assert_allclose(got["circle/b.jpg"][1],
+                               [[0.1, 0.1, 0.5, 0.5], [0, 0, 1, 1]],
+                               rtol=1e-6)
+    assert all(got[k][1].shape == (0, 4) for k in got if k != "circle/b.jpg")
+
+
+def test_folder_box_file_errors_name_the_file_and_the_row(shapes):
+    (shapes / "boxes.csv").write_text(
+        "filename,xmin,ymin,xmax,ymax\n"
+        "circle/b.jpg,2,5,10,25\n"
+        "a.png,1,1,2,2\n")
+    with pytest.raises(ValueError, match=re.escape(
+            f"{shapes / 'boxes.csv'}: row 2 (line 3): the bare filename "
+            "'a.png' matches 2 images (circle/a.png, square/a.png)")):
+        sources.load_source(f"folder:{shapes}", split="validation")
+    (shapes / "boxes.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"boxes\.csv.*boxes\.json"):
+        sources.load_source(f"folder:{shapes}")
+
+
+def test_folder_split_is_the_same_with_a_box_file(tmp_path):
+    root = tmp_path / "many"
+    lines = ["filename,xmin,ymin,xmax,ymax"]
+    for name in ("b", "a"):
+        (root / name).mkdir(parents=True)
+        for i in range(12):
+            # 8x16 JPEGs; trailing bytes make each file unique and say i.
+            (root / name / f"{i:02d}.jpg").write_bytes(
+                _encode(_pixels(8, 16), "JPEG") + f"{name}{i:02d}".encode())
+            lines.append(f"{name}/{i:02d}.jpg,{i},0,{i + 1},8")
+
+    def split(name):
+        source = sources.load_source(f"folder:{root}", split=name,
+                                     val_fraction=0.25, seed=3,
+                                     shuffle_files=True)
+        return [(ex["encoded"], ex["bbox"])
+                for ex in source.dataset.as_numpy_iterator()]
+
+    before = {name: split(name) for name in ("train", "validation")}
+    assert all(b.shape == (0, 4) for s in before.values() for _, b in s)
+    (root / "boxes.csv").write_text("\n".join(lines) + "\n")
+    after = {name: split(name) for name in ("train", "validation")}
+    for name in before:  # the same files, in the same shuffled order
+        assert [e for e, _ in after[name]] == [e for e, _ in before[name]]
+        assert len(after[name]) == (18 if name == "train" else 6)
+    for encoded, boxes in after["train"] + after["validation"]:
+        i = int(encoded[-2:])  # the box moved along with its image
+        np.testing.assert_allclose(boxes, [[0, i / 16, 1, (i + 1) / 16]],
+                                   rtol=1e-6)
+
+
+def test_folder_boxes_of_an_unreadable_image_are_skipped_and_counted(
+        shapes):
+    # Its size cannot be read; augment skips it as it would undecodable.
+    (shapes / "square" / "a.png").write_bytes(
+        (shapes / "square" / "a.png").read_bytes()[:40])
+    (shapes / "boxes.csv").write_text(
+        "filename,xmin,ymin,xmax,ymax\n"
+        "square/a.png,6,3,30,27\n"
+        "circle/a.png,8,4,40,20\n")
+    source = sources.load_source(f"folder:{shapes}", val_fraction=0.0,
+                                 shuffle_files=False)
+    counter = augment.SkipCounter()
+    ds = augment.make_dataset(source, False, 1, scale=40, crop=None,
+                              preprocessing="none", with_bbox=True,
+                              skip_counter=counter, deterministic=True)
+    got = [(int(y[0]), b[0].numpy()) for _, y, b in ds]
+    assert counter.count == 1
+    assert [label for label, _ in got] == [0, 0, 1]
+    np.testing.assert_allclose(got[0][1], [[0.1, 0.1, 0.5, 0.5]], rtol=1e-6)
+
+
+# -- tfds objects/label -----------------------------------------------------
+
+def test_objects_to_label_and_boxes_takes_the_largest_objects_class():
+    boxes = tf.constant([[0.0, 0.0, 0.2, 0.2],    # class 3, area 0.04
+                         [0.1, 0.1, 0.5, 0.6],    # class 5, area 0.2
+                         [0.5, 0.5, 0.6, 0.7]])   # class 3, area 0.02
+    label, kept = sources._objects_to_label_and_boxes(
+        tf.constant([3, 5, 3]), boxes)
+    assert label.dtype == tf.int64 and int(label) == 5
+    np.testing.assert_array_equal(kept, np.float32([[0.1, 0.1, 0.5, 0.6]]))
+    label, kept = sources._objects_to_label_and_boxes(
+        tf.constant([3, 5, 3]), tf.gather(boxes, [1, 0, 2]))
+    assert int(label) == 3  # the largest (first row) is class 3 now
+    np.testing.assert_array_equal(kept, np.float32([[0.1, 0.1, 0.5, 0.6],
+                                                     [0.5, 0.5, 0.6, 0.7]]))
+    # Equal areas: the first object wins.
+    label, kept = sources._objects_to_label_and_boxes(
+        tf.constant([7, 2]), [[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]])
+    assert int(label) == 7
+    np.testing.assert_array_equal(kept, [[0.0, 0.0, 0.5, 0.5]])
+
+
+def test_tfds_objects_label_without_a_top_level_label(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    jpeg = _encode(_pixels(), "JPEG")
+    images = [  # (object labels, boxes)
+        ([14, 11, 14], [[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 0.9, 0.9],
+                        [0.5, 0.5, 0.6, 0.6]]),
+        ([], np.zeros([0, 4])),  # no object: left out
+        ([14, 0], [[0.0, 0.0, 1.0, 1.0], [0.2, 0.2, 0.4, 0.4]]),
+    ]
+
+    def as_dataset(self, *args, **kwargs):
+        examples = [tf.data.Dataset.from_tensors({
+            "image": jpeg, "image/filename": f"{i}.jpg",
+            "objects": {"label": tf.constant(labels, tf.int64),
+                        "bbox": tf.constant(boxes, tf.float32)}})
+            for i, (labels, boxes) in enumerate(images)]
+        return functools.reduce(tf.data.Dataset.concatenate, examples)
+
+    with tfds.testing.mock_data(as_dataset_fn=as_dataset,
+                                data_dir=str(tmp_path)):
+        source = sources.load_source("voc", split="train",
+                                     data_dir=str(tmp_path))
+        got = list(source.dataset.as_numpy_iterator())
+    assert source.num_classes == 20
+    assert source.class_names[:2] == ("aeroplane", "bicycle")
+    assert source.class_names[11] == "dog" and source.class_names[14] == (
+        "person")
+    assert source.dataset.element_spec == sources.element_spec()
+    assert [int(ex["label"]) for ex in got] == [11, 14]
+    np.testing.assert_array_equal(got[0]["bbox"],
+                                  np.float32([[0.0, 0.0, 0.9, 0.9]]))
+    np.testing.assert_array_equal(got[1]["bbox"], [[0.0, 0.0, 1.0, 1.0]])
+    assert got[0]["encoded"] == jpeg
+
+
+@pytest.mark.parametrize("name", ["celeb_a", "kitti"])
+def test_tfds_without_any_label_is_a_value_error(tmp_path, name):
+    # celeb_a: no label at all; kitti: objects with bbox but "type".
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=1, data_dir=str(tmp_path)):
+        with pytest.raises(ValueError, match=f"{name}.*'objects/label'"):
+            sources.load_source(f"tfds:{name}", data_dir=str(tmp_path))
