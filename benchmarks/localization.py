@@ -2,7 +2,7 @@
 paper's Tables 8 and 9 on the built-in dataset.
 
     python -m benchmarks.localization [--work_dir=/tmp/keras_vgg_loc]
-        [--classifier=runs/demo] [--epochs=10] [--max_images=150]
+        [--classifier=runs/demo] [--epochs=N] [--max_images=150]
 
 Trains the `demo` classifier (unless `--classifier` names a run), fine-tunes
 a single-class (SCR) and a per-class (PCR) localiser from it with the
@@ -11,8 +11,10 @@ on the validation split: the central-crop protocol with the ground-truth
 class (Table 8), and the dense protocol (Table 9: boxes at every position,
 rated by the classifier, merged greedily) at one scale, at two scales, with
 the flip, and with SCR and PCR unioned.  A box is right when its IoU with a
-ground-truth box exceeds 0.5.  Prints the table and the box loss of the
-first and last epochs; the numbers are written to `<work_dir>/results.json`.
+ground-truth box exceeds 0.5.  Prints the table, the box loss of the first
+and last epochs, and the latency of the localiser's SavedModel (boxes in
+the graph) against the classifier's; the numbers are written to
+`<work_dir>/results.json`.
 """
 
 import dataclasses
@@ -107,8 +109,47 @@ def main(argv):
     print(format_table(["regression", "protocol", "Q", "loc. error % "
                         "(GT class)", "top-5 loc. error %", "images",
                         "images/s"], rows))
+    timings = export_timings(work, locs["pcr"], classifier)
     with open(os.path.join(work, "results.json"), "w") as f:
-        json.dump({"losses": losses, "results": results}, f, indent=2)
+        json.dump({"losses": losses, "results": results,
+                   "export": timings}, f, indent=2)
+
+
+def export_timings(work, localizer_run, classifier, calls=20):
+    """SavedModels of the classifier and of the PCR localiser with it
+    (flip, top 5): milliseconds per `predict_images` call on one image,
+    and what the boxes (localiser pass + greedy merging) add."""
+    import shutil
+
+    import numpy as np
+    import tensorflow as tf
+
+    from export import common
+    from export import localizer
+    from export import saved_model
+    from pipelines.report import format_table
+
+    image = tf.constant(np.random.RandomState(0).uniform(
+        0, 255, (1, 240, 320, 3)).astype("float32"))
+    rows, out = [], {}
+    for name, source in (
+            ("classifier", common.load_export_model(classifier)),
+            ("PCR localiser + classifier",
+             localizer.load_localizer_source(localizer_run, classifier))):
+        path = os.path.join(work, "export", name.split()[0])
+        shutil.rmtree(path, ignore_errors=True)
+        saved_model.export_saved_model(source, path)
+        predict = tf.saved_model.load(path).signatures["predict_images"]
+        predict(images=image)  # warm up
+        start = time.perf_counter()
+        for _ in range(calls):
+            predict(images=image)
+        out[name] = 1000 * (time.perf_counter() - start) / calls
+        rows.append((name, f"{out[name]:.1f}",
+                     f"{out[name] / out['classifier']:.2f}"))
+    print(format_table(["SavedModel (Q=64, flip, 240x320 image)",
+                        "ms / image", "ratio"], rows))
+    return out
 
 
 if __name__ == "__main__":

@@ -146,9 +146,11 @@ RECIPES["demo"] = TrainConfig(
     checkpoint_every=100, seed=0, val_batch_size=50, shuffle_buffer=1000)
 
 
+# Its localiser (--init_from a demo run): 40 epochs, about 1.5 minutes; the
+# box loss is still falling at 10 (0.036 against 0.018 at 40, SCR).
 RECIPES["demo_loc"] = dataclasses.replace(
     RECIPES["demo"], task="localisation", scale_min=64, scale_max=64,
-    test_scale=64, learning_rate=1e-3, max_epochs=10)
+    test_scale=64, learning_rate=1e-3, max_epochs=40)
 
 
 def get_recipe(name):
