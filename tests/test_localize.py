@@ -112,3 +112,27 @@ def test_bad_inputs(tmp_path):
         localize.load_localizer(str(tmp_path))
     with pytest.raises(ValueError, match="protocol"):
         localize.evaluate_localization([str(tmp_path)], protocol="grid")
+
+
+def test_localization_error_hand_made_folder(tmp_path):
+    # Two images with pixel boxes in a boxes.csv; the localiser always
+    # predicts its whole window.  Image "one" (32x32): the box is the whole
+    # image, hit.  Image "two" (32x64): the central crop is x in [16, 48],
+    # the box is x in [0, 16]: IoU 0, miss.  Error 1/2.
+    import tensorflow as tf
+
+    for name, (h, w) in (("one", (32, 32)), ("two", (32, 64))):
+        (tmp_path / name).mkdir()
+        pixels = tf.zeros((h, w, 3), tf.uint8)
+        tf.io.write_file(str(tmp_path / name / f"{name}.png"),
+                         tf.io.encode_png(pixels))
+    (tmp_path / "boxes.csv").write_text(
+        "filename,xmin,ymin,xmax,ymax\n"
+        "one.png,0,0,32,32\n"
+        "two/two.png,0,0,16,32\n")
+    result = localize.evaluate_localization(
+        [constant_localizer()], dataset=f"folder:{tmp_path}", split="train",
+        protocol="center")
+    assert result["images"] == 2
+    assert result["localization_error"] == 0.5
+
