@@ -61,6 +61,9 @@ class TrainConfig:
     # "classification", or "localisation" (box regression, appendix A).
     task: str = "classification"
     regression: str = "pcr"
+    # Layers trained: "all", or "fc": the FC layers only, the conv body
+    # frozen (the paper's Table 8 compares both for localisation).
+    fine_tune: str = "all"
     val_batch_size: int = 64
     shuffle_buffer: int = 10_000
 
@@ -89,6 +92,8 @@ class TrainConfig:
              "must be 'classification' or 'localisation'"),
             (self.regression in ("scr", "pcr"), "regression",
              "must be 'scr' or 'pcr'"),
+            (self.fine_tune in ("all", "fc"), "fine_tune",
+             "must be 'all' or 'fc'"),
             # XLA's MaxPool gradient has no deterministic implementation.
             (not (self.xla and self.deterministic), "xla",
              "cannot be combined with deterministic=True"),

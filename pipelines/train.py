@@ -91,9 +91,22 @@ def initialize_from(model, path, same_config):
                                          what=f"`init_from`={path!r}")
 
 
+def freeze_body(model):
+    """Makes every layer before `flatten` (the conv body) untrainable: BN
+    layers among them then also keep their moving statistics."""
+    names = [layer.name for layer in model.layers]
+    if "flatten" not in names:
+        raise ValueError(f"`fine_tune`='fc': model {model.name!r} has no "
+                         "'flatten' layer (an FC head) to train alone.")
+    for layer in model.layers[:names.index("flatten")]:
+        layer.trainable = False
+
+
 def _kernels(model):
+    # Weight decay on the trained layers only.
     return [w for layer in model.layers
             if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
+            and layer.trainable
             for w in [layer.kernel]]
 
 
@@ -153,6 +166,8 @@ class Trainer:
                 f"mixed_{cfg.mixed_precision}")
         with self.strategy.scope():
             self.model = build_model(cfg, num_classes)
+            if cfg.fine_tune == "fc":
+                freeze_body(self.model)
             optimizer = keras.optimizers.SGD(cfg.learning_rate,
                                              momentum=cfg.momentum)
             if cfg.mixed_precision == "float16":

@@ -1,6 +1,7 @@
 import dataclasses
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from pipelines import box_loss
@@ -56,3 +57,33 @@ def test_localisation_fine_tune_lowers_box_loss(tmp_path, data_dir):  # noqa: F8
     assert losses[-1] < losses[0], losses
     assert 0 <= metrics["val_localization_error"] <= 1
     assert (tmp_path / "model.keras").exists()
+
+
+def test_fine_tune_fc_leaves_the_conv_body(tmp_path, data_dir):  # noqa: F811
+    import keras_vgg
+
+    classifier = keras_vgg.VGG("A", width_multiplier=0.125,
+                               input_shape=(32, 32, 3), classes=5,
+                               dropout=0.0)
+    run = str(tmp_path / "cls.keras")
+    classifier.save(run)
+    cfg = dataclasses.replace(
+        recipes.RECIPES["demo_loc"], batch_norm=False, dropout=0.0,
+        width_multiplier=0.125, crop=32, scale_min=32, scale_max=32,
+        test_scale=32, batch_size=16, max_epochs=1, max_steps=3,
+        regression="scr", fine_tune="fc", seed=2)
+    train.train(cfg, model_dir=str(tmp_path / "loc"), data_dir=data_dir,
+                init_from=run, verbose=0)
+    import keras
+
+    loc = keras.saving.load_model(str(tmp_path / "loc" / "model.keras"))
+    for name in ("block1_conv1", "block5_conv2"):
+        for got, want in zip(loc.get_layer(name).get_weights(),
+                             classifier.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(got, want)
+    changed = [not np.array_equal(g, w) for g, w in zip(
+        loc.get_layer("fc1").get_weights(),
+        classifier.get_layer("fc1").get_weights())]
+    assert all(changed)
+    with pytest.raises(ValueError, match="fine_tune"):
+        dataclasses.replace(cfg, fine_tune="conv")
