@@ -144,10 +144,13 @@ for _s in (256, 384):
         config="D", task="localisation", scale_min=_s, scale_max=_s,
         learning_rate=1e-3)
 # A narrow net A with BN on the built-in dataset: a few minutes on 2 cores.
+# Its 150 validation images swing by +-10 points from epoch to epoch at
+# lr 0.005; patience 3 lets the plateau rule drop the rate for the last
+# epoch (val top-1 0.893 at epoch 30, against 0.587 with patience 8).
 RECIPES["demo"] = TrainConfig(
     config="A", batch_norm=True, width_multiplier=0.25, dropout=0.0,
     scale_min=64, scale_max=72, crop=64, test_scale=64, batch_size=32,
-    learning_rate=0.005, weight_decay=5e-4, lr_patience=8, max_epochs=30,
+    learning_rate=0.005, weight_decay=5e-4, lr_patience=3, max_epochs=30,
     checkpoint_every=100, seed=0, val_batch_size=50, shuffle_buffer=1000)
 
 
@@ -155,7 +158,7 @@ RECIPES["demo"] = TrainConfig(
 # box loss is still falling at 10 (0.036 against 0.018 at 40, SCR).
 RECIPES["demo_loc"] = dataclasses.replace(
     RECIPES["demo"], task="localisation", scale_min=64, scale_max=64,
-    test_scale=64, learning_rate=1e-3, max_epochs=40)
+    test_scale=64, learning_rate=1e-3, lr_patience=8, max_epochs=40)
 
 
 def get_recipe(name):
