@@ -284,9 +284,10 @@ def evaluate_localization(localizers, classifiers=(), dataset="builtin",
 
 
 def localization_figure(localizer, classifier, image_path, scales=None,
-                        top=3):
+                        top=3, flip=True):
     """A matplotlib Figure: the image with the dense protocol's best box for
-    each of the classifier's `top` classes, labelled with class and score."""
+    each of the classifier's `top` classes, labelled with class and score
+    (`flip`: the mirrored image's boxes and scores too)."""
     import matplotlib
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
@@ -300,12 +301,12 @@ def localization_figure(localizer, classifier, image_path, scales=None,
     image = tf.io.decode_image(tf.io.read_file(image_path), channels=3,
                                expand_animations=False).numpy()
     scales = scales or [loc.scale]
-    probs = np.mean([P.dense(clf.fcn, image, q, flip=False,
+    probs = np.mean([P.dense(clf.fcn, image, q, flip=flip,
                              preprocessing=clf.preprocessing)[0]
                      for q in scales], axis=0)
     best = list(np.argsort(-probs)[:top])
     merged = dense_boxes([loc], [keras_vgg.fully_convolutional(clf.model)],
-                         image, scales, best, clf.preprocessing)
+                         image, scales, best, clf.preprocessing, flip=flip)
     names = clf.class_names or [str(i) for i in range(len(probs))]
     fig = Figure(figsize=(6, 6 * image.shape[0] / image.shape[1]))
     ax = fig.add_subplot(1, 1, 1)
@@ -334,7 +335,7 @@ def main(argv):
         raise app.UsageError("give exactly one IMAGE")
     fig = localization_figure(f.model, f.classifier, argv[1],
                               scales=[int(q) for q in f.scales] or None,
-                              top=f.top)
+                              top=f.top, flip=f.flip)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
@@ -354,5 +355,7 @@ if __name__ == "__main__":
     flags.DEFINE_string("output", "localization.png", "PNG to write.")
     flags.DEFINE_list("scales", [], "Test scales Q (default: the run's).")
     flags.DEFINE_integer("top", 3, "Classes to draw.")
+    flags.DEFINE_bool("flip", True, "Add the mirrored image's boxes and "
+                      "scores (--noflip: not).")
     flags.mark_flags_as_required(["model", "classifier"])
     app.run(main)

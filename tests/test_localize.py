@@ -136,3 +136,56 @@ def test_localization_error_hand_made_folder(tmp_path):
     assert result["images"] == 2
     assert result["localization_error"] == 0.5
 
+
+
+def test_figure_draws_the_dense_boxes(tmp_path):
+    import tensorflow as tf
+    from matplotlib.patches import Rectangle
+
+    from pipelines import evaluate
+    from tests import tiny_run
+
+    cls, _ = tiny_run.write_run(str(tmp_path / "cls"))
+    loc, _ = tiny_run.write_localizer_run(str(tmp_path / "loc"))
+    image = np.round(tiny_run.pixels(60, 90, seed=7)).astype("uint8")
+    path = str(tmp_path / "image.png")
+    tf.io.write_file(path, tf.io.encode_png(image))
+    fig = localize.localization_figure(loc, cls, path, top=2)
+    boxes = [p for p in fig.axes[0].patches if isinstance(p, Rectangle)]
+    assert len(boxes) == 2
+    # The first rectangle is the best class's merged box, in pixels.
+    clf = evaluate.load_model(cls)
+    probs = localize.P.dense(clf.fcn, image.astype("float32"), 40,
+                             flip=True, preprocessing="caffe")[0]
+    best = int(np.argmax(probs))
+    merged = localize.dense_boxes(
+        [localize.load_localizer(loc)],
+        [keras_vgg.fully_convolutional(clf.model)], image.astype("float32"),
+        [40], [best], flip=True)[best]
+    y0, x0, y1, x1 = merged[0][0] * [60, 90, 60, 90]
+    np.testing.assert_allclose(boxes[0].get_xy(), (x0, y0), atol=1e-6)
+    np.testing.assert_allclose(boxes[0].get_width(), x1 - x0, atol=1e-6)
+    labels = [t.get_text() for t in fig.axes[0].texts]
+    assert labels[0] == f"{tiny_run.CLASS_NAMES[best]} {probs[best]:.2f}"
+
+
+def test_cli_writes_a_png(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests import tiny_run
+
+    cls, _ = tiny_run.write_run(str(tmp_path / "cls"))
+    loc, _ = tiny_run.write_localizer_run(str(tmp_path / "loc"))
+    output = str(tmp_path / "boxes.png")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    image = os.path.join(root, "pipelines", "data", "grace_hopper.jpg")
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.localize", image,
+         f"--model={loc}", f"--classifier={cls}", f"--output={output}"],
+        capture_output=True, text=True, cwd=root, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(output, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert not [n for n in os.listdir(tmp_path) if ".tmp" in n]
