@@ -28,6 +28,13 @@ def test_lrn_matches_tensorflow_and_formula(rng):
     np.testing.assert_allclose(ours, lrn_numpy(a), rtol=1e-5, atol=1e-6)
     # The normalisation really changes the values (not an identity).
     assert np.abs(ours - a / 2 ** 0.75).max() > 0.1
+    # The keras.ops path (other backends, bfloat16) gives the same numbers.
+    portable = keras.ops.convert_to_numpy(
+        LocalResponseNormalization().portable_call(tf.constant(a)))
+    np.testing.assert_allclose(portable, lrn_numpy(a), rtol=1e-5, atol=1e-6)
+    half = LocalResponseNormalization()(tf.constant(a, tf.bfloat16))
+    np.testing.assert_allclose(tf.cast(half, tf.float32).numpy(), ours,
+                               rtol=2e-2, atol=2e-2)
 
 
 def test_lrn_other_radius_and_config_round_trip(rng):
