@@ -23,7 +23,8 @@ Both go into one artifact, whose outputs are the classifier's
 - TFLite (`export.tflite` with `--classifier`): the central-crop protocol
   (the model's fixed input is the training crop): the box of each top-k
   class, normalised to the crop.  A TFLite graph with a data-dependent loop
-  (the greedy merge) would not quantise; the crop model does.
+  (the greedy merge) would not quantise; the crop model does.  See
+  `export.tflite_localizer`.
 
 Usage:
     python -m export.saved_model --model=runs/loc --classifier=runs/cls \\
@@ -33,7 +34,6 @@ Usage:
 """
 
 import dataclasses
-import time
 
 import keras
 import numpy as np
@@ -337,171 +337,3 @@ class DenseLocalizer:
             "top_k_indices": tf.TensorSpec([k], tf.int32),
             "top_k_scores": tf.TensorSpec([k], tf.float32),
             "boxes": tf.TensorSpec([k, 4], tf.float32)})
-
-
-# -- TFLite: the central-crop localiser --------------------------------------
-
-@keras.saving.register_keras_serializable(package="keras_vgg_export")
-class TopKBoxes(keras.layers.Layer):
-    """(probabilities (N, C), boxes (N, 4 or 4C) as (cx, cy, w, h)) ->
-    {top_k_scores, top_k_indices, boxes (N, k, 4) corners}."""
-
-    def __init__(self, k, regression, **kwargs):
-        super().__init__(**kwargs)
-        self.k = int(k)
-        self.regression = regression
-
-    def call(self, probabilities, box_out):
-        scores, indices = keras.ops.top_k(probabilities, self.k)
-        if self.regression == "scr":
-            boxes = keras.ops.repeat(box_out[:, None, :], self.k, axis=1)
-        else:
-            classes = keras.ops.shape(probabilities)[-1]
-            per_class = keras.ops.reshape(box_out, (-1, classes, 4))
-            boxes = keras.ops.take_along_axis(
-                per_class, keras.ops.expand_dims(indices, -1), axis=1)
-        cx, cy, w, h = (boxes[..., i] for i in range(4))
-        corners = keras.ops.stack([cy - h / 2, cx - w / 2, cy + h / 2,
-                                   cx + w / 2], axis=-1)
-        return {"top_k_scores": scores,
-                "top_k_indices": keras.ops.cast(indices, "int32"),
-                "boxes": corners}
-
-    def get_config(self):
-        return {**super().get_config(), "k": self.k,
-                "regression": self.regression}
-
-
-def crop_pixel_model(source, top_k=5):
-    """The Keras model the TFLite localiser is converted from: RGB pixels
-    [0, 255] of the crop in; probabilities, top_k_* and boxes out."""
-    from export import tflite
-
-    crop = source.crop
-    inputs = keras.Input(shape=(crop, crop, 3), name="pixels")
-
-    def prepared(mode, name):
-        if mode == "none":
-            return inputs
-        return tflite.preprocessing_conv(mode, name=name)(inputs)
-
-    clf_in = prepared(source.classifier.preprocessing, "preprocessing")
-    loc_in = (clf_in if source.preprocessing ==
-              source.classifier.preprocessing
-              else prepared(source.preprocessing, "loc_preprocessing"))
-    probabilities = source.classifier.model(clf_in, training=False)
-    box_out = source.localizer(loc_in, training=False)
-    k = max(1, min(int(top_k), source.num_classes))
-    out = TopKBoxes(k, source.regression, name="top_k_boxes")(
-        probabilities, box_out)
-    out["probabilities"] = probabilities
-    return keras.Model(inputs, out, name=f"{source.name}_pixels")
-
-
-def lite_outputs(runner, image, input_details):
-    """One image through a LiteRT signature runner -> dict of float / int
-    arrays without the batch axis (quantised outputs dequantised)."""
-    x = np.asarray(image, np.float32)[None]
-    dtype = input_details["dtype"]
-    if dtype != np.float32:
-        scale, zero = input_details["quantization"]
-        info = np.iinfo(dtype)
-        x = np.clip(np.round(x / scale + zero), info.min,
-                    info.max).astype(dtype)
-    out = runner(pixels=x)
-    details = runner.get_output_details()
-    result = {}
-    for key, value in out.items():
-        q = details[key].get("quantization", (0.0, 0))
-        if value.dtype in (np.int8, np.uint8) and q[0]:
-            value = (value.astype(np.float32) - q[1]) * q[0]
-        result[key] = value[0]
-    return result
-
-
-def verify_tflite(tflite_bytes, keras_model, images):
-    """Runs the .tflite localiser with LiteRT on `images` (crops) and
-    compares it with the Keras pixel model.
-
-    Returns:
-        dict: size_bytes, images, top1_agreement, max_abs_prob_diff,
-        mean_box_iou (IoU of the two top-1 boxes, where the classes agree),
-        latency_ms, keras_latency_ms.
-    """
-    from ai_edge_litert.interpreter import Interpreter
-
-    from keras_vgg import boxes as box_lib
-
-    interpreter = Interpreter(model_content=tflite_bytes, num_threads=2)
-    runner = interpreter.get_signature_runner()
-    input_details = runner.get_input_details()["pixels"]
-    lite_outputs(runner, images[0], input_details)  # warm up
-    start = time.perf_counter()
-    got = [lite_outputs(runner, image, input_details) for image in images]
-    latency = (time.perf_counter() - start) / len(images)
-    expected = keras_model.predict(images, batch_size=16, verbose=0)
-    start = time.perf_counter()
-    for image in images[:8]:
-        keras_model(image[None], training=False)
-    keras_latency = (time.perf_counter() - start) / min(len(images), 8)
-    agree, ious, diffs = [], [], []
-    for i, g in enumerate(got):
-        same = int(g["top_k_indices"][0]) == int(
-            expected["top_k_indices"][i][0])
-        agree.append(same)
-        diffs.append(np.abs(g["probabilities"]
-                            - expected["probabilities"][i]).max())
-        if same:
-            ious.append(box_lib.iou(g["boxes"][0],
-                                    expected["boxes"][i][0]))
-    return {"size_bytes": len(tflite_bytes), "images": int(len(images)),
-            "top1_agreement": float(np.mean(agree)),
-            "max_abs_prob_diff": float(np.max(diffs)),
-            "mean_box_iou": float(np.mean(ious)) if ious else 0.0,
-            "latency_ms": 1000.0 * latency,
-            "keras_latency_ms": 1000.0 * keras_latency}
-
-
-def export_tflite_localizer(source, output, quantize="none", int8_io=False,
-                            calibration_data="builtin", calibration_steps=100,
-                            data_dir=None, verify_images=50, top_k=5,
-                            overwrite=False):
-    """`export.tflite.export_tflite` for a `LocalizerSource`: converts the
-    crop model, writes `output` atomically, verifies it with LiteRT and
-    writes the JSON beside it.  Returns the verification dict ({} when not
-    verified)."""
-    import json
-    import os
-
-    from export import tflite
-
-    if quantize == "qat":
-        raise ValueError("--quantize=qat is for classifiers; a localiser "
-                         "exports with none, fp16, dynamic or int8.")
-    if os.path.exists(output) and not overwrite:
-        raise FileExistsError(f"{output!r} exists; pass --overwrite.")
-    keras_model = crop_pixel_model(source, top_k)
-    representative = None
-    if quantize == "int8":
-        if calibration_data is None:
-            raise ValueError("--quantize=int8 needs --calibration_data.")
-        representative = tflite.calibration_images(
-            calibration_data, "train", data_dir, source.q, source.crop,
-            calibration_steps)
-    flatbuffer = tflite.convert(keras_model, quantize, representative,
-                                int8_io)
-    common.atomic_write_file(output, flatbuffer, overwrite=overwrite)
-    report = {}
-    if calibration_data is not None and verify_images:
-        images = tflite.calibration_images(
-            calibration_data, "validation", data_dir, source.q, source.crop,
-            verify_images)
-        report = verify_tflite(flatbuffer, keras_model, images)
-        report.update(quantize=quantize, int8_io=bool(int8_io),
-                      input_size=source.crop, regression=source.regression,
-                      output=os.path.abspath(output),
-                      calibration_data=calibration_data)
-        common.atomic_write_file(tflite.verification_path(output),
-                                 json.dumps(report, indent=2) + "\n",
-                                 overwrite=True)
-    return report

@@ -268,13 +268,13 @@ def export_tflite(source, output, quantize="none", dynamic_size=False,
         raise ValueError(f"--quantize={quantize!r}: expected one of "
                          f"{QUANTIZE}.")
     if not isinstance(source, common.ExportModel):
-        from export import localizer
+        from export import tflite_localizer
 
         if dynamic_size:
             raise ValueError("--dynamic_size is for classifiers: a "
                              "localiser's TFLite model takes the crop "
                              "(central-crop protocol).")
-        return localizer.export_tflite_localizer(
+        return tflite_localizer.export_tflite_localizer(
             source, output, quantize, int8_io, calibration_data,
             calibration_steps, data_dir, verify_images, top_k, overwrite)
     if quantize == "qat":

@@ -16,6 +16,7 @@ from export import common
 from export import localizer
 from export import saved_model
 from export import tflite
+from export import tflite_localizer
 from keras_vgg import boxes as box_lib
 from pipelines import localize
 from tests import tiny_run
@@ -194,7 +195,7 @@ def test_tflite_crop_model_boxes(runs, tmp_path):
 
     runner = Interpreter(model_path=output).get_signature_runner()
     image = tiny_run.pixels(32, 32, seed=6)
-    out = localizer.lite_outputs(runner, image,
+    out = tflite_localizer.lite_outputs(runner, image,
                                  runner.get_input_details()["pixels"])
     assert sorted(out) == ["boxes", "probabilities", "top_k_indices",
                            "top_k_scores"]
