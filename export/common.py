@@ -25,6 +25,7 @@ import keras
 
 import keras_vgg
 from keras_vgg import layers as vgg_layers
+from keras_vgg import localizer as localizer_lib
 from keras_vgg import preprocessing as vgg_preprocessing
 from keras_vgg import weights as weights_lib
 from pipelines import runs
@@ -166,7 +167,7 @@ def load_export_model(model=None, config=None, weights=None,
         name = f"{config}:{weights}"
         training_config = {"preprocessing":
                            weights_lib.preprocessing_for(weights)}
-    if any(layer.name == "boxes" for layer in model.layers):
+    if localizer_lib.is_localizer(model):
         raise ValueError(
             f"{name!r} is a localiser (a 'boxes' layer): export it with "
             "--classifier, the classification network rating its boxes "
@@ -246,10 +247,11 @@ def is_export_source(source):
 
 
 def model_from_flags(fv=None):
-    """The `ExportModel` the flags name, or with `--classifier` (or a
-    localiser as `--model`) an `export.localizer.LocalizerSource`."""
+    """The `ExportModel` the flags name, or with `--classifier` an
+    `export.localizer.LocalizerSource` (a localiser without it is refused
+    by `load_export_model`, naming the flag)."""
     fv = fv or flags.FLAGS
-    if fv.classifier or (fv.model and _names_localizer(fv.model)):
+    if fv.classifier:
         from export import localizer
 
         if fv.config:
@@ -261,21 +263,6 @@ def model_from_flags(fv=None):
                              weights=fv.weights, batch_norm=fv.batch_norm,
                              classes=fv.classes, class_names=fv.class_names,
                              q=fv.q)
-
-
-def _names_localizer(model):
-    """Whether a run directory's training config says task=localisation
-    (a cheap look before loading the model)."""
-    import json
-
-    path = os.path.join(os.fspath(model), "training_config.json")
-    if not os.path.isfile(path):
-        return False
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f).get("task") == "localisation"
-    except (OSError, ValueError):
-        return False
 
 
 # -- atomic output -----------------------------------------------------------

@@ -40,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 import keras_vgg
+from keras_vgg import localizer as localizer_lib
 from keras_vgg import preprocessing as vgg_preprocessing
 from export import common
 
@@ -83,11 +84,6 @@ class LocalizerSource:
         return self.classifier.crop
 
 
-def is_localizer(model):
-    """True for a model with a `boxes` output layer."""
-    return any(layer.name == "boxes" for layer in model.layers)
-
-
 def load_localizer_source(model, classifier, q=None, class_names=None):
     """The `LocalizerSource` of a localiser run / .keras and a classifier.
 
@@ -108,21 +104,10 @@ def load_localizer_source(model, classifier, q=None, class_names=None):
         raise ValueError("--model is a localiser: give --classifier (a "
                          "classification run or .keras whose class scores "
                          "rate its boxes).")
-    if isinstance(model, keras.Model):
-        if not is_localizer(model):
-            raise ValueError(f"--model {model.name!r} is not a localiser "
-                             "(no 'boxes' layer).")
-        units = int(model.get_layer("boxes").units)
-        loc = localize.Localizer(
-            model=model, name=model.name,
-            regression="scr" if units == 4 else "pcr",
-            crop=int(model.inputs[0].shape[1]), preprocessing="caffe",
-            scale=int(model.inputs[0].shape[1]))
-    else:
-        try:
-            loc = localize.load_localizer(model)
-        except ValueError as e:
-            raise ValueError(f"--model: {e}") from e
+    try:
+        loc = localize.load_localizer(model)
+    except ValueError as e:
+        raise ValueError(f"--model: {e}") from e
     if q is None:
         q = max(loc.scale, loc.crop)
     if not isinstance(classifier, common.ExportModel):
@@ -135,7 +120,7 @@ def load_localizer_source(model, classifier, q=None, class_names=None):
                                  "localiser; give a classification "
                                  "network.") from e
             raise ValueError(f"--classifier: {e}") from e
-    if is_localizer(classifier.model):
+    if localizer_lib.is_localizer(classifier.model):
         raise ValueError(f"--classifier {classifier.name!r} is a localiser; "
                          "give a classification network.")
     if classifier.crop != loc.crop:

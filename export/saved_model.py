@@ -37,7 +37,6 @@ import sys
 from absl import app
 from absl import flags
 
-import keras
 import tensorflow as tf
 
 import keras_vgg

@@ -159,6 +159,19 @@ def convert(keras_model, quantize="none", representative=None,
     return converter.convert()
 
 
+def quantize_input(pixels, details):
+    """Float pixels -> the dtype of a LiteRT input (`details`: its entry of
+    `get_input_details()`), rounded and clipped with its quantisation."""
+    x = np.asarray(pixels, np.float32)
+    dtype = details["dtype"]
+    if dtype == np.float32:
+        return x
+    scale, zero = details["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero), info.min,
+                   info.max).astype(dtype)
+
+
 class LiteModel:
     """A .tflite classifier run by LiteRT: `predict(pixels)` takes float
     RGB pixels [0, 255] of one size (N, H, W, 3), quantises them when the
@@ -188,13 +201,8 @@ class LiteModel:
     def predict_one(self, image):
         x = np.asarray(image, np.float32)[None]
         self._set_shape(x.shape)
-        dtype = self.input["dtype"]
-        if dtype != np.float32:
-            scale, zero = self.input["quantization"]
-            info = np.iinfo(dtype)
-            x = np.clip(np.round(x / scale + zero), info.min,
-                        info.max).astype(dtype)
-        self.interpreter.set_tensor(self.input["index"], x)
+        self.interpreter.set_tensor(self.input["index"],
+                                    quantize_input(x, self.input))
         self.interpreter.invoke()
         y = self.interpreter.get_tensor(self.output["index"])
         if self.output["dtype"] != np.float32:

@@ -75,14 +75,10 @@ def crop_pixel_model(source, top_k=5):
 def lite_outputs(runner, image, input_details):
     """One image through a LiteRT signature runner -> dict of float / int
     arrays without the batch axis (quantised outputs dequantised)."""
-    x = np.asarray(image, np.float32)[None]
-    dtype = input_details["dtype"]
-    if dtype != np.float32:
-        scale, zero = input_details["quantization"]
-        info = np.iinfo(dtype)
-        x = np.clip(np.round(x / scale + zero), info.min,
-                    info.max).astype(dtype)
-    out = runner(pixels=x)
+    from export import tflite
+
+    out = runner(pixels=tflite.quantize_input(
+        np.asarray(image, np.float32)[None], input_details))
     details = runner.get_output_details()
     result = {}
     for key, value in out.items():

@@ -81,6 +81,11 @@ def VGGLocalizer(config="D", regression="pcr", classes=1000, weights=None,
     return model
 
 
+def is_localizer(model):
+    """True for a model with the localiser's `boxes` layer."""
+    return any(layer.name == "boxes" for layer in model.layers)
+
+
 def copy_from_classifier(localizer, classifier):
     """Copies every layer but the classifier's `predictions` by name."""
     names = [layer.name for layer in localizer.layers

@@ -61,18 +61,26 @@ class Localizer:
 
 
 def load_localizer(path):
-    """A `Localizer` from a training run dir (task=localisation) or .keras."""
+    """A `Localizer` from a training run dir (task=localisation), a .keras
+    file or a localiser `keras.Model`."""
+    if isinstance(path, keras.Model):
+        return localizer_from_model(path, path.name)
     model, model_path, config = runs.load_run_model(path, "localiser")
+    return localizer_from_model(model, model_path, config)
+
+
+def localizer_from_model(model, name, config=None):
+    """A `Localizer` for a model and its run's training config (None:
+    regression from the box layer's size, caffe preprocessing, Q = crop)."""
+    from keras_vgg import localizer as localizer_lib
+
+    if not localizer_lib.is_localizer(model):
+        raise ValueError(f"{name!r} is not a localiser (no 'boxes' layer).")
     config = config or {}
-    try:
-        model.get_layer("boxes")
-    except ValueError:
-        raise ValueError(f"{model_path!r} is not a localiser (no 'boxes' "
-                         "layer).") from None
     units = int(model.get_layer("boxes").units)
     regression = config.get("regression") or ("scr" if units == 4 else "pcr")
     crop = int(model.inputs[0].shape[1])
-    return Localizer(model=model, name=model_path, regression=regression,
+    return Localizer(model=model, name=name, regression=regression,
                      crop=crop, preprocessing=config.get("preprocessing",
                                                          "caffe"),
                      scale=int(config.get("validation_scale") or crop))
