@@ -162,7 +162,7 @@ def export_timings(work, localizer_run, classifier, calls=20):
     for name, source in (
             ("classifier", common.load_export_model(classifier)),
             ("PCR localiser + classifier",
-             localizer.load_localizer_source(localizer_run, classifier))):
+             common.load_localizer_source(localizer_run, classifier))):
         path = os.path.join(work, "export", name.split()[0])
         shutil.rmtree(path, ignore_errors=True)
         saved_model.export_saved_model(source, path)

@@ -16,6 +16,13 @@ import time
 from absl import app
 from absl import flags
 
+import numpy as np
+import tensorflow as tf
+
+from export import common
+from export import saved_model
+from export import serving
+from export import tflite
 from pipelines.report import format_table
 
 FLAGS = flags.FLAGS
@@ -23,14 +30,6 @@ FLAGS = flags.FLAGS
 
 def export_demo(run, data_dir=None):
     """Exports `run`; returns the table rows that `main` prints."""
-    import numpy as np
-    import tensorflow as tf
-
-    from export import common
-    from export import saved_model
-    from export import serving
-    from export import tflite
-
     if not os.path.isfile(os.path.join(run, "model.keras")):
         raise ValueError(f"--run={run!r} holds no model.keras: run "
                          "`python -m pipelines.demo` first.")

@@ -33,115 +33,16 @@ Usage:
         --quantize=dynamic --output=/tmp/vgg_loc.tflite
 """
 
-import dataclasses
-
 import keras
 import numpy as np
 import tensorflow as tf
 
 import keras_vgg
-from keras_vgg import localizer as localizer_lib
 from keras_vgg import preprocessing as vgg_preprocessing
-from export import common
+from export import dense
 
 STRIDE = 32  # five 2x2 poolings: one score-map step per 32 input pixels
 IOU_THRESHOLD = 0.5
-
-
-@dataclasses.dataclass
-class LocalizerSource:
-    """A localiser to export and the classifier that rates its boxes.
-
-    Attributes:
-        localizer: the Keras localiser (output layer `boxes`).
-        regression: "scr" or "pcr".
-        preprocessing: the localiser's input preprocessing.
-        classifier: a `common.ExportModel` (class names, Q, crop).
-    """
-    localizer: keras.Model
-    regression: str
-    preprocessing: str
-    classifier: common.ExportModel
-
-    @property
-    def name(self):
-        return self.localizer.name
-
-    @property
-    def class_names(self):
-        return self.classifier.class_names
-
-    @property
-    def num_classes(self):
-        return self.classifier.num_classes
-
-    @property
-    def q(self):
-        return self.classifier.q
-
-    @property
-    def crop(self):
-        return self.classifier.crop
-
-
-def load_localizer_source(model, classifier, q=None, class_names=None):
-    """The `LocalizerSource` of a localiser run / .keras and a classifier.
-
-    Args:
-        model: localisation run directory, .keras file or keras.Model.
-        classifier: classification run directory, .keras, keras.Model or
-            `common.ExportModel`.
-        q: test scale; default the localiser run's (its validation scale).
-        class_names: optional names file (as `common.load_export_model`).
-
-    Raises:
-        ValueError: naming `--model` / `--classifier` when one is not what
-            it should be, or when their input windows differ.
-    """
-    from pipelines import localize
-
-    if classifier is None:
-        raise ValueError("--model is a localiser: give --classifier (a "
-                         "classification run or .keras whose class scores "
-                         "rate its boxes).")
-    try:
-        loc = localize.load_localizer(model)
-    except ValueError as e:
-        raise ValueError(f"--model: {e}") from e
-    if q is None:
-        q = max(loc.scale, loc.crop)
-    if not isinstance(classifier, common.ExportModel):
-        try:
-            classifier = common.load_export_model(
-                classifier, class_names=class_names)
-        except ValueError as e:
-            if "is a localiser" in str(e):
-                raise ValueError(f"--classifier {classifier!r} is a "
-                                 "localiser; give a classification "
-                                 "network.") from e
-            raise ValueError(f"--classifier: {e}") from e
-    if localizer_lib.is_localizer(classifier.model):
-        raise ValueError(f"--classifier {classifier.name!r} is a localiser; "
-                         "give a classification network.")
-    if classifier.crop != loc.crop:
-        raise ValueError(
-            f"--model's input window ({loc.crop}) differs from "
-            f"--classifier's ({classifier.crop}): their score maps would not "
-            "line up.")
-    if not isinstance(q, int) or isinstance(q, bool) or q < loc.crop:
-        raise ValueError(f"--q={q!r}: the test scale must be an int of at "
-                         f"least the crop size {loc.crop}.")
-    classifier = dataclasses.replace(classifier, q=q)
-    units = int(loc.model.get_layer("boxes").units)
-    if loc.regression == "pcr" and units != 4 * classifier.num_classes:
-        raise ValueError(
-            f"--model is a PCR localiser of {units // 4} classes but "
-            f"--classifier has {classifier.num_classes}.")
-    mode = "none" if common._has_preprocessing_layer(loc.model) \
-        else loc.preprocessing
-    vgg_preprocessing.check_mode(mode)
-    return LocalizerSource(localizer=loc.model, regression=loc.regression,
-                           preprocessing=mode, classifier=classifier)
 
 
 # -- box arithmetic in the graph (numpy twins in keras_vgg.boxes) ------------
@@ -230,18 +131,16 @@ def class_boxes(corners, indices, regression):
 class DenseLocalizer:
     """The dense protocol in the graph; the interface `export.saved_model.
     ServingModule` reads (`variables`, `predict_same_size`,
-    `predict_encoded`), like `export.saved_model.DenseClassifier`.
+    `predict_encoded`), like `export.dense.DenseClassifier`.
 
     Args:
-        source: a `LocalizerSource`.
+        source: a `common.LocalizerSource`.
         q, flip, top_k: as `DenseClassifier`.
     """
 
     def __init__(self, source, q=None, flip=True, top_k=5):
-        from export import saved_model
-
         self.source = source
-        self.classifier = saved_model.DenseClassifier(
+        self.classifier = dense.DenseClassifier(
             source.classifier, q=q, flip=flip, top_k=top_k)
         self.q, self.flip = self.classifier.q, self.classifier.flip
         self.top_k = self.classifier.top_k
@@ -258,9 +157,7 @@ class DenseLocalizer:
         return list(self.scorer.variables) + list(self.boxer.variables)
 
     def predict_same_size(self, pixels):
-        from export import saved_model
-
-        x = saved_model.rescale(tf.cast(pixels, tf.float32), self.q)
+        x = dense.rescale(tf.cast(pixels, tf.float32), self.q)
         crop = self.source.crop
         # The part the windows cover, centred (pipelines.localize.
         # centred_grid): corners normalised to it, then to the image.

@@ -398,11 +398,11 @@ def qat_pixel_model(source, calibration_data, data_dir=None, steps=20,
     from export.tflite import calibration_images
 
     images = calibration_images(calibration_data, "train", data_dir,
-                                source.q, source.crop,
+                                source.test_scale, source.crop,
                                 max(1, calibration_steps))
     calibrate_ranges(quantized, tk_model, images, batch_size)
     if steps:
-        batches = training_batches(calibration_data, data_dir, source.q,
+        batches = training_batches(calibration_data, data_dir, source.test_scale,
                                    source.crop, batch_size)
         quantized.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0)
     return quantized

@@ -40,6 +40,7 @@ import keras
 import tensorflow as tf
 
 import keras_vgg
+from keras_vgg import atomic
 from export import common
 
 QUANTIZE = ("none", "fp16", "dynamic", "int8", "qat")
@@ -275,7 +276,7 @@ def export_tflite(source, output, quantize="none", dynamic_size=False,
     if quantize not in QUANTIZE:
         raise ValueError(f"--quantize={quantize!r}: expected one of "
                          f"{QUANTIZE}.")
-    if not isinstance(source, common.ExportModel):
+    if isinstance(source, common.LocalizerSource):
         from export import tflite_localizer
 
         if dynamic_size:
@@ -296,7 +297,7 @@ def export_tflite(source, output, quantize="none", dynamic_size=False,
     if os.path.exists(output) and not overwrite:
         raise FileExistsError(f"{output!r} exists; pass --overwrite.")
     keras_model = pixel_model(source, dynamic_size)
-    q, crop = source.q, source.crop
+    q, crop = source.test_scale, source.crop
     representative = None
     if quantize in ("int8", "qat") and calibration_data is None:
         raise ValueError(f"--quantize={quantize} needs --calibration_data.")
@@ -313,7 +314,7 @@ def export_tflite(source, output, quantize="none", dynamic_size=False,
         flatbuffer = convert(converted_model, "qat", int8_io=int8_io)
     else:
         flatbuffer = convert(keras_model, quantize, representative, int8_io)
-    common.atomic_write_file(output, flatbuffer, overwrite=overwrite)
+    atomic.atomic_write_file(output, flatbuffer, overwrite=overwrite)
     report = {}
     if calibration_data is not None and verify_images:
         # Dynamic models are checked at Q x Q (a size other than the crop).
@@ -325,7 +326,7 @@ def export_tflite(source, output, quantize="none", dynamic_size=False,
                       int8_io=bool(int8_io), input_size=size,
                       output=os.path.abspath(output),
                       calibration_data=calibration_data)
-        common.atomic_write_file(verification_path(output),
+        atomic.atomic_write_file(verification_path(output),
                                  json.dumps(report, indent=2) + "\n",
                                  overwrite=True)
     return report

@@ -13,6 +13,7 @@ import time
 import keras
 import numpy as np
 
+from keras_vgg import atomic
 from export import common
 
 @keras.saving.register_keras_serializable(package="keras_vgg_export")
@@ -153,22 +154,22 @@ def export_tflite_localizer(source, output, quantize="none", int8_io=False,
         if calibration_data is None:
             raise ValueError("--quantize=int8 needs --calibration_data.")
         representative = tflite.calibration_images(
-            calibration_data, "train", data_dir, source.q, source.crop,
+            calibration_data, "train", data_dir, source.test_scale, source.crop,
             calibration_steps)
     flatbuffer = tflite.convert(keras_model, quantize, representative,
                                 int8_io)
-    common.atomic_write_file(output, flatbuffer, overwrite=overwrite)
+    atomic.atomic_write_file(output, flatbuffer, overwrite=overwrite)
     report = {}
     if calibration_data is not None and verify_images:
         images = tflite.calibration_images(
-            calibration_data, "validation", data_dir, source.q, source.crop,
+            calibration_data, "validation", data_dir, source.test_scale, source.crop,
             verify_images)
         report = verify_tflite(flatbuffer, keras_model, images)
         report.update(quantize=quantize, int8_io=bool(int8_io),
                       input_size=source.crop, regression=source.regression,
                       output=os.path.abspath(output),
                       calibration_data=calibration_data)
-        common.atomic_write_file(tflite.verification_path(output),
+        atomic.atomic_write_file(tflite.verification_path(output),
                                  json.dumps(report, indent=2) + "\n",
                                  overwrite=True)
     return report

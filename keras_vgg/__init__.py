@@ -31,5 +31,6 @@ from keras_vgg.weights import WeightSet
 from keras_vgg.weights import available_weights
 from keras_vgg.weights import get_weight_set
 from keras_vgg.weights import load_weights
+from keras_vgg import runs  # noqa: E402  keras_vgg.runs.load_run
 
 __version__ = "0.1.0"
