@@ -44,7 +44,7 @@ def main(argv):
     import keras
 
     import keras_vgg
-    from pipelines import cost
+    from keras_vgg import cost
     from pipelines import protocols as P
     from pipelines.report import format_table
     from pipelines.scoremap import load_image

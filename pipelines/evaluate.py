@@ -54,10 +54,10 @@ import tensorflow as tf
 
 import keras
 import keras_vgg
+from keras_vgg import cost
 from keras_vgg import layers as vgg_layers
 from keras_vgg import preprocessing as vgg_preprocessing
 from pipelines import augment
-from pipelines import cost
 from pipelines import protocols as P
 from pipelines import runs
 from pipelines import sources

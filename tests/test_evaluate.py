@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import keras
 import keras_vgg
-from pipelines import cost
+from keras_vgg import cost
 from pipelines import evaluate as E
 from pipelines import protocols as P
 from tests.tiny_run import CLASS_NAMES
