@@ -7,7 +7,7 @@ For VGG16 (random weights, full width) on one image rescaled to Q, times in
 the same process: a single central crop, dense evaluation with its flip (the
 fully convolutional network on the whole image twice), and the 50-crop
 multi-crop (5x5 grid of 224 crops and their flips).  Prints views per image,
-the GMACs each protocol costs on this image (`pipelines.cost.count_macs` at
+the GMACs each protocol costs on this image (`keras_vgg.cost.count_macs` at
 the actual input sizes) and images/s (median of `--repeats` calls after one
 warm-up call, rescaling and preprocessing included).
 """
@@ -44,7 +44,7 @@ def main(argv):
     import keras
 
     import keras_vgg
-    from pipelines import cost
+    from keras_vgg import cost
     from pipelines import protocols as P
     from pipelines.report import format_table
     from pipelines.scoremap import load_image

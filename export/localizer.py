@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 import keras_vgg
+from keras_vgg import boxes as box_lib
 from keras_vgg import preprocessing as vgg_preprocessing
 from export import dense
 
@@ -45,38 +46,14 @@ STRIDE = 32  # five 2x2 poolings: one score-map step per 32 input pixels
 IOU_THRESHOLD = 0.5
 
 
-# -- box arithmetic in the graph (numpy twins in keras_vgg.boxes) ------------
+# -- boxes in the graph (the arithmetic is keras_vgg.boxes') -----------------
 
 def window_corners(box_map, image_hw, crop, stride=STRIDE):
     """(N, H', W', ..., 4) boxes (cx, cy, w, h) normalised to each
     position's crop window -> corners normalised to the (rescaled) image,
-    as `pipelines.localize.window_boxes_to_image`."""
-    cx, cy, w, h = tf.unstack(box_map * float(crop), axis=-1)
-    shape = tf.shape(box_map)
-    extra = len(box_map.shape) - 4  # axes between W' and the 4
-    oy = tf.cast(tf.range(shape[1]) * stride, tf.float32)
-    ox = tf.cast(tf.range(shape[2]) * stride, tf.float32)
-    oy = tf.reshape(oy, [1, -1, 1] + [1] * extra)
-    ox = tf.reshape(ox, [1, 1, -1] + [1] * extra)
-    height = tf.cast(image_hw[0], tf.float32)
-    width = tf.cast(image_hw[1], tf.float32)
-    return tf.stack([(cy - h / 2 + oy) / height, (cx - w / 2 + ox) / width,
-                     (cy + h / 2 + oy) / height, (cx + w / 2 + ox) / width],
-                    axis=-1)
-
-
-def iou(box, boxes):
-    """IoU of one corner box (4,) with boxes (M, 4), as `keras_vgg.boxes.
-    iou` (0 where the union is not positive)."""
-    top = tf.maximum(box[0], boxes[:, 0])
-    left = tf.maximum(box[1], boxes[:, 1])
-    bottom = tf.minimum(box[2], boxes[:, 2])
-    right = tf.minimum(box[3], boxes[:, 3])
-    inter = tf.nn.relu(bottom - top) * tf.nn.relu(right - left)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    union = area + areas - inter
-    return tf.where(union > 0, inter / tf.where(union > 0, union, 1.0), 0.0)
+    as `pipelines.localize.window_boxes_to_image`: `keras_vgg.boxes.
+    window_corners` with this network's stride."""
+    return box_lib.window_corners(box_map, image_hw, crop, stride)
 
 
 def best_merged_box(boxes, scores, iou_threshold=IOU_THRESHOLD):
@@ -86,7 +63,10 @@ def best_merged_box(boxes, scores, iou_threshold=IOU_THRESHOLD):
     Written here because tf.image's non-max suppression keeps boxes rather
     than averaging them, which is what OverFeat's merging does.  Each loop
     step takes the best remaining box and absorbs every remaining box that
-    overlaps it by more than `iou_threshold` (score-weighted average).
+    overlaps it by more than `iou_threshold` (score-weighted average).  The
+    loop is not greedy_merge's: that one's numpy list grows with the data,
+    a graph's while loop needs fixed shapes (a mask of the remaining boxes,
+    the best box so far); the overlap is the same `keras_vgg.boxes.iou`.
     """
     m = tf.shape(boxes)[0]
     positions = tf.range(m)
@@ -94,7 +74,7 @@ def best_merged_box(boxes, scores, iou_threshold=IOU_THRESHOLD):
     def step(remaining, best_box, best_score):
         first = tf.argmax(tf.where(remaining, scores, -np.inf),
                           output_type=tf.int32)
-        group = ((iou(boxes[first], boxes) > iou_threshold)
+        group = ((box_lib.iou(boxes[first], boxes) > iou_threshold)
                  | tf.equal(positions, first)) & remaining
         weights = tf.where(group, scores, 0.0)
         total = tf.reduce_sum(weights)

@@ -32,7 +32,7 @@ training config is taken as trained at S = 256 (for a 224 input); the
 rules live in `keras_vgg.runs`.
 
 Cost: "GMACs/image" counts the Conv/Dense multiply-accumulates of every view
-each protocol runs (`pipelines.cost.count_macs` at the actual input sizes,
+each protocol runs (`keras_vgg.cost.count_macs` at the actual input sizes,
 summed over scales, flips and models; "combined" is dense + multicrop),
 averaged over the images.  "images/s" divides the images by the time spent
 in the protocol's model calls, rescaling and preprocessing (decoding
@@ -52,9 +52,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vgg import atomic
+from keras_vgg import cost
 from keras_vgg import runs
 from pipelines import augment
-from pipelines import cost
 from pipelines import protocols as protocol_lib
 from pipelines import localize
 from pipelines import sources

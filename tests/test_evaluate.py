@@ -1,4 +1,4 @@
-"""pipelines.evaluate and pipelines.cost: error counting, the wiring of
+"""pipelines.evaluate and keras_vgg.cost: error counting, the wiring of
 protocols, scales and ensembles, the CLI's JSON, errors, MAC counts."""
 
 import json
@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import keras
 import keras_vgg
-from pipelines import cost
+from keras_vgg import cost
 from pipelines import evaluate
 from pipelines import protocols
 from tests.tiny_run import CLASS_NAMES
