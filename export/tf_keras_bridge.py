@@ -15,9 +15,11 @@ Not mirrored (ValueError): layers of other classes, A-LRN's local response
 normalisation in particular (it has neither a tfmot quantisation rule nor an
 int8 TFLite kernel), and models that are not a single chain of layers.
 
-Example:
->>> tf_keras_model = to_tf_keras(model)
->>> quantized = qat_model(tf_keras_model)
+Example (a Keras 3 `model`, e.g. `keras_vgg.VGG("A")`):
+
+    tf_keras_model = to_tf_keras(model, preprocessing="caffe")
+    quantized = qat_model(tf_keras_model)
+    copy_back(tf_keras_model, model)
 """
 
 import inspect
