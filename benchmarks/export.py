@@ -73,7 +73,9 @@ def main(argv):
 
     import keras
     import keras_vgg
+    from export import calibration
     from export import common
+    from export import litert
     from export import saved_model
     from export import tflite
     from pipelines.report import format_table
@@ -93,14 +95,14 @@ def main(argv):
                     .astype("float32"), np.zeros_like(bias)])
     source = common.load_export_model(model, q=224)
     pixel = tflite.pixel_model(source)
-    images = tflite.calibration_images("builtin", "validation",
+    images = calibration.calibration_images("builtin", "validation",
                                        FLAGS.data_dir, 256, 224,
                                        FLAGS.verify_images - 1)
     photo = pipelines_demo.load_rescaled(pipelines_demo.IMAGE, 224).numpy()
     top, left = (photo.shape[0] - 224) // 2, (photo.shape[1] - 224) // 2
     images = np.concatenate([images, photo[None, top:top + 224,
                                            left:left + 224]])
-    calibration = tflite.calibration_images(
+    calibration = calibration.calibration_images(
         "builtin", "train", FLAGS.data_dir, 256, 224,
         FLAGS.calibration_images)
     reference = pixel.predict(images, batch_size=8, verbose=0)
@@ -134,14 +136,14 @@ def main(argv):
         for quantize in ("none", "fp16", "dynamic", "int8"):
             start = time.perf_counter()
             with PeakRSS() as mem:
-                flat = tflite.convert(
+                flat = litert.convert(
                     pixel, quantize,
                     calibration if quantize == "int8" else None,
                     int8_io=quantize == "int8")
             seconds = time.perf_counter() - start
             lats = []
             for threads in (1, 2):
-                lite = tflite.LiteModel(model_content=flat,
+                lite = litert.LiteModel(model_content=flat,
                                         num_threads=threads)
                 lats.append(_latency(lite.predict_one, images))
             got = lite.predict(images)

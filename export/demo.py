@@ -19,6 +19,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from export import calibration
 from export import common
 from export import saved_model
 from export import serving
@@ -45,7 +46,7 @@ def export_demo(run, data_dir=None):
     saved_model.export_saved_model(source, sm_dir)
     seconds = time.perf_counter() - start
     # The SavedModel against the Keras classifier on validation crops.
-    images = tflite.calibration_images("builtin", "validation", data_dir,
+    images = calibration.calibration_images("builtin", "validation", data_dir,
                                        source.crop, source.crop, 50)
     loaded = tf.saved_model.load(sm_dir)
     probs = loaded.signatures["predict_images"](

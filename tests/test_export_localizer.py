@@ -14,6 +14,7 @@ import tensorflow as tf
 import keras_vgg
 from export import common
 from export import dense
+from export import litert
 from export import localizer
 from export import saved_model
 from export import tflite
@@ -188,7 +189,7 @@ def test_tflite_crop_model_boxes(runs, tmp_path):
                                   data_dir=str(tmp_path / "data"))
     assert report["top1_agreement"] == 1.0
     assert report["mean_box_iou"] > 0.999
-    with open(tflite.verification_path(output)) as f:
+    with open(litert.verification_path(output)) as f:
         assert json.load(f)["regression"] == "pcr"
     # The LiteRT boxes are the central-crop protocol's on a crop-sized
     # image (Q = crop: the crop is the image).
