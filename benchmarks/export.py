@@ -20,6 +20,14 @@ import time
 
 from absl import app
 from absl import flags
+from export import calibration
+from export import common
+from export import litert
+from export import saved_model
+from export import tflite
+from pipelines import demo as pipelines_demo
+from pipelines.report import format_table
+import keras_vgg
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("calibration_images", 50, "int8 calibration images.")
@@ -72,14 +80,6 @@ def main(argv):
     import tensorflow as tf
 
     import keras
-    import keras_vgg
-    from export import calibration
-    from export import common
-    from export import litert
-    from export import saved_model
-    from export import tflite
-    from pipelines.report import format_table
-    from pipelines import demo as pipelines_demo
 
     keras.utils.set_random_seed(0)
     model = keras_vgg.VGG16(weights=FLAGS.weights)

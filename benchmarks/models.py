@@ -15,6 +15,8 @@ import time
 
 from absl import app
 from absl import flags
+from pipelines.report import format_table
+import keras_vgg
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("configs", ["A", "A-LRN", "B", "C", "D", "E"],
@@ -42,8 +44,6 @@ def main(argv):
     del argv
     import keras
 
-    import keras_vgg
-    from pipelines.report import format_table
 
     batches = [int(b) for b in FLAGS.batch_sizes]
     runs = [("keras.applications.VGG16", "D",

@@ -14,7 +14,7 @@ Both go into one artifact, whose outputs are the classifier's
   `--classifier`): the dense protocol in the graph.  At test scale Q the
   fully convolutional localiser gives a box per score-map position (per
   class for PCR; the window grid centred on the image, as
-  `pipelines.localize.centred_grid`), each rated by the classifier's
+  `keras_vgg.boxes.centered_grid`), each rated by the classifier's
   softmax at that position, whose average gives the probabilities;
   with `--flip` the boxes of the mirrored image are added, mirrored back.
   Per top-k class the boxes are merged greedily (OverFeat, as
@@ -40,21 +40,13 @@ import tensorflow as tf
 import keras_vgg
 from keras_vgg import boxes as box_lib
 from keras_vgg import preprocessing as vgg_preprocessing
+from keras_vgg.fully_conv import STRIDE
 from export import dense
 
-STRIDE = 32  # five 2x2 poolings: one score-map step per 32 input pixels
 IOU_THRESHOLD = 0.5
 
 
 # -- boxes in the graph (the arithmetic is keras_vgg.boxes') -----------------
-
-def window_corners(box_map, image_hw, crop, stride=STRIDE):
-    """(N, H', W', ..., 4) boxes (cx, cy, w, h) normalised to each
-    position's crop window -> corners normalised to the (rescaled) image,
-    as `pipelines.localize.window_boxes_to_image`: `keras_vgg.boxes.
-    window_corners` with this network's stride."""
-    return box_lib.window_corners(box_map, image_hw, crop, stride)
-
 
 def best_merged_box(boxes, scores, iou_threshold=IOU_THRESHOLD):
     """The first box of `keras_vgg.boxes.greedy_merge(boxes, scores)`, in
@@ -139,12 +131,10 @@ class DenseLocalizer:
     def predict_same_size(self, pixels):
         x = dense.rescale(tf.cast(pixels, tf.float32), self.q)
         crop = self.source.crop
-        # The part the windows cover, centred (pipelines.localize.
-        # centred_grid): corners normalised to it, then to the image.
+        # The part the windows cover, centred: corners normalised to it,
+        # then to the image.
         h, w = tf.shape(x)[1], tf.shape(x)[2]
-        rows = crop + (h - crop) // STRIDE * STRIDE
-        cols = crop + (w - crop) // STRIDE * STRIDE
-        top, left = (h - rows) // 2, (w - cols) // 2
+        top, left, rows, cols = box_lib.centered_grid(h, w, crop, STRIDE)
         covered = x[:, top:top + rows, left:left + cols, :]
         hw = tf.cast(tf.stack([h, w, h, w]), tf.float32)
         scale = tf.cast(tf.stack([rows, cols, rows, cols]), tf.float32) / hw
@@ -163,10 +153,9 @@ class DenseLocalizer:
             n = tf.shape(box_map)[0]
             box_map = tf.reshape(box_map, tf.concat(
                 [tf.shape(box_map)[:3], [-1, 4]], 0))
-            c = window_corners(box_map, image_hw, crop)
+            c = box_lib.window_corners(box_map, image_hw, crop, STRIDE)
             if mirrored:
-                ymin, xmin, ymax, xmax = tf.unstack(c, axis=-1)
-                c = tf.stack([ymin, 1.0 - xmax, ymax, 1.0 - xmin], axis=-1)
+                c = box_lib.mirror_corners(c)
             c = c * scale + shift
             corners.append(tf.reshape(c, [n, -1, tf.shape(c)[3], 4]))
             s = tf.nn.softmax(logits, axis=-1)

@@ -123,6 +123,31 @@ def window_corners(box_map, image_hw, crop, stride):
     return to_normalized(corners, image_hw[0], image_hw[1])
 
 
+def centered_grid(height, width, crop, stride):
+    """(top, left, rows, cols) of the part of a height x width image that
+    the windows of a fully convolutional net cover, centred.
+
+    The crop-sized windows step by `stride` from the top-left corner, so the
+    last `(side - crop) % stride` pixels of each side are seen by no window.
+    Anchored at the corner, an object in the middle of a 64x85 image is half
+    outside the only 64-pixel window; centring the grid splits the unseen
+    margin between both sides instead.  Plain integer arithmetic: the sides
+    may be Python ints or integer tensors (the exported graph).
+    """
+    rows = crop + (height - crop) // stride * stride
+    cols = crop + (width - crop) // stride * stride
+    return (height - rows) // 2, (width - cols) // 2, rows, cols
+
+
+def mirror_corners(corners):
+    """Corners of the horizontally flipped image (normalised): x -> 1 - x,
+    xmin and xmax swapped."""
+    ops = _ops(corners)
+    corners = _floats(corners, ops)
+    return ops.stack([corners[..., 0], 1.0 - corners[..., 3],
+                      corners[..., 2], 1.0 - corners[..., 1]], axis=-1)
+
+
 def iou(a, b):
     """Intersection over union of corner boxes, broadcast over leading axes.
 

@@ -14,6 +14,8 @@ from keras import layers
 from keras_vgg import chain as chain_lib
 
 _HEAD_LAYERS = (layers.Dense, layers.Dropout, layers.Activation)
+# Five 2x2 max-pools: one score-map position per 32 input pixels.
+STRIDE = 32
 
 
 def _copy(layer):

@@ -3,7 +3,8 @@
 - Central crop (Table 8): rescale to Q, central crop, the box of the
   ground-truth class; correct when its IoU with a ground-truth box is > 0.5.
 - Dense (Table 9): the fully convolutional localiser on the whole image at
-  every scale (its window grid centred: `centred_grid`) gives one box per
+  every scale (its window grid centred: `keras_vgg.boxes.centered_grid`)
+  gives one box per
   score-map position (per class for PCR); each
   box is rated by the classification network's class score at the same
   position and scale; the boxes of all positions, scales and models are
@@ -32,49 +33,9 @@ import tensorflow as tf
 from keras_vgg import atomic
 from keras_vgg import boxes as box_lib
 from keras_vgg import runs
+from keras_vgg.fully_conv import STRIDE
 from pipelines import protocols as protocol_lib
 from pipelines import sources
-
-STRIDE = 32
-
-
-def window_boxes_to_image(box_map, rescaled_hw, crop, stride=STRIDE):
-    """(H', W', 4) boxes (cx, cy, w, h) normalised to each position's window
-    -> (H', W', 4) corners normalised to the whole (rescaled) image."""
-    box_map = np.asarray(box_map, dtype="float64")
-    rows, cols = box_map.shape[:2]
-    h, w = rescaled_hw
-    corners = box_lib.centers_to_corners(box_map) * crop
-    oy = (np.arange(rows) * stride)[:, None]
-    ox = (np.arange(cols) * stride)[None, :]
-    corners[..., 0] += oy
-    corners[..., 2] += oy
-    corners[..., 1] += ox
-    corners[..., 3] += ox
-    return box_lib.to_normalized(corners, h, w)
-
-
-def centred_grid(height, width, crop, stride=STRIDE):
-    """(top, left, rows, cols) of the part of an image of height x width
-    that the fully convolutional net's windows cover, centred.
-
-    The windows of a crop-sized net step by `stride` from the top-left
-    corner, so the last `(side - crop) % stride` pixels of each side are
-    seen by no window.  Anchored at the corner, an object in the middle of
-    a 64x85 image is half outside the only 64-pixel window; centring the
-    grid splits the unseen margin between both sides instead.
-    """
-    rows = crop + (height - crop) // stride * stride
-    cols = crop + (width - crop) // stride * stride
-    return (height - rows) // 2, (width - cols) // 2, rows, cols
-
-
-def _class_boxes(box_map, class_index, regression):
-    if regression == "scr":
-        return box_map
-    per_class = box_map.reshape(box_map.shape[:-1] + (-1, 4))
-    return per_class[..., class_index, :]
-
 
 def center_crop_box(localizer, image, class_index):
     """The central-crop protocol's box (image-normalised corners) for one
@@ -116,7 +77,7 @@ def dense_boxes(localizers, classifier_fcns, image, scales, classes,
         rescaled = protocol_lib.rescale(image, q)
         h, w = int(rescaled.shape[1]), int(rescaled.shape[2])
         crop = localizers[0].crop
-        top, left, rows, cols = centred_grid(h, w, crop)
+        top, left, rows, cols = box_lib.centered_grid(h, w, crop, STRIDE)
         covered = np.asarray(rescaled)[:, top:top + rows, left:left + cols]
         # Corners normalised to the covered part -> to the whole image.
         scale = np.array([rows, cols, rows, cols]) / [h, w, h, w]
@@ -141,12 +102,14 @@ def dense_boxes(localizers, classifier_fcns, image, scales, classes,
                         f"{scores.shape[:2]}: they need the same input "
                         "window (training crop).")
                 for c in classes:
-                    corners = window_boxes_to_image(
-                        _class_boxes(box_map, c, loc.regression),
-                        (rows, cols), loc.crop)
+                    # SCR: one box per position; PCR: one per class.
+                    per_class = box_map.reshape(box_map.shape[:2] + (-1, 4))
+                    boxes = per_class[:, :, 0 if loc.regression == "scr"
+                                      else c]
+                    corners = box_lib.window_corners(
+                        boxes[None], (rows, cols), loc.crop, STRIDE)[0]
                     if mirrored:
-                        corners = corners[..., [0, 3, 2, 1]] * [
-                            1, -1, 1, -1] + [0, 1, 0, 1]
+                        corners = box_lib.mirror_corners(corners)
                     corners = corners * scale + shift
                     collected[c][0].append(corners.reshape(-1, 4))
                     collected[c][1].append(scores[..., c].reshape(-1))

@@ -138,3 +138,18 @@ def test_select_class_boxes_in_graph():
     got = _in_graph(lambda o, l: boxes.select_class_boxes(o, l, "pcr"),
                     out, np.array([2, 0]))
     np.testing.assert_array_equal(got, [[8, 9, 10, 11], [12, 13, 14, 15]])
+
+
+def test_mirror_corners_numpy_and_graph():
+    corners = np.array([[0.1, 0.2, 0.6, 0.9], [0.0, 0.0, 1.0, 0.25]])
+    expected = [[0.1, 0.1, 0.6, 0.8], [0.0, 0.75, 1.0, 1.0]]
+    np.testing.assert_allclose(boxes.mirror_corners(corners), expected)
+    got = tf.function(boxes.mirror_corners)(tf.constant(corners, tf.float32))
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-6)
+
+
+def test_centered_grid_on_ints_and_tensors():
+    assert boxes.centered_grid(64, 85, 64, 32) == (0, 10, 64, 64)
+    got = tf.function(lambda h, w: boxes.centered_grid(h, w, 64, 32))(
+        tf.constant(64), tf.constant(100))
+    assert [int(v) for v in got] == [0, 2, 64, 96]

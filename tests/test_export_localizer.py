@@ -35,9 +35,9 @@ def runs(tmp_path_factory):
 
 def test_window_corners_match_numpy():
     box_map = np.random.RandomState(0).uniform(0.1, 0.9, (3, 4, 4))
-    expected = localize.window_boxes_to_image(box_map, (160, 192), 64)
-    got = localizer.window_corners(tf.constant(box_map[None, :, :, None],
-                                               tf.float32), (160, 192), 64)
+    expected = box_lib.window_corners(box_map[None], (160, 192), 64, 32)[0]
+    got = box_lib.window_corners(tf.constant(box_map[None, :, :, None],
+                                             tf.float32), (160, 192), 64, 32)
     np.testing.assert_allclose(got.numpy()[0, :, :, 0], expected, atol=1e-6)
 
 
@@ -113,7 +113,7 @@ def test_saved_model_boxes_are_the_dense_protocol(runs, exported):
     # cover 64x64 of it, centred at (4, 13)).
     x = dense.rescale(tf.constant(image[None]), 72).numpy()
     assert x.shape[1:3] == (72, 90)
-    top_, left, rows, cols = localize.centred_grid(72, 90, tiny_run.CROP)
+    top_, left, rows, cols = box_lib.centered_grid(72, 90, tiny_run.CROP, 32)
     assert (top_, left, rows, cols) == (4, 13, 64, 64)
     covered = keras_vgg.preprocessing.apply(
         x[:, 4:68, 13:77], "caffe")

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 import keras_vgg
+from keras_vgg import boxes as box_lib
 from keras_vgg import runs
 from pipelines import localize
 
@@ -29,12 +30,12 @@ def classifier_fcn():
 
 def test_window_boxes_to_image():
     box_map = np.tile([0.5, 0.5, 1.0, 1.0], (2, 2, 1))
-    out = localize.window_boxes_to_image(box_map, (256, 256), 224)
+    out = box_lib.window_corners(box_map[None], (256, 256), 224, 32)[0]
     np.testing.assert_allclose(out[0, 0], [0, 0, 224 / 256, 224 / 256])
     np.testing.assert_allclose(out[1, 1], [32 / 256, 32 / 256, 1, 1])
     # A box in the left half of the window at position (0, 1).
     box_map[0, 1] = [0.25, 0.5, 0.5, 1.0]
-    out = localize.window_boxes_to_image(box_map, (256, 256), 224)
+    out = box_lib.window_corners(box_map[None], (256, 256), 224, 32)[0]
     np.testing.assert_allclose(out[0, 1], [0, 32 / 256, 224 / 256,
                                            (32 + 112) / 256])
 
@@ -73,9 +74,9 @@ def test_dense_boxes_are_the_windows_merged():
 
 
 def test_centred_grid():
-    assert localize.centred_grid(64, 85, 64) == (0, 10, 64, 64)
-    assert localize.centred_grid(64, 100, 64) == (0, 2, 64, 96)
-    assert localize.centred_grid(256, 341, 224) == (0, 10, 256, 320)
+    assert box_lib.centered_grid(64, 85, 64, 32) == (0, 10, 64, 64)
+    assert box_lib.centered_grid(64, 100, 64, 32) == (0, 2, 64, 96)
+    assert box_lib.centered_grid(256, 341, 224, 32) == (0, 10, 256, 320)
 
 
 def test_dense_boxes_centre_the_windows():
