@@ -391,8 +391,9 @@ def define_flags(flag_values=None):
     flags.DEFINE_integer("verbose", 0, "Print progress every N images.",
                          flag_values=fv)
     flags.DEFINE_enum("task", "classification",
-                      ["classification", "localisation"],
-                      "localisation: --model are localisers, evaluated with "
+                      ["classification", "localization", "localisation"],
+                      "localization (or localisation): --model are "
+                      "localisers, evaluated with "
                       "--loc_protocol (see pipelines.localize).",
                       flag_values=fv)
     flags.DEFINE_multi_string(

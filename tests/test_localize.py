@@ -73,7 +73,7 @@ def test_dense_boxes_are_the_windows_merged():
     assert len(scores) == 4 and np.all(scores > 0)
 
 
-def test_centred_grid():
+def test_centered_grid():
     assert box_lib.centered_grid(64, 85, 64, 32) == (0, 10, 64, 64)
     assert box_lib.centered_grid(64, 100, 64, 32) == (0, 2, 64, 96)
     assert box_lib.centered_grid(256, 341, 224, 32) == (0, 10, 256, 320)
