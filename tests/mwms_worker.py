@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 from pipelines import recipes  # noqa: E402
 from pipelines import sources  # noqa: E402
 from pipelines import distribute  # noqa: E402
-from pipelines.train import Trainer  # noqa: E402
+from pipelines.trainer import Trainer  # noqa: E402
 
 
 def main(data_dir, model_dir, out):
