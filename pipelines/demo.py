@@ -98,10 +98,10 @@ def train_demo(model_dir, data_dir):
     from pipelines import train
 
     cfg = recipes.RECIPES["demo"]
-    print(f"\nTraining the 'demo' recipe (config {cfg.config}, BN, width x"
-          f"{cfg.width_multiplier}, S in [{cfg.scale_min}, {cfg.scale_max}], "
-          f"crop {cfg.crop}, {cfg.max_epochs} epochs) on the built-in "
-          f"dataset into {model_dir}:\n")
+    print(f"\nTraining the 'demo' recipe (architecture {cfg.architecture}, "
+          f"BN, width x{cfg.width_multiplier}, S in [{cfg.scale_min}, "
+          f"{cfg.scale_max}], crop {cfg.crop}, {cfg.max_epochs} epochs) on "
+          f"the built-in dataset into {model_dir}:\n")
     if os.path.isdir(model_dir):
         shutil.rmtree(model_dir)
     metrics = train.train(cfg, dataset="builtin", model_dir=model_dir,
