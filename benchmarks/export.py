@@ -102,7 +102,7 @@ def main(argv):
     top, left = (photo.shape[0] - 224) // 2, (photo.shape[1] - 224) // 2
     images = np.concatenate([images, photo[None, top:top + 224,
                                            left:left + 224]])
-    calibration = calibration.calibration_images(
+    calibration_set = calibration.calibration_images(
         "builtin", "train", FLAGS.data_dir, 256, 224,
         FLAGS.calibration_images)
     reference = pixel.predict(images, batch_size=8, verbose=0)
@@ -138,7 +138,7 @@ def main(argv):
             with PeakRSS() as mem:
                 flat = litert.convert(
                     pixel, quantize,
-                    calibration if quantize == "int8" else None,
+                    calibration_set if quantize == "int8" else None,
                     int8_io=quantize == "int8")
             seconds = time.perf_counter() - start
             lats = []

@@ -27,7 +27,6 @@ import time
 from absl import app
 from absl import flags
 from export import common
-from export import localizer
 from export import saved_model
 from pipelines import localize
 from pipelines import recipes

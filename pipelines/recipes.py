@@ -15,6 +15,7 @@ import dataclasses
 import json
 
 from keras_vgg import configs
+from keras_vgg import runs
 
 
 TASKS = ("classification", "localization")
@@ -127,9 +128,8 @@ class TrainConfig:
 
     @property
     def validation_scale(self):
-        if self.test_scale:
-            return self.test_scale
-        return (self.scale_min + self.scale_max) // 2
+        """The test scale Q of the run (`keras_vgg.runs.test_scale`)."""
+        return runs.test_scale(dataclasses.asdict(self), self.crop)
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

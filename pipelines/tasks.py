@@ -22,8 +22,8 @@ import tensorflow as tf
 
 import keras
 import keras_vgg
+from keras_vgg import runs
 from pipelines import box_loss
-from pipelines import runs
 
 # The paper initialises deeper nets from a trained net A: its first four conv
 # layers (those of blocks 1-3, which exist with the same shapes in every
@@ -32,17 +32,19 @@ PAPER_INIT_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1",
                      "block3_conv2", "fc1", "fc2", "predictions")
 
 
-def initialize_from(model, path, same_architecture):
-    """Copies weights from a trained run (a model dir or a `.keras` file).
+def initialize_from(model, path, architecture):
+    """Copies weights from a trained run (a model dir or a `.keras` file)
+    into `model`, a network of Table 1's `architecture`.
 
-    With the same architecture every layer is copied (S=384 from S=256,
-    jittered from S=384); from another architecture (a deeper net from A)
-    only `PAPER_INIT_LAYERS`.
+    When the run was trained as the same architecture (or does not say),
+    every layer is copied (S=384 from S=256, jittered from S=384); from
+    another architecture (a deeper net from A) only `PAPER_INIT_LAYERS`.
     """
-    source, path, _ = runs.load_run_model(path, "`init_from`")
-    names = None if same_architecture else PAPER_INIT_LAYERS
-    return keras_vgg.weights.copy_layers(source, model, names,
-                                         what=f"`init_from`={path!r}")
+    source = runs.load_run(path, "--init_from")
+    same = (source.architecture or architecture) == architecture
+    names = None if same else PAPER_INIT_LAYERS
+    return keras_vgg.weights.copy_layers(source.model, model, names,
+                                         what=f"--init_from={source.name!r}")
 
 
 def freeze_body(model):

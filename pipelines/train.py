@@ -45,20 +45,6 @@ from pipelines.trainer import Trainer
 from pipelines.trainer import TrainingDiverged  # noqa: F401
 
 
-def _run_architecture(path):
-    """The architecture a trained run (model dir or `.keras` file) was
-    trained with, from its training_config.json; None without one.  Runs
-    before the rename to `architecture` wrote it as `config`."""
-    config_path = os.path.join(
-        path if os.path.isdir(path) else os.path.dirname(path),
-        "training_config.json")
-    if not os.path.exists(config_path):
-        return None
-    with open(config_path) as f:
-        training = json.load(f)
-    return training.get("architecture", training.get("config"))
-
-
 def _follow_op_determinism(deterministic):
     # Op determinism is process-wide: make it follow this run's setting (a
     # notebook may train a deterministic run, then an XLA one).
@@ -111,9 +97,7 @@ def train(recipe_or_cfg, dataset="builtin", model_dir="runs/train",
                                      data_dir=data_dir, seed=seed)
     trainer = Trainer(
         cfg, train_source, val_source, model_dir, strategy,
-        init_from=init_from,
-        init_architecture=_run_architecture(init_from) if init_from else None,
-        verbose=verbose)
+        init_from=init_from, verbose=verbose)
     return trainer.run()
 
 

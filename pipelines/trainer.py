@@ -23,6 +23,8 @@ import tensorflow as tf
 
 import keras
 import keras_vgg
+from keras_vgg import atomic
+from keras_vgg import runs
 from pipelines import augment
 from pipelines import distribute
 from pipelines import tasks
@@ -43,12 +45,6 @@ def _kernels(model):
             if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
             and layer.trainable
             for w in [layer.kernel]]
-
-
-def _atomic_write(path, write):
-    tmp = path + ".tmp"
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _to_display(images, mode):
@@ -90,7 +86,7 @@ class Trainer:
     """
 
     def __init__(self, cfg, train_source, val_source, model_dir,
-                 strategy=None, init_from=None, init_architecture=None,
+                 strategy=None, init_from=None,
                  verbose=1):
         self.cfg = cfg
         self.train_source = train_source
@@ -114,7 +110,7 @@ class Trainer:
         self.skip_counter = augment.SkipCounter()
         self.task = tasks.make_task(cfg, self.num_classes)
         self._build()
-        self._restore_or_initialize(init_from, init_architecture)
+        self._restore_or_initialize(init_from)
         self.writer = (tf.summary.create_file_writer(
             os.path.join(model_dir, "logs")) if self.chief else
             tf.summary.create_noop_writer())
@@ -163,7 +159,7 @@ class Trainer:
             for layer in self._batch_norms:
                 layer.synchronized = True
 
-    def _restore_or_initialize(self, init_from, init_architecture):
+    def _restore_or_initialize(self, init_from):
         """Resumes from the model dir's last checkpoint, else starts from
         `init_from` (if given)."""
         cfg = self.cfg
@@ -182,8 +178,7 @@ class Trainer:
         if self.restored:
             self.checkpoint.restore(self.manager.latest_checkpoint)
         elif init_from:
-            same = (init_architecture or cfg.architecture) == cfg.architecture
-            tasks.initialize_from(self.model, init_from, same)
+            tasks.initialize_from(self.model, init_from, cfg.architecture)
         self._sync_learning_rate()
 
     def _sync_learning_rate(self):
@@ -463,12 +458,9 @@ class Trainer:
         for layer in self._batch_norms:
             layer.synchronized = False
         try:
-            with self.task.saved_form(self.model):
-                # Written beside, then renamed: a reader never sees half a
-                # file.
-                tmp = os.path.join(d, ".model.tmp.keras")
+            with self.task.saved_form(self.model), atomic.atomic_path(
+                    os.path.join(d, runs.MODEL_FILE)) as tmp:
                 self.model.save(tmp)
-                os.replace(tmp, os.path.join(d, "model.keras"))
         finally:
             for layer, value in zip(self._batch_norms, synced):
                 layer.synchronized = value
@@ -478,14 +470,9 @@ class Trainer:
         training.update(class_names=names, num_classes=self.num_classes,
                         jittered=self.cfg.jittered,
                         validation_scale=self.cfg.validation_scale)
-        _atomic_write(os.path.join(d, "training_config.json"),
-                      lambda p: _dump(training, p))
-        _atomic_write(os.path.join(d, "class_names.txt"),
-                      lambda p: open(p, "w").write("\n".join(names) + "\n"))
-        _atomic_write(os.path.join(d, "metrics.json"),
-                      lambda p: _dump(metrics, p))
-
-
-def _dump(obj, path):
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2)
+        atomic.atomic_write_file(os.path.join(d, runs.CONFIG_FILE),
+                                 json.dumps(training, indent=2))
+        atomic.atomic_write_file(os.path.join(d, runs.CLASS_NAMES_FILE),
+                                 "\n".join(names) + "\n")
+        atomic.atomic_write_file(os.path.join(d, "metrics.json"),
+                                 json.dumps(metrics, indent=2))

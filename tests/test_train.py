@@ -80,15 +80,6 @@ def test_old_flag_names_are_aliases():
     assert cfg.learning_rate == recipes.RECIPES["demo_loc"].learning_rate
 
 
-@pytest.mark.parametrize("key", ["architecture", "config"])
-def test_init_from_reads_the_architecture_of_old_and_new_runs(tmp_path, key):
-    (tmp_path / "training_config.json").write_text(json.dumps({key: "A"}))
-    assert train._run_architecture(str(tmp_path)) == "A"
-    assert train._run_architecture(str(tmp_path / "model.keras")) == "A"
-    (tmp_path / "bare").mkdir()
-    assert train._run_architecture(str(tmp_path / "bare")) is None
-
-
 def test_short_training_loss_falls_and_outputs(tmp_path, data_dir):
     cfg = dataclasses.replace(recipes.RECIPES["demo"], max_epochs=4,
                               lr_patience=10)
@@ -269,11 +260,12 @@ def test_init_from_net_a_copies_the_papers_layers(tmp_path):
     net_a = train.build_model(recipes.TrainConfig(architecture="A", **small),
                               5)
     net_a.save(str(tmp_path / "model.keras"))
+    # A run of an earlier version: its architecture under the key "config".
+    (tmp_path / "training_config.json").write_text(json.dumps({"config": "A"}))
     net_d = train.build_model(recipes.TrainConfig(architecture="D", **small),
                               5)
     before = net_d.get_layer("block1_conv2").get_weights()[0].copy()
-    copied = train.initialize_from(net_d, str(tmp_path),
-                                   same_architecture=False)
+    copied = train.initialize_from(net_d, str(tmp_path), "D")
     assert copied == list(train.PAPER_INIT_LAYERS)
     for name in train.PAPER_INIT_LAYERS:
         for a, b in zip(net_d.get_layer(name).get_weights(),
@@ -285,4 +277,4 @@ def test_init_from_net_a_copies_the_papers_layers(tmp_path):
     np.testing.assert_array_equal(
         net_d.get_layer("block1_conv2").get_weights()[0], before)
     with pytest.raises(ValueError, match="init_from"):
-        train.initialize_from(net_d, str(tmp_path / "missing"), False)
+        train.initialize_from(net_d, str(tmp_path / "missing"), "D")
