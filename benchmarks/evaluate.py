@@ -1,6 +1,6 @@
 """Cost of the paper's test protocols: dense evaluation against multi-crop.
 
-    python -m benchmarks.evaluate [--config=D] [--q=384] [--repeats=2]
+    python -m benchmarks.evaluate [--architecture=D] [--q=384] [--repeats=2]
         [--image=pipelines/data/grace_hopper.jpg]
 
 For VGG16 (random weights, full width) on one image rescaled to Q, times in
@@ -28,7 +28,7 @@ IMAGE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "pipelines",
                      "data", "grace_hopper.jpg")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("config", "D", "Table 1 configuration.")
+flags.DEFINE_string("architecture", "D", "Table 1 configuration.")
 flags.DEFINE_integer("q", 384, "Test scale Q (smallest side).")
 flags.DEFINE_integer("repeats", 2, "Timed calls per protocol.")
 flags.DEFINE_string("image", IMAGE, "The image.")
@@ -51,7 +51,7 @@ def main(argv):
 
     image = load_image(FLAGS.image)
     q = FLAGS.q
-    model = keras_vgg.VGG(FLAGS.config, weights=None)
+    model = keras_vgg.VGG(FLAGS.architecture, weights=None)
     fcn = keras_vgg.fully_convolutional(model, average=True)
     crop = protocols.input_size(model)[0]
     h, w = protocols.rescaled_size(image.shape[0], image.shape[1], q)
@@ -72,7 +72,7 @@ def main(argv):
                      f"{1 / seconds:.3f}", f"{macs / seconds / 1e9:.1f}"))
         print(f"  measured {name}: {seconds:.2f} s/image", flush=True)
     print()
-    print(f"VGG {FLAGS.config} (random weights), one "
+    print(f"VGG {FLAGS.architecture} (random weights), one "
           f"{image.shape[0]}x{image.shape[1]} image at Q={q}, backend "
           f"{keras.backend.backend()}, median of {FLAGS.repeats} calls:")
     print(format_table(["protocol", "views", "view size", "GMACs/image",
