@@ -140,6 +140,12 @@ def main(argv):
     return 0
 
 
-if __name__ == "__main__":
+def run():
+    """The command line, as `python -m export.client` runs it; also the
+    `vgg-client` console script."""
     define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

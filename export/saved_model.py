@@ -256,6 +256,12 @@ def main(argv):
     return 0
 
 
-if __name__ == "__main__":
+def run():
+    """The command line, as `python -m export.saved_model` runs it; also the
+    `vgg-export-savedmodel` console script."""
     define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

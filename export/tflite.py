@@ -388,6 +388,12 @@ def main(argv):
     return 0
 
 
-if __name__ == "__main__":
+def run():
+    """The command line, as `python -m export.tflite` runs it; also the
+    `vgg-export-tflite` console script."""
     define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -19,6 +19,7 @@ from keras_vgg.layers import LocalResponseNormalization
 from keras_vgg.localizer import VGGLocalizer
 from keras_vgg.layers import Preprocessing
 from keras_vgg.preprocessing import preprocess_input
+from keras_vgg.version import __version__
 from keras_vgg.vgg import VGG
 from keras_vgg.vgg import VGG11
 from keras_vgg.vgg import VGG11LRN
@@ -31,5 +32,3 @@ from keras_vgg.weights import WeightSet
 from keras_vgg.weights import available_weights
 from keras_vgg.weights import get_weight_set
 from keras_vgg.weights import load_weights
-
-__version__ = "0.1.0"

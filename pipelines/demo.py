@@ -159,6 +159,12 @@ def _define_flags():
     flags.DEFINE_boolean("train", True, "Run the demo training.")
 
 
-if __name__ == "__main__":
+def run():
+    """The command line, as `python -m pipelines.demo` runs it; also the
+    `vgg-demo` console script."""
     _define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

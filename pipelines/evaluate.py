@@ -601,8 +601,14 @@ def main(argv):
     run_from_flags(flags.FLAGS)
 
 
-if __name__ == "__main__":
+def run():
+    """The command line, as `python -m pipelines.evaluate` runs it; also the
+    `vgg-evaluate` console script."""
     from absl import app
 
     define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -353,7 +353,9 @@ def main(argv):
     print(f"Boxes written to {f.output}")
 
 
-if __name__ == "__main__":
+def run():
+    """The command line, as `python -m pipelines.localize` runs it; also the
+    `vgg-localize` console script."""
     from absl import app
     from absl import flags
 
@@ -367,3 +369,7 @@ if __name__ == "__main__":
                       "scores (--noflip: not).")
     flags.mark_flags_as_required(["model", "classifier"])
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

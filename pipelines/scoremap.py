@@ -200,8 +200,14 @@ def main(argv):
     run_from_flags(flags.FLAGS, argv[1:])
 
 
-if __name__ == "__main__":
+def run():
+    """The command line, as `python -m pipelines.scoremap` runs it; also the
+    `vgg-scoremap` console script."""
     from absl import app
 
     define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

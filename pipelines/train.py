@@ -686,8 +686,14 @@ def main(argv):
     print(json.dumps(summary, indent=2))
 
 
-if __name__ == "__main__":
+def run():
+    """The command line, as `python -m pipelines.train` runs it; also the
+    `vgg-train` console script."""
     from absl import app
 
     _define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()
