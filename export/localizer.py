@@ -40,9 +40,9 @@ import numpy as np
 import tensorflow as tf
 
 import keras_vgg
+from export import common
 from keras_vgg import localizer as localizer_lib
 from keras_vgg import preprocessing as vgg_preprocessing
-from export import common
 
 STRIDE = 32  # five 2x2 poolings: one score-map step per 32 input pixels
 IOU_THRESHOLD = 0.5

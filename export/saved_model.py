@@ -34,14 +34,13 @@ Example (library):
 import os
 import sys
 
+import tensorflow as tf
 from absl import app
 from absl import flags
 
-import tensorflow as tf
-
 import keras_vgg
-from keras_vgg import preprocessing as vgg_preprocessing
 from export import common
+from keras_vgg import preprocessing as vgg_preprocessing
 
 INPUT_KEY = "images"
 SIGNATURES = ("serving_default", "predict_images", "predict_images_uint8")

@@ -28,11 +28,10 @@ import os
 import re
 import sys
 
-from absl import app
-from absl import flags
-
 import numpy as np
 import tensorflow as tf
+from absl import app
+from absl import flags
 
 from export import client
 from export import common

@@ -15,6 +15,7 @@ import numpy as np
 
 from export import common
 
+
 @keras.saving.register_keras_serializable(package="keras_vgg_export")
 class TopKBoxes(keras.layers.Layer):
     """(probabilities (N, C), boxes (N, 4 or 4C) as (cx, cy, w, h)) ->

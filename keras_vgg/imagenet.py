@@ -52,7 +52,8 @@ def decode_predictions(preds, top=5):
             f"shape (samples, 1000). Received: preds.shape={preds.shape}"
         )
     if not isinstance(top, int) or top < 1:
-        raise ValueError(f"`top` must be a positive integer. Received: top={top!r}")
+        raise ValueError(
+            f"`top` must be a positive integer. Received: top={top!r}")
     index = class_index()
     results = []
     for row in preds:

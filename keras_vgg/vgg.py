@@ -129,7 +129,8 @@ def VGG(config, include_top=True, weights=None, input_tensor=None,
         )
     if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
         raise ValueError(
-            f"`classes` must be a positive integer. Received: classes={classes!r}"
+            "`classes` must be a positive integer. Received: "
+            f"classes={classes!r}"
         )
     if weight_set is not None and include_top and classes != weight_set.classes:
         raise ValueError(
@@ -141,7 +142,8 @@ def VGG(config, include_top=True, weights=None, input_tensor=None,
             None, "softmax", keras.activations.softmax):
         raise ValueError(
             "With pretrained weights, `classifier_activation` must be None or "
-            f"'softmax'. Received: classifier_activation={classifier_activation!r}"
+            "'softmax'. Received: "
+            f"classifier_activation={classifier_activation!r}"
         )
     if not (isinstance(width_multiplier, (int, float))
             and 0 < width_multiplier <= 4):
@@ -153,7 +155,8 @@ def VGG(config, include_top=True, weights=None, input_tensor=None,
             f"width_multiplier={width_multiplier}"
         )
     if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")
+        raise ValueError(
+            f"`dropout` must be in [0, 1). Received: dropout={dropout}")
     input_shape = _check_input_shape(input_shape, input_tensor, include_top,
                                      weight_set, weights is not None)
 
@@ -207,7 +210,8 @@ def features(x, config, batch_norm=False, width_multiplier=1.0):
     cfg = configs.get_config(config)
     for block, index, kernel, filters in cfg.convs:
         prefix = f"block{block}_conv{index}"
-        x = layers.Conv2D(_scaled(filters, width_multiplier), kernel, padding="same",
+        x = layers.Conv2D(_scaled(filters, width_multiplier), kernel,
+                          padding="same",
                           activation=None if batch_norm else "relu",
                           name=prefix)(x)
         if batch_norm:

@@ -62,7 +62,8 @@ class WeightSet:
 
     @property
     def format(self):
-        return "safetensors" if self.file_name.endswith(".safetensors") else "h5"
+        safetensors = self.file_name.endswith(".safetensors")
+        return "safetensors" if safetensors else "h5"
 
 
 def _oxford(config, arch, top1, top5, hash_top, hash_notop):
@@ -127,7 +128,8 @@ WEIGHT_NAMES = tuple(sorted({w.name for w in _WEIGHT_SETS}))
 def available_weights(config, batch_norm=False):
     """Names of the weight sets published for `config` (and BN variant)."""
     cfg = configs.get_config(config)
-    return [n for (n, c, bn) in WEIGHT_SETS if c == cfg.name and bn == batch_norm]
+    return [n for (n, c, bn) in WEIGHT_SETS
+            if c == cfg.name and bn == batch_norm]
 
 
 def get_weight_set(name, config, batch_norm=False):
@@ -312,9 +314,8 @@ def convert_torch_state_dict(state, conv_layers, bn_layers, last_filters):
 
 
 def read_safetensors(path, model):
-    from safetensors.numpy import load_file
-
     import keras
+    from safetensors.numpy import load_file
 
     state = load_file(path)
     body = [layer for layer in model.layers if layer.name.startswith("block")]

@@ -30,7 +30,8 @@ FLAGS = flags.FLAGS
 
 
 def config_table():
-    """Rows (config, weight layers, parameters, GMACs at 224) of built models."""
+    """Rows (config, weight layers, parameters, GMACs at 224) of built
+    models."""
     import keras_vgg
 
     rows = []
@@ -147,7 +148,8 @@ def _define_flags():
     # Defined when run, not at import: benchmarks and tests import this
     # module beside others that define the same names.
     flags.DEFINE_string("weights", "auto",
-                        "'auto', 'none', 'imagenet', 'tv_in1k' or a weight file.")
+                        "'auto', 'none', 'imagenet', 'tv_in1k' or a weight "
+                        "file.")
     flags.DEFINE_list("sizes", ["256", "384"], "Test scales Q (smallest side).")
     flags.DEFINE_string("image", IMAGE, "Image to classify.")
     flags.DEFINE_string("model_dir", "runs/demo",

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -45,7 +44,8 @@ def test_layout(repository):
     assert 'base_path: "/models/tiny"' in config
     assert 'model_platform: "tensorflow"' in config
     docker = open(os.path.join(base, "Dockerfile")).read()
-    assert docker.startswith("# TF-Serving") and "FROM tensorflow/serving" in docker
+    assert docker.startswith("# TF-Serving")
+    assert "FROM tensorflow/serving" in docker
     assert "COPY tiny /models/tiny" in docker
     compose = open(os.path.join(base, "docker-compose.yml")).read()
     for needed in ('"8500:8500"', '"8501:8501"', "./:/models",

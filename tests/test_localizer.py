@@ -1,7 +1,7 @@
+import keras
 import numpy as np
 import pytest
 
-import keras
 import keras_vgg
 from tests.conftest import images
 from tests.conftest import randomize

@@ -1,10 +1,10 @@
 import h5py
+import keras
 import numpy as np
 import pytest
 from keras.src.legacy.saving import legacy_h5_format
 from safetensors.numpy import save_file
 
-import keras
 import keras_vgg
 from keras_vgg import configs
 from keras_vgg import weights as weights_lib
@@ -97,21 +97,27 @@ def torch_state_dict(config, batch_norm, side, classes, seed=0):
         for k, f in block:
             state[f"features.{idx}.weight"] = r.normal(
                 0, np.sqrt(2 / (k * k * cin)), (f, cin, k, k)).astype("float32")
-            state[f"features.{idx}.bias"] = r.normal(0, 0.1, f).astype("float32")
+            state[f"features.{idx}.bias"] = r.normal(
+                0, 0.1, f).astype("float32")
             idx += 1
             if batch_norm:
-                state[f"features.{idx}.weight"] = r.uniform(.5, 1.5, f).astype("float32")
-                state[f"features.{idx}.bias"] = r.normal(0, .1, f).astype("float32")
-                state[f"features.{idx}.running_mean"] = r.normal(0, .1, f).astype("float32")
-                state[f"features.{idx}.running_var"] = r.uniform(.5, 2, f).astype("float32")
+                bn = f"features.{idx}"
+                state[f"{bn}.weight"] = r.uniform(.5, 1.5, f).astype("float32")
+                state[f"{bn}.bias"] = r.normal(0, .1, f).astype("float32")
+                state[f"{bn}.running_mean"] = r.normal(
+                    0, .1, f).astype("float32")
+                state[f"{bn}.running_var"] = r.uniform(
+                    .5, 2, f).astype("float32")
                 state[f"features.{idx}.num_batches_tracked"] = np.array(7)
                 idx += 1
             idx += 1  # ReLU
             cin = f
         idx += 1  # MaxPool
     fin = cin * side * side
-    for i, (o, n) in zip((0, 3, 6), ((4096, fin), (4096, 4096), (classes, 4096))):
-        state[f"classifier.{i}.weight"] = r.normal(0, np.sqrt(2 / n), (o, n)).astype("float32")
+    for i, (o, n) in zip((0, 3, 6),
+                         ((4096, fin), (4096, 4096), (classes, 4096))):
+        state[f"classifier.{i}.weight"] = r.normal(
+            0, np.sqrt(2 / n), (o, n)).astype("float32")
         state[f"classifier.{i}.bias"] = r.normal(0, .1, o).astype("float32")
     return state
 
@@ -148,7 +154,8 @@ def numpy_torch_forward(state, x_nchw, config, batch_norm):
             if batch_norm:
                 j = f"features.{bns[ci]}"
                 x = ((x - state[j + ".running_mean"][None, :, None, None])
-                     / np.sqrt(state[j + ".running_var"][None, :, None, None] + 1e-5)
+                     / np.sqrt(state[j + ".running_var"][None, :, None, None]
+                               + 1e-5)
                      * state[j + ".weight"][None, :, None, None]
                      + state[j + ".bias"][None, :, None, None])
             x = np.maximum(x, 0)
@@ -169,7 +176,8 @@ def test_safetensors_against_numpy(tmp_path, config, batch_norm):
     x = keras_vgg.preprocess_input(images(2, 64), mode="torch")
     expected = numpy_torch_forward(state, x.transpose(0, 3, 1, 2), config,
                                    batch_norm)
-    tv_path, timm_path = tmp_path / "tv.safetensors", tmp_path / "timm.safetensors"
+    tv_path = tmp_path / "tv.safetensors"
+    timm_path = tmp_path / "timm.safetensors"
     save_file(state, str(tv_path))
     save_file(timm_layout(state, 512, side), str(timm_path))
     for path in (tv_path, timm_path):
