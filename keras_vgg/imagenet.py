@@ -42,6 +42,7 @@ def decode_predictions(preds, top=5):
         first.
 
     Example:
+    >>> import keras_vgg
     >>> keras_vgg.decode_predictions(np.eye(1000)[[1]], top=1)
     [[('n01443537', 'goldfish', 1.0)]]
     """

@@ -42,10 +42,10 @@ def VGGLocalizer(config="D", regression="pcr", classes=1000, weights=None,
         A model mapping images to boxes: (N, 4) or (N, 4 * classes), output
         layer `boxes` (linear).
 
-    Example:
-    >>> loc = keras_vgg.VGGLocalizer("D", regression="scr")
-    >>> loc.output.shape
-    (None, 4)
+    Example (builds the full-size network, so not a doctest)::
+
+        loc = keras_vgg.VGGLocalizer("D", regression="scr")
+        loc.output.shape  # (None, 4)
     """
     if regression not in REGRESSIONS:
         raise ValueError(f"`regression` must be one of {REGRESSIONS}. "

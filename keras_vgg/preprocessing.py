@@ -94,9 +94,10 @@ def preprocess_input(x, weights="imagenet", mode=None, data_format=None):
         A float array of the same shape (numpy in, numpy out).
 
     Example:
+    >>> import keras_vgg
     >>> x = np.full((1, 224, 224, 3), 128.0)
-    >>> keras_vgg.preprocess_input(x)[0, 0, 0]
-    array([ 24.061, 11.221,   4.32 ], dtype=float32)
+    >>> keras_vgg.preprocess_input(x)[0, 0, 0].round(3)  # BGR, mean removed
+    array([24.061, 11.221,  4.32 ])
     """
     if mode is None:
         from keras_vgg import weights as weights_lib

@@ -99,10 +99,10 @@ def VGG(config, include_top=True, weights=None, input_tensor=None,
     Returns:
         A functional `keras.Model`.
 
-    Example:
-    >>> model = keras_vgg.VGG("D", weights=None)
-    >>> model.count_params()
-    138357544
+    Example (downloads the ImageNet weights, so not a doctest)::
+
+        model = keras_vgg.VGG("D", weights="imagenet")
+        model.count_params()  # 138357544
     """
     cfg = configs.get_config(config)
     if keras.backend.image_data_format() != "channels_last":
@@ -244,7 +244,7 @@ def _named(config, doc_name):
     builder.__qualname__ = doc_name
     builder.__doc__ = (
         f"VGG configuration {config} of Table 1; same arguments as "
-        f"`keras_vgg.VGG` but `config`.\n\n    Example:\n    >>> model = "
+        f"`keras_vgg.VGG` but `config`.\n\n    Example::\n\n        model = "
         f"keras_vgg.{doc_name}(weights=None)\n"
     )
     return builder

@@ -1,5 +1,10 @@
+"""The fixtures every test module may use.  Plain helper functions live in
+`tests/helpers.py` (and the tiny run directory in `tests/tiny_run.py`): a
+test module imports helpers, never another test module."""
+
 import os
 
+# Before Keras is imported anywhere: the tests run on the TensorFlow backend.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
@@ -12,25 +17,11 @@ def rng():
     return np.random.RandomState(0)
 
 
-def images(n, size=224, seed=0):
-    """Random RGB pixels in [0, 255]."""
-    return np.random.RandomState(seed).uniform(
-        0, 255, (n, size, size, 3)).astype("float32")
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """The built-in dataset (default size) as TFRecords, written once."""
+    # Imported here so that the keras_vgg-only tests collect without
+    # pipelines' TensorFlow input code.
+    from pipelines import synthetic
 
-
-def randomize(model, seed=0, scale=None):
-    """Gives every weight of `model` random values with He-like scale, so
-    activations neither vanish nor explode through a deep VGG."""
-    r = np.random.RandomState(seed)
-    for layer in model.layers:
-        values = []
-        for w in layer.get_weights():
-            if w.ndim >= 2:
-                fan_in = int(np.prod(w.shape[:-1]))
-                s = scale or np.sqrt(2.0 / fan_in)
-                values.append(r.normal(0, s, w.shape).astype("float32"))
-            else:
-                values.append(r.uniform(0.1, 0.5, w.shape).astype("float32"))
-        if values:
-            layer.set_weights(values)
-    return model
+    return str(synthetic.write_builtin(tmp_path_factory.mktemp("builtin")))

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 import keras_vgg
-from tests.conftest import images
-from tests.conftest import randomize
+from tests.helpers import images
+from tests.helpers import randomize
 
 
 def logits_model(config, size, batch_norm=False, classes=10):

@@ -6,9 +6,9 @@ import pytest
 
 import keras_vgg
 from keras_vgg import configs
-from tests.conftest import images
-from tests.test_configs import WITH_HEAD
-from tests.test_configs import WITHOUT_HEAD
+from tests.helpers import WITH_HEAD
+from tests.helpers import WITHOUT_HEAD
+from tests.helpers import images
 
 BUILDERS = {"A": keras_vgg.VGG11, "A-LRN": keras_vgg.VGG11LRN,
             "B": keras_vgg.VGG13, "C": keras_vgg.VGG16C, "D": keras_vgg.VGG16,

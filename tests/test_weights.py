@@ -8,8 +8,8 @@ from safetensors.numpy import save_file
 import keras_vgg
 from keras_vgg import configs
 from keras_vgg import weights as weights_lib
-from tests.conftest import images
-from tests.conftest import randomize
+from tests.helpers import images
+from tests.helpers import randomize
 
 
 def save_legacy_h5(model, path):

@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 import keras_vgg
-from tests.conftest import randomize
+from tests.helpers import randomize
 
 CROP = 32
 CLASS_NAMES = ["circle", "square", "triangle", "star"]
