@@ -7,6 +7,11 @@ Oxford weight files load by name; A-LRN adds `block1_lrn`, the BN variants
 `fc2_dropout`.
 """
 
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
 import keras
 from keras import layers
 
@@ -67,10 +72,15 @@ def _check_input_shape(input_shape, input_tensor, include_top, weight_set,
     return input_shape
 
 
-def VGG(config, include_top=True, weights=None, input_tensor=None,
-        input_shape=None, pooling=None, classes=1000,
-        classifier_activation="softmax", batch_norm=False, dropout=0.5,
-        include_preprocessing=False, name=None, width_multiplier=1.0):
+def VGG(config: str | configs.VGGConfig, include_top: bool = True,
+        weights: str | os.PathLike | None = None,
+        input_tensor: keras.KerasTensor | None = None,
+        input_shape: tuple[int | None, int | None, int] | None = None,
+        pooling: str | None = None, classes: int = 1000,
+        classifier_activation: str | Callable | None = "softmax",
+        batch_norm: bool = False, dropout: float = 0.5,
+        include_preprocessing: bool = False, name: str | None = None,
+        width_multiplier: float = 1.0) -> keras.Model:
     """Builds a VGG network of the paper's Table 1.
 
     Args:
@@ -227,11 +237,15 @@ def features(x, config, batch_norm=False, width_multiplier=1.0):
 
 
 def _named(config, doc_name):
-    def builder(include_top=True, weights=None, input_tensor=None,
-                input_shape=None, pooling=None, classes=1000,
-                classifier_activation="softmax", batch_norm=False,
-                dropout=0.5, include_preprocessing=False, name=None,
-                width_multiplier=1.0):
+    def builder(include_top: bool = True,
+                weights: str | os.PathLike | None = None,
+                input_tensor: keras.KerasTensor | None = None,
+                input_shape: tuple[int | None, int | None, int] | None = None,
+                pooling: str | None = None, classes: int = 1000,
+                classifier_activation: str | Callable | None = "softmax",
+                batch_norm: bool = False, dropout: float = 0.5,
+                include_preprocessing: bool = False, name: str | None = None,
+                width_multiplier: float = 1.0) -> keras.Model:
         return VGG(config, include_top=include_top, weights=weights,
                    input_tensor=input_tensor, input_shape=input_shape,
                    pooling=pooling, classes=classes,
