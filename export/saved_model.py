@@ -41,6 +41,7 @@ from absl import flags
 import keras_vgg
 from export import common
 from keras_vgg import preprocessing as vgg_preprocessing
+from pipelines import entry
 
 INPUT_KEY = "images"
 SIGNATURES = ("serving_default", "predict_images", "predict_images_uint8")
@@ -259,7 +260,7 @@ def run():
     """The command line, as `python -m export.saved_model` runs it; also the
     `vgg-export-savedmodel` console script."""
     define_flags()
-    app.run(main)
+    entry.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -30,12 +30,12 @@ import sys
 
 import numpy as np
 import tensorflow as tf
-from absl import app
 from absl import flags
 
 from export import client
 from export import common
 from export import saved_model
+from pipelines import entry
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 CONFIG_FILE = "models.config"
@@ -203,7 +203,7 @@ def run():
     """The command line, as `python -m export.serving` runs it; also the
     `vgg-export-serving` console script."""
     define_flags()
-    app.run(main)
+    entry.run(main, __name__)
 
 
 if __name__ == "__main__":

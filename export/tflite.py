@@ -41,6 +41,7 @@ import tensorflow as tf
 
 import keras_vgg
 from export import common
+from pipelines import entry
 
 QUANTIZE = ("none", "fp16", "dynamic", "int8", "qat")
 
@@ -392,7 +393,7 @@ def run():
     """The command line, as `python -m export.tflite` runs it; also the
     `vgg-export-tflite` console script."""
     define_flags()
-    app.run(main)
+    entry.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,9 @@ labels printed are those of an untrained network.
 import os
 import time
 
-from absl import app
 from absl import flags
 
+from pipelines import entry
 from pipelines.report import format_table
 
 IMAGE = os.path.join(os.path.dirname(__file__), "data", "grace_hopper.jpg")
@@ -165,7 +165,7 @@ def run():
     """The command line, as `python -m pipelines.demo` runs it; also the
     `vgg-demo` console script."""
     _define_flags()
-    app.run(main)
+    entry.run(main, __name__)
 
 
 if __name__ == "__main__":

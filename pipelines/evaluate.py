@@ -58,6 +58,7 @@ from keras_vgg import layers as vgg_layers
 from keras_vgg import preprocessing as vgg_preprocessing
 from pipelines import augment
 from pipelines import cost
+from pipelines import entry
 from pipelines import protocols as P
 from pipelines import runs
 from pipelines import sources
@@ -604,10 +605,8 @@ def main(argv):
 def run():
     """The command line, as `python -m pipelines.evaluate` runs it; also the
     `vgg-evaluate` console script."""
-    from absl import app
-
     define_flags()
-    app.run(main)
+    entry.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import tensorflow as tf
 import keras
 import keras_vgg
 from keras_vgg import boxes as box_lib
+from pipelines import entry
 from pipelines import protocols as P
 from pipelines import runs
 from pipelines import sources
@@ -356,7 +357,6 @@ def main(argv):
 def run():
     """The command line, as `python -m pipelines.localize` runs it; also the
     `vgg-localize` console script."""
-    from absl import app
     from absl import flags
 
     flags.DEFINE_string("model", None, "Localiser run dir or .keras.")
@@ -368,7 +368,7 @@ def run():
     flags.DEFINE_bool("flip", True, "Add the mirrored image's boxes and "
                       "scores (--noflip: not).")
     flags.mark_flags_as_required(["model", "classifier"])
-    app.run(main)
+    entry.run(main, __name__)
 
 
 if __name__ == "__main__":

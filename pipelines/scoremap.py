@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 import keras
+from pipelines import entry
 from pipelines import evaluate
 from pipelines import protocols as P
 
@@ -203,10 +204,8 @@ def main(argv):
 def run():
     """The command line, as `python -m pipelines.scoremap` runs it; also the
     `vgg-scoremap` console script."""
-    from absl import app
-
     define_flags()
-    app.run(main)
+    entry.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import keras_vgg
 from pipelines import augment
 from pipelines import box_loss
 from pipelines import distribute
+from pipelines import entry
 from pipelines import recipes
 from pipelines import runs
 from pipelines import sources
@@ -689,10 +690,8 @@ def main(argv):
 def run():
     """The command line, as `python -m pipelines.train` runs it; also the
     `vgg-train` console script."""
-    from absl import app
-
     _define_flags()
-    app.run(main)
+    entry.run(main, __name__)
 
 
 if __name__ == "__main__":
