@@ -25,3 +25,25 @@ def data_dir(tmp_path_factory):
     from pipelines import synthetic
 
     return str(synthetic.write_builtin(tmp_path_factory.mktemp("builtin")))
+
+
+# Slow tests (pytest.ini's `slow`) in modules that are being reworked on
+# other branches: marked from here until `@pytest.mark.slow` on the tests
+# themselves replaces these entries.  Elsewhere the decorator is the way.
+_SLOW_ELSEWHERE = {
+    "tests/test_box_loss.py::test_localisation_fine_tune_lowers_box_loss",
+    "tests/test_export_qat.py::test_qat_end_to_end",
+    "tests/test_localize.py::test_cli_writes_a_png",
+    "tests/test_train.py::test_gradient_accumulation_equals_full_batch",
+    "tests/test_train.py::test_mixed_precision_and_xla_train",
+    "tests/test_train.py::test_multi_worker_mirrored_two_processes",
+    "tests/test_train.py::test_nan_loss_rolls_back_then_stops",
+    "tests/test_train.py::test_short_training_loss_falls_and_outputs",
+    "tests/test_train.py::test_sigkill_and_resume_matches_uninterrupted",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.nodeid.split("[")[0] in _SLOW_ELSEWHERE:
+            item.add_marker(pytest.mark.slow)

@@ -7,6 +7,7 @@ from pipelines import synthetic
 from tests import tiny_run
 
 
+@pytest.mark.slow
 def test_export_demo_writes_every_artifact(tmp_path):
     data_dir = str(synthetic.write_builtin(str(tmp_path / "data"),
                                            num_train=20, num_val=20))

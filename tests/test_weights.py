@@ -33,6 +33,7 @@ def vgg16_reference(tmp_path_factory):
     return files, x, ref.predict(x, verbose=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["h5", "keras3"])
 def test_vgg16_equals_keras_applications(vgg16_reference, fmt):
     files, x, expected = vgg16_reference
@@ -58,6 +59,7 @@ def test_vgg19_notop_equals_keras_applications(tmp_path, fmt):
                                ref.predict(x, verbose=0), rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_legacy_h5_by_name_into_bn_model_and_input_tensor(vgg16_reference):
     files, _, _ = vgg16_reference
     src = keras.applications.VGG16(weights=None)
@@ -169,6 +171,7 @@ def numpy_torch_forward(state, x_nchw, config, batch_norm):
     return x @ state["classifier.6.weight"].T + state["classifier.6.bias"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config,batch_norm", [("A", False), ("B", True)])
 def test_safetensors_against_numpy(tmp_path, config, batch_norm):
     side, classes = 2, 10  # 64x64 input: a 2x2x512 map, so CHW order matters
@@ -238,6 +241,7 @@ def test_named_weights_fetch_arguments(monkeypatch, tmp_path):
                            "resolve/main/model.safetensors")
 
 
+@pytest.mark.slow
 def test_named_weights_load_and_metadata(monkeypatch, tmp_path):
     state = torch_state_dict("A", False, 7, 1000)
     path = tmp_path / "vgg11.safetensors"
