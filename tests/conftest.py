@@ -32,7 +32,13 @@ def data_dir(tmp_path_factory):
 # themselves replaces these entries.  Elsewhere the decorator is the way.
 _SLOW_ELSEWHERE = {
     "tests/test_box_loss.py::test_localisation_fine_tune_lowers_box_loss",
+    "tests/test_evaluate.py::"
+    "test_evaluate_matches_the_protocols_and_counts_skips",
     "tests/test_export_qat.py::test_qat_end_to_end",
+    "tests/test_export_tflite.py::test_dynamic_range",
+    "tests/test_export_tflite.py::test_dynamic_size",
+    "tests/test_export_tflite.py::test_fp16_close",
+    "tests/test_export_tflite.py::test_int8_full_integer_uint8_input",
     "tests/test_localize.py::test_cli_writes_a_png",
     "tests/test_train.py::test_gradient_accumulation_equals_full_batch",
     "tests/test_train.py::test_mixed_precision_and_xla_train",
