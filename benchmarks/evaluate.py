@@ -7,7 +7,7 @@ For VGG16 (random weights, full width) on one image rescaled to Q, times in
 the same process: a single central crop, dense evaluation with its flip (the
 fully convolutional network on the whole image twice), and the 50-crop
 multi-crop (5x5 grid of 224 crops and their flips).  Prints views per image,
-the GMACs each protocol costs on this image (`pipelines.cost.count_macs` at
+the GMACs each protocol costs on this image (`keras_vgg.cost.count_macs` at
 the actual input sizes) and images/s (median of `--repeats` calls after one
 warm-up call, rescaling and preprocessing included).
 """
@@ -18,6 +18,12 @@ import time
 
 from absl import app
 from absl import flags
+
+import keras_vgg
+from keras_vgg import cost
+from pipelines import protocols
+from pipelines.report import format_table
+from pipelines.scoremap import load_image
 
 IMAGE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "pipelines",
                      "data", "grace_hopper.jpg")
@@ -43,27 +49,22 @@ def main(argv):
     del argv
     import keras
 
-    import keras_vgg
-    from pipelines import cost
-    from pipelines import protocols as P
-    from pipelines.report import format_table
-    from pipelines.scoremap import load_image
 
     image = load_image(FLAGS.image)
     q = FLAGS.q
     model = keras_vgg.VGG(FLAGS.config, weights=None)
     fcn = keras_vgg.fully_convolutional(model, average=True)
-    crop = P.input_size(model)[0]
-    h, w = P.rescaled_size(image.shape[0], image.shape[1], q)
+    crop = protocols.input_size(model)[0]
+    h, w = protocols.rescaled_size(image.shape[0], image.shape[1], q)
     crop_macs = cost.count_macs(model, (crop, crop, 3))
     dense_macs = cost.count_macs(fcn, (h, w, 3))
     runs = [
         ("single crop", 1, f"{crop}x{crop}", crop_macs,
-         lambda: P.single_crop(model, image, q)),
+         lambda: protocols.single_crop(model, image, q)),
         ("dense + flip", 2, f"{h}x{w}", 2 * dense_macs,
-         lambda: P.dense(fcn, image, q, flip=True)),
+         lambda: protocols.dense(fcn, image, q, flip=True)),
         ("multi-crop 5x5 + flips", 50, f"{crop}x{crop}", 50 * crop_macs,
-         lambda: P.multi_crop(model, image, q, flip=True)),
+         lambda: protocols.multi_crop(model, image, q, flip=True)),
     ]
     rows = []
     for name, views, size, macs, fn in runs:

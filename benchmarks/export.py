@@ -21,6 +21,15 @@ import time
 from absl import app
 from absl import flags
 
+import keras_vgg
+from export import calibration
+from export import common
+from export import litert
+from export import saved_model
+from export import tflite
+from pipelines import demo as pipelines_demo
+from pipelines.report import format_table
+
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("calibration_images", 50, "int8 calibration images.")
 flags.DEFINE_integer("verify_images", 20, "Images for agreement.")
@@ -72,13 +81,6 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
-    import keras_vgg
-    from export import common
-    from export import saved_model
-    from export import tflite
-    from pipelines import demo as pipelines_demo
-    from pipelines.report import format_table
-
     keras.utils.set_random_seed(0)
     model = keras_vgg.VGG16(weights=FLAGS.weights)
     if FLAGS.weights is None:
@@ -93,14 +95,14 @@ def main(argv):
                     .astype("float32"), np.zeros_like(bias)])
     source = common.load_export_model(model, q=224)
     pixel = tflite.pixel_model(source)
-    images = tflite.calibration_images("builtin", "validation",
+    images = calibration.calibration_images("builtin", "validation",
                                        FLAGS.data_dir, 256, 224,
                                        FLAGS.verify_images - 1)
     photo = pipelines_demo.load_rescaled(pipelines_demo.IMAGE, 224).numpy()
     top, left = (photo.shape[0] - 224) // 2, (photo.shape[1] - 224) // 2
     images = np.concatenate([images, photo[None, top:top + 224,
                                            left:left + 224]])
-    calibration = tflite.calibration_images(
+    calibration_set = calibration.calibration_images(
         "builtin", "train", FLAGS.data_dir, 256, 224,
         FLAGS.calibration_images)
     reference = pixel.predict(images, batch_size=8, verbose=0)
@@ -135,14 +137,14 @@ def main(argv):
         for quantize in ("none", "fp16", "dynamic", "int8"):
             start = time.perf_counter()
             with PeakRSS() as mem:
-                flat = tflite.convert(
+                flat = litert.convert(
                     pixel, quantize,
-                    calibration if quantize == "int8" else None,
+                    calibration_set if quantize == "int8" else None,
                     int8_io=quantize == "int8")
             seconds = time.perf_counter() - start
             lats = []
             for threads in (1, 2):
-                lite = tflite.LiteModel(model_content=flat,
+                lite = litert.LiteModel(model_content=flat,
                                         num_threads=threads)
                 lats.append(_latency(lite.predict_one, images))
             got = lite.predict(images)

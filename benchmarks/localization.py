@@ -27,6 +27,13 @@ import time
 from absl import app
 from absl import flags
 
+from export import common
+from export import saved_model
+from pipelines import localize
+from pipelines import recipes
+from pipelines import train
+from pipelines.report import format_table
+
 FLAGS = flags.FLAGS
 
 
@@ -41,8 +48,6 @@ def _define_flags():
 
 
 def fine_tune(regression, layers, classifier, model_dir, epochs=None):
-    from pipelines import recipes
-    from pipelines import train
 
     cfg = dataclasses.replace(recipes.RECIPES["demo_loc"],
                               regression=regression, fine_tune=layers)
@@ -63,10 +68,6 @@ def _row(r):
 
 def main(argv):
     del argv
-    from pipelines import localize
-    from pipelines import recipes
-    from pipelines import train
-    from pipelines.report import format_table
 
     work = FLAGS.work_dir
     classifier = FLAGS.classifier
@@ -151,10 +152,6 @@ def export_timings(work, localizer_run, classifier, calls=20):
     import numpy as np
     import tensorflow as tf
 
-    from export import common
-    from export import localizer
-    from export import saved_model
-    from pipelines.report import format_table
 
     image = tf.constant(np.random.RandomState(0).uniform(
         0, 255, (1, 240, 320, 3)).astype("float32"))
@@ -162,7 +159,7 @@ def export_timings(work, localizer_run, classifier, calls=20):
     for name, source in (
             ("classifier", common.load_export_model(classifier)),
             ("PCR localiser + classifier",
-             localizer.load_localizer_source(localizer_run, classifier))):
+             common.load_localizer_source(localizer_run, classifier))):
         path = os.path.join(work, "export", name.split()[0])
         shutil.rmtree(path, ignore_errors=True)
         saved_model.export_saved_model(source, path)

@@ -14,6 +14,10 @@ import time
 from absl import app
 from absl import flags
 
+import keras_vgg
+from keras_vgg import layers as vgg_layers
+from pipelines.report import format_table
+
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch", 8, "Batch size.")
 flags.DEFINE_integer("size", 224, "Image side.")
@@ -25,7 +29,6 @@ def step_seconds(config, batch, size, repeats):
     import numpy as np
     import tensorflow as tf
 
-    import keras_vgg
 
     rng = np.random.RandomState(0)
     x = tf.constant(rng.uniform(0, 255, (batch, size, size, 3)), tf.float32)
@@ -54,18 +57,17 @@ def step_seconds(config, batch, size, repeats):
 
 def main(argv):
     del argv
-    from keras_vgg.layers import LocalResponseNormalization as LRN
-    from pipelines.report import format_table
 
     args = (FLAGS.batch, FLAGS.size, FLAGS.repeats)
     base = step_seconds("A", *args)
     fused = step_seconds("A-LRN", *args)
-    fused_call = LRN.call
-    LRN.call = LRN.portable_call  # the keras.ops form, for comparison only
+    lrn = vgg_layers.LocalResponseNormalization
+    fused_call = lrn.call
+    lrn.call = lrn.portable_call  # the keras.ops form, for comparison only
     try:
         portable = step_seconds("A-LRN", *args)
     finally:
-        LRN.call = fused_call
+        lrn.call = fused_call
     rows = [(name, f"{s:.3f}", f"{s / base:.2f}") for name, s in (
         ("A", base), ("A-LRN, fused tf LRN", fused),
         ("A-LRN, keras.ops LRN", portable))]

@@ -17,6 +17,9 @@ import time
 from absl import app
 from absl import flags
 
+import keras_vgg
+from pipelines.report import format_table
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("configs", ["A", "A-LRN", "B", "C", "D", "E"],
                   "keras_vgg configurations to time.")
@@ -43,8 +46,6 @@ def main(argv):
     del argv
     import keras
 
-    import keras_vgg
-    from pipelines.report import format_table
 
     batches = [int(b) for b in FLAGS.batch_sizes]
     runs = [("keras.applications.VGG16", "D",

@@ -15,6 +15,13 @@ import time
 from absl import app
 from absl import flags
 
+from pipelines import augment
+from pipelines import distribute
+from pipelines import recipes
+from pipelines import sources
+from pipelines.report import format_table
+from pipelines.train import Trainer
+
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("crop", 112, "Training crop (the paper: 224).")
 flags.DEFINE_integer("batch_size", 16, "Global batch size.")
@@ -26,12 +33,6 @@ def main(argv):
     del argv
     import keras
 
-    from pipelines import augment
-    from pipelines import distribute
-    from pipelines import recipes
-    from pipelines import sources
-    from pipelines.report import format_table
-    from pipelines.train import Trainer
 
     crop, batch, steps = FLAGS.crop, FLAGS.batch_size, FLAGS.steps
     source = sources.load_source("builtin", "train", data_dir=FLAGS.data_dir)

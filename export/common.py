@@ -1,203 +1,193 @@
-"""What every exporter shares: finding the model to export, the flags that
-name it, and writing an artifact directory atomically.
+"""What every exporter shares: the model to export and the flags naming it.
 
 A model to export comes either from a training run (`--model=RUN_DIR` or
-`--model=model.keras`; class names and the test scale Q from its
-`training_config.json`) or from a configuration and weights
-(`--config=D --weights=imagenet`; ImageNet class names for 1000 classes).
+`--model=model.keras`, read by `keras_vgg.runs`: class names, crop,
+preprocessing and the test scale Q come from the run) or from an
+architecture and weights (`--architecture=D --weights=imagenet`; ImageNet
+class names for 1000 classes).  Either way it is a `keras_vgg.runs.Run`.
+A localiser is exported with the classifier that rates its boxes: a
+`LocalizerSource`.
 
-Example:
->>> source = load_export_model("runs/demo")
->>> source.crop, source.q, source.preprocessing, source.class_names[:2]
-(64, 64, 'caffe', ['circle', 'square'])
+Example::
+
+    source = load_export_model("runs/demo")
+    source.crop, source.test_scale, source.preprocessing
+    # (64, 64, 'caffe')
 """
 
-import contextlib
+from __future__ import annotations
+
 import dataclasses
-import os
-import shutil
-import tempfile
-from typing import Optional
 
 from absl import flags
 
 import keras
-
 import keras_vgg
-from keras_vgg import layers as vgg_layers
-from keras_vgg import localizer as localizer_lib
-from keras_vgg import preprocessing as vgg_preprocessing
+from keras_vgg import runs
 from keras_vgg import weights as weights_lib
-from pipelines import runs
-
-# Q for a model that has no training_config.json: the paper's smallest test
-# scale, right for the published weights' 224 crops.
-DEFAULT_Q = 256
 
 
 @dataclasses.dataclass
-class ExportModel:
-    """A classifier to export and what is known about it.
+class LocalizerSource:
+    """A localiser to export and the classifier that rates its boxes.
 
     Attributes:
-        model: the Keras classifier (Flatten/Dense head, softmax output),
-            taking crop x crop x 3 inputs.
-        name: where it came from (path or "D:imagenet").
-        class_names: list of `num_classes` names.
-        q: default test scale (smallest image side before dense evaluation).
-        crop: the classifier's input side (training crop).
-        preprocessing: "caffe", "torch" or "none" ("none" when the model
-            holds its own `keras_vgg.layers.Preprocessing` layer).
-        training_config: the run's training_config.json, or None.
+        localizer: the Keras localiser (output layer `boxes`).
+        regression: "scr" or "pcr".
+        preprocessing: the localiser's input preprocessing.
+        classifier: the classifier's `keras_vgg.runs.Run` (class names, Q,
+            crop).
     """
-    model: keras.Model
-    name: str
-    class_names: list
-    q: int
-    crop: int
+    localizer: keras.Model
+    regression: str
     preprocessing: str
-    training_config: Optional[dict] = None
+    classifier: runs.Run
+
+    @property
+    def name(self):
+        return self.localizer.name
+
+    @property
+    def class_names(self):
+        return self.classifier.class_names
 
     @property
     def num_classes(self):
-        return int(self.model.outputs[0].shape[-1])
+        return self.classifier.num_classes
+
+    @property
+    def test_scale(self):
+        return self.classifier.test_scale
+
+    @property
+    def crop(self):
+        return self.classifier.crop
 
 
-def q_from_training_config(training_config, crop):
-    """The test scale Q of a run: `validation_scale`, else S for a fixed S,
-    else the middle of [Smin, Smax]; DEFAULT_Q (at least `crop`) without a
-    config."""
-    cfg = training_config or {}
-    if cfg.get("validation_scale"):
-        return int(cfg["validation_scale"])
-    lo, hi = cfg.get("scale_min"), cfg.get("scale_max")
-    if lo and hi:
-        return int((int(lo) + int(hi)) // 2)
-    if lo:
-        return int(lo)
-    return max(DEFAULT_Q, crop) if crop >= 224 else crop
+def _class_names_for(run, class_names):
+    """The names the artifact labels its outputs with: `--class_names`, the
+    run's, else ImageNet's for 1000 classes (`keras_vgg.runs`), else
+    class_0..class_{n-1}."""
+    if class_names is not None:
+        names = runs.read_class_names(class_names, "--class_names")
+        if len(names) != run.num_classes:
+            raise ValueError(f"--class_names: {len(names)} class names for a "
+                             f"model of {run.num_classes} classes.")
+        return dataclasses.replace(run, class_names=names)
+    if run.class_names:
+        return run
+    return dataclasses.replace(
+        run, class_names=[f"class_{i}" for i in range(run.num_classes)])
 
 
-def _read_class_names(path, what):
+def _model_from_weights(architecture, weights, batch_norm, classes):
+    if weights is None:
+        raise ValueError("--architecture needs --weights (a weight set name "
+                         f"such as {list(weights_lib.WEIGHT_NAMES)} or a "
+                         "weight file).")
     try:
-        with open(path) as f:
-            return [line.rstrip("\n") for line in f if line.strip()]
-    except OSError as e:
-        raise ValueError(f"Cannot read {what} {path!r}: {e}") from e
-
-
-def _has_preprocessing_layer(model):
-    return any(isinstance(layer, vgg_layers.Preprocessing)
-               for layer in model.layers)
-
-
-def _input_crop(model, name):
-    shape = tuple(model.inputs[0].shape)
-    if len(shape) != 4 or shape[1] is None or shape[1] != shape[2]:
+        keras_vgg.get_config(architecture)
+    except ValueError as e:
+        raise ValueError(f"--architecture: {e}") from e
+    if not (weights in weights_lib.WEIGHT_NAMES
+            or weights_lib.is_weight_file(weights)):
         raise ValueError(
-            f"Model {name!r} takes inputs of shape {shape}; export needs a "
-            "classifier of square, fixed-size crops (N, crop, crop, 3).")
-    if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
-        raise ValueError(f"Model {name!r} must output (N, classes) "
-                         "probabilities.")
-    return int(shape[1])
+            f"--weights={weights!r} is neither a weight set name "
+            f"({list(weights_lib.WEIGHT_NAMES)}) nor an existing weight "
+            "file.")
+    try:
+        model = keras_vgg.VGG(architecture, weights=weights,
+                              batch_norm=batch_norm, classes=classes)
+    except ValueError as e:
+        raise ValueError(f"--architecture={architecture!r} "
+                         f"--weights={weights!r}: {e}") from e
+    return runs.from_model(
+        model, name=f"{architecture}:{weights}", training_config={
+            "architecture": architecture,
+            "preprocessing": weights_lib.preprocessing_for(weights)})
 
 
-def load_export_model(model=None, config=None, weights=None,
+def load_export_model(model=None, architecture=None, weights=None,
                       batch_norm=False, classes=1000, class_names=None,
-                      q=None):
-    """The `ExportModel` named by a run / .keras path, or a config + weights.
+                      q=None) -> runs.Run:
+    """The classifier named by a run / .keras path, or an architecture and
+    weights, as a `keras_vgg.runs.Run`.
 
     Args:
-        model: a training run directory (model.keras, training_config.json,
-            class_names.txt), a `.keras` file, or a `keras.Model`.
-        config: with `weights`, instead of `model`: "A".."E".
+        model: a training run directory, a `.keras` file, a `keras.Model`
+            or a `Run`.
+        architecture: with `weights`, instead of `model`: "A".."E".
         weights: a weight set name ("imagenet", "tv_in1k") or a weight file.
-        batch_norm: with `config`: the BN variant.
-        classes: with `config` and a weight file: the head's classes.
+        batch_norm: with `architecture`: the BN variant.
+        classes: with `architecture` and a weight file: the head's classes.
         class_names: optional path of a names file (one per line),
             overriding the run's / ImageNet's names.
-        q: test scale override; default from the run (see
-            `q_from_training_config`).
+        q: test scale override; default the run's (`keras_vgg.runs`).
 
     Raises:
-        ValueError: naming the flag (`--model`, `--config`, `--weights`,
-            `--class_names`, `--q`) or file that is wrong.
+        ValueError: naming the flag (`--model`, `--architecture`,
+            `--weights`, `--class_names`, `--q`) or file that is wrong.
     """
-    training_config = None
-    names = None
-    if model is not None and config is not None:
-        raise ValueError("Give either --model or --config/--weights, not "
-                         "both.")
-    if model is None and config is None:
+    if model is not None and architecture is not None:
+        raise ValueError("Give either --model or --architecture/--weights, "
+                         "not both.")
+    if model is None and architecture is None:
         raise ValueError("Give --model (a run directory or .keras file) or "
-                         "--config with --weights.")
-    if isinstance(model, keras.Model):
-        name = model.name
-    elif model is not None:
-        model, path, training_config = runs.load_run_model(model, "--model")
-        directory = os.path.dirname(os.path.abspath(path))
-        name = path
-        if training_config:
-            names = training_config.get("class_names")
-        names_path = os.path.join(directory, "class_names.txt")
-        if not names and os.path.isfile(names_path):
-            names = _read_class_names(names_path, "class names file")
+                         "--architecture with --weights.")
+    if model is None:
+        run = _model_from_weights(architecture, weights, batch_norm, classes)
     else:
-        if weights is None:
-            raise ValueError("--config needs --weights (a weight set name "
-                             f"such as {list(weights_lib.WEIGHT_NAMES)} or a "
-                             "weight file).")
-        try:
-            keras_vgg.get_config(config)
-        except ValueError as e:
-            raise ValueError(f"--config: {e}") from e
-        if not (weights in weights_lib.WEIGHT_NAMES
-                or weights_lib.is_weight_file(weights)):
-            raise ValueError(
-                f"--weights={weights!r} is neither a weight set name "
-                f"({list(weights_lib.WEIGHT_NAMES)}) nor an existing weight "
-                "file.")
-        try:
-            model = keras_vgg.VGG(config, weights=weights,
-                                  batch_norm=batch_norm, classes=classes)
-        except ValueError as e:
-            raise ValueError(f"--config={config!r} --weights={weights!r}: "
-                             f"{e}") from e
-        name = f"{config}:{weights}"
-        training_config = {"preprocessing":
-                           weights_lib.preprocessing_for(weights)}
-    if localizer_lib.is_localizer(model):
+        run = runs.load_run(model, "--model")
+    if run.task != "classification":
         raise ValueError(
-            f"{name!r} is a localiser (a 'boxes' layer): export it with "
+            f"{run.name!r} is a localiser (a 'boxes' layer): export it with "
             "--classifier, the classification network rating its boxes "
             "(export.localizer).")
-    crop = _input_crop(model, name)
-    num_classes = int(model.outputs[0].shape[-1])
-    if class_names is not None:
-        names = _read_class_names(class_names, "--class_names")
-    if not names:
-        names = (keras_vgg.class_names() if num_classes == 1000
-                 else [f"class_{i}" for i in range(num_classes)])
-    names = [str(n) for n in names]
-    if len(names) != num_classes:
+    return _class_names_for(run, class_names).with_q(q)
+
+
+def load_localizer_source(model, classifier, q=None, class_names=None):
+    """The `LocalizerSource` of a localiser run / .keras and a classifier.
+
+    Args:
+        model: localisation run directory, .keras file, keras.Model or Run.
+        classifier: classification run directory, .keras, keras.Model or
+            Run.
+        q: test scale; default the localiser run's.
+        class_names: optional names file (as `load_export_model`).
+
+    Raises:
+        ValueError: naming `--model` / `--classifier` when one is not what
+            it should be, or when their input windows differ.
+    """
+    if classifier is None:
+        raise ValueError("--model is a localiser: give --classifier (a "
+                         "classification run or .keras whose class scores "
+                         "rate its boxes).")
+    loc = runs.load_localizer(model, "--model")
+    clf = runs.load_run(classifier, "--classifier")
+    if clf.task != "classification":
+        raise ValueError(f"--classifier {clf.name!r} is a localiser; give a "
+                         "classification network.")
+    clf = _class_names_for(clf, class_names)
+    if clf.crop != loc.crop:
         raise ValueError(
-            f"{'--class_names' if class_names else name!r}: "
-            f"{len(names)} class names for a model of {num_classes} "
-            "classes.")
-    if _has_preprocessing_layer(model):
-        mode = "none"
-    else:
-        mode = (training_config or {}).get("preprocessing", "caffe")
-    vgg_preprocessing.check_mode(mode)
-    if q is None:
-        q = q_from_training_config(training_config, crop)
-    if not isinstance(q, int) or isinstance(q, bool) or q < crop:
-        raise ValueError(f"--q={q!r}: the test scale must be an int of at "
-                         f"least the crop size {crop}.")
-    return ExportModel(model=model, name=name, class_names=names, q=q,
-                       crop=crop, preprocessing=mode,
-                       training_config=training_config)
+            f"--model's input window ({loc.crop}) differs from "
+            f"--classifier's ({clf.crop}): their score maps would not "
+            "line up.")
+    clf = clf.with_q(loc.test_scale if q is None else q, "--q")
+    units = int(loc.model.get_layer("boxes").units)
+    if loc.regression == "pcr" and units != 4 * clf.num_classes:
+        raise ValueError(
+            f"--model is a PCR localiser of {units // 4} classes but "
+            f"--classifier has {clf.num_classes}.")
+    return LocalizerSource(localizer=loc.model, regression=loc.regression,
+                           preprocessing=loc.preprocessing, classifier=clf)
+
+
+def is_export_source(source):
+    """A classifier `Run` or a `LocalizerSource`."""
+    return isinstance(source, (runs.Run, LocalizerSource))
 
 
 # -- flags --------------------------------------------------------------------
@@ -207,20 +197,22 @@ def define_model_flags(flag_values=None):
     fv = flag_values or flags.FLAGS
     flags.DEFINE_string("model", None, "Training run directory or .keras "
                         "file to export.", flag_values=fv)
-    flags.DEFINE_string("config", None, "VGG configuration (A..E), with "
-                        "--weights, instead of --model.", flag_values=fv)
-    flags.DEFINE_string("weights", None, "Weight set name (imagenet, "
-                        "tv_in1k) or weight file, with --config.",
+    flags.DEFINE_string("architecture", None, "Table 1 configuration (A, "
+                        "B, C, D, E), with --weights, instead of --model.",
                         flag_values=fv)
-    flags.DEFINE_bool("batch_norm", False, "With --config: the BN variant.",
+    flags.DEFINE_alias("config", "architecture", flag_values=fv)
+    flags.DEFINE_string("weights", None, "Weight set name (imagenet, "
+                        "tv_in1k) or weight file, with --architecture.",
+                        flag_values=fv)
+    flags.DEFINE_bool("batch_norm", False, "With --architecture: the BN variant.",
                       flag_values=fv)
-    flags.DEFINE_integer("classes", 1000, "With --config and a weight file: "
-                         "number of classes.", flag_values=fv)
+    flags.DEFINE_integer("classes", 1000, "With --architecture and a weight "
+                         "file: number of classes.", flag_values=fv)
     flags.DEFINE_string("class_names", None, "Class names file (one per "
                         "line) overriding the run's / ImageNet's.",
                         flag_values=fv)
     flags.DEFINE_integer("q", None, "Test scale Q (smallest image side); "
-                         "default from training_config.json, else 256.",
+                         "default the run's (keras_vgg.runs).",
                          flag_values=fv)
     flags.DEFINE_string("classifier", None, "With a localiser as --model: "
                         "the classification run or .keras whose class "
@@ -239,89 +231,18 @@ def define_serving_flags(flag_values=None):
                       flag_values=fv)
 
 
-def is_export_source(source):
-    """An `ExportModel` or an `export.localizer.LocalizerSource`."""
-    from export import localizer
-
-    return isinstance(source, (ExportModel, localizer.LocalizerSource))
-
-
 def model_from_flags(fv=None):
-    """The `ExportModel` the flags name, or with `--classifier` an
-    `export.localizer.LocalizerSource` (a localiser without it is refused
-    by `load_export_model`, naming the flag)."""
+    """The classifier `Run` the flags name, or with `--classifier` a
+    `LocalizerSource` (a localiser without it is refused by
+    `load_export_model`, naming the flag)."""
     fv = fv or flags.FLAGS
     if fv.classifier:
-        from export import localizer
-
-        if fv.config:
+        if fv.architecture:
             raise ValueError("--classifier goes with --model (a localiser), "
-                             "not --config.")
-        return localizer.load_localizer_source(
+                             "not --architecture.")
+        return load_localizer_source(
             fv.model, fv.classifier, q=fv.q, class_names=fv.class_names)
-    return load_export_model(model=fv.model, config=fv.config,
+    return load_export_model(model=fv.model, architecture=fv.architecture,
                              weights=fv.weights, batch_norm=fv.batch_norm,
                              classes=fv.classes, class_names=fv.class_names,
                              q=fv.q)
-
-
-# -- atomic output -----------------------------------------------------------
-
-@contextlib.contextmanager
-def atomic_directory(target, overwrite=False):
-    """Yields a temporary directory beside `target`; renames it to `target`
-    when the block ends without an exception, else deletes it.  A reader
-    therefore sees no `target` or a complete one, never half of it.
-
-    Raises:
-        FileExistsError: `target` exists and `overwrite` is False (checked
-            before and again after the block).
-
-    Example:
-    >>> with atomic_directory("models/vgg16/1") as tmp:
-    ...     tf.saved_model.save(module, tmp)
-    """
-    target = os.path.abspath(os.fspath(target))
-    if os.path.exists(target) and not overwrite:
-        raise FileExistsError(f"{target!r} exists; pass overwrite=True "
-                              "(--overwrite) to replace it.")
-    parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
-    base = os.path.basename(target)
-    # A leading dot keeps TF-Serving's version scan (numeric names only) and
-    # most globbing away from the half-written directory.
-    tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
-    try:
-        yield tmp
-        old = None
-        if os.path.exists(target):
-            if not overwrite:
-                raise FileExistsError(f"{target!r} appeared while writing; "
-                                      "not replacing it.")
-            old = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
-            os.rename(target, os.path.join(old, base))
-        os.rename(tmp, target)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def atomic_write_file(path, data, overwrite=False):
-    """Writes bytes or text to `path` through a temporary file and a rename."""
-    path = os.path.abspath(os.fspath(path))
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path!r} exists; pass overwrite=True "
-                              "(--overwrite) to replace it.")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-",
-                               dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

@@ -13,9 +13,16 @@ import os
 import shutil
 import time
 
+import numpy as np
+import tensorflow as tf
 from absl import app
 from absl import flags
 
+from export import calibration
+from export import common
+from export import saved_model
+from export import serving
+from export import tflite
 from pipelines.report import format_table
 
 FLAGS = flags.FLAGS
@@ -23,14 +30,6 @@ FLAGS = flags.FLAGS
 
 def export_demo(run, data_dir=None):
     """Exports `run`; returns the table rows that `main` prints."""
-    import numpy as np
-    import tensorflow as tf
-
-    from export import common
-    from export import saved_model
-    from export import serving
-    from export import tflite
-
     if not os.path.isfile(os.path.join(run, "model.keras")):
         raise ValueError(f"--run={run!r} holds no model.keras: run "
                          "`python -m pipelines.demo` first.")
@@ -46,7 +45,7 @@ def export_demo(run, data_dir=None):
     saved_model.export_saved_model(source, sm_dir)
     seconds = time.perf_counter() - start
     # The SavedModel against the Keras classifier on validation crops.
-    images = tflite.calibration_images("builtin", "validation", data_dir,
+    images = calibration.calibration_images("builtin", "validation", data_dir,
                                        source.crop, source.crop, 50)
     loaded = tf.saved_model.load(sm_dir)
     probs = loaded.signatures["predict_images"](

@@ -14,7 +14,7 @@ Both go into one artifact, whose outputs are the classifier's
   `--classifier`): the dense protocol in the graph.  At test scale Q the
   fully convolutional localiser gives a box per score-map position (per
   class for PCR; the window grid centred on the image, as
-  `pipelines.localize.centred_grid`), each rated by the classifier's
+  `keras_vgg.boxes.centered_grid`), each rated by the classifier's
   softmax at that position, whose average gives the probabilities;
   with `--flip` the boxes of the mirrored image are added, mirrored back.
   Per top-k class the boxes are merged greedily (OverFeat, as
@@ -33,150 +33,20 @@ Usage:
         --quantize=dynamic --output=/tmp/vgg_loc.tflite
 """
 
-import dataclasses
-
 import keras
 import numpy as np
 import tensorflow as tf
 
 import keras_vgg
-from export import common
-from keras_vgg import localizer as localizer_lib
+from export import dense
+from keras_vgg import boxes as box_lib
 from keras_vgg import preprocessing as vgg_preprocessing
+from keras_vgg.fully_conv import STRIDE
 
-STRIDE = 32  # five 2x2 poolings: one score-map step per 32 input pixels
 IOU_THRESHOLD = 0.5
 
 
-@dataclasses.dataclass
-class LocalizerSource:
-    """A localiser to export and the classifier that rates its boxes.
-
-    Attributes:
-        localizer: the Keras localiser (output layer `boxes`).
-        regression: "scr" or "pcr".
-        preprocessing: the localiser's input preprocessing.
-        classifier: a `common.ExportModel` (class names, Q, crop).
-    """
-    localizer: keras.Model
-    regression: str
-    preprocessing: str
-    classifier: common.ExportModel
-
-    @property
-    def name(self):
-        return self.localizer.name
-
-    @property
-    def class_names(self):
-        return self.classifier.class_names
-
-    @property
-    def num_classes(self):
-        return self.classifier.num_classes
-
-    @property
-    def q(self):
-        return self.classifier.q
-
-    @property
-    def crop(self):
-        return self.classifier.crop
-
-
-def load_localizer_source(model, classifier, q=None, class_names=None):
-    """The `LocalizerSource` of a localiser run / .keras and a classifier.
-
-    Args:
-        model: localisation run directory, .keras file or keras.Model.
-        classifier: classification run directory, .keras, keras.Model or
-            `common.ExportModel`.
-        q: test scale; default the localiser run's (its validation scale).
-        class_names: optional names file (as `common.load_export_model`).
-
-    Raises:
-        ValueError: naming `--model` / `--classifier` when one is not what
-            it should be, or when their input windows differ.
-    """
-    from pipelines import localize
-
-    if classifier is None:
-        raise ValueError("--model is a localiser: give --classifier (a "
-                         "classification run or .keras whose class scores "
-                         "rate its boxes).")
-    try:
-        loc = localize.load_localizer(model)
-    except ValueError as e:
-        raise ValueError(f"--model: {e}") from e
-    if q is None:
-        q = max(loc.scale, loc.crop)
-    if not isinstance(classifier, common.ExportModel):
-        try:
-            classifier = common.load_export_model(
-                classifier, class_names=class_names)
-        except ValueError as e:
-            if "is a localiser" in str(e):
-                raise ValueError(f"--classifier {classifier!r} is a "
-                                 "localiser; give a classification "
-                                 "network.") from e
-            raise ValueError(f"--classifier: {e}") from e
-    if localizer_lib.is_localizer(classifier.model):
-        raise ValueError(f"--classifier {classifier.name!r} is a localiser; "
-                         "give a classification network.")
-    if classifier.crop != loc.crop:
-        raise ValueError(
-            f"--model's input window ({loc.crop}) differs from "
-            f"--classifier's ({classifier.crop}): their score maps would not "
-            "line up.")
-    if not isinstance(q, int) or isinstance(q, bool) or q < loc.crop:
-        raise ValueError(f"--q={q!r}: the test scale must be an int of at "
-                         f"least the crop size {loc.crop}.")
-    classifier = dataclasses.replace(classifier, q=q)
-    units = int(loc.model.get_layer("boxes").units)
-    if loc.regression == "pcr" and units != 4 * classifier.num_classes:
-        raise ValueError(
-            f"--model is a PCR localiser of {units // 4} classes but "
-            f"--classifier has {classifier.num_classes}.")
-    mode = "none" if common._has_preprocessing_layer(loc.model) \
-        else loc.preprocessing
-    vgg_preprocessing.check_mode(mode)
-    return LocalizerSource(localizer=loc.model, regression=loc.regression,
-                           preprocessing=mode, classifier=classifier)
-
-
-# -- box arithmetic in the graph (numpy twins in keras_vgg.boxes) ------------
-
-def window_corners(box_map, image_hw, crop, stride=STRIDE):
-    """(N, H', W', ..., 4) boxes (cx, cy, w, h) normalised to each
-    position's crop window -> corners normalised to the (rescaled) image,
-    as `pipelines.localize.window_boxes_to_image`."""
-    cx, cy, w, h = tf.unstack(box_map * float(crop), axis=-1)
-    shape = tf.shape(box_map)
-    extra = len(box_map.shape) - 4  # axes between W' and the 4
-    oy = tf.cast(tf.range(shape[1]) * stride, tf.float32)
-    ox = tf.cast(tf.range(shape[2]) * stride, tf.float32)
-    oy = tf.reshape(oy, [1, -1, 1] + [1] * extra)
-    ox = tf.reshape(ox, [1, 1, -1] + [1] * extra)
-    height = tf.cast(image_hw[0], tf.float32)
-    width = tf.cast(image_hw[1], tf.float32)
-    return tf.stack([(cy - h / 2 + oy) / height, (cx - w / 2 + ox) / width,
-                     (cy + h / 2 + oy) / height, (cx + w / 2 + ox) / width],
-                    axis=-1)
-
-
-def iou(box, boxes):
-    """IoU of one corner box (4,) with boxes (M, 4), as `keras_vgg.boxes.
-    iou` (0 where the union is not positive)."""
-    top = tf.maximum(box[0], boxes[:, 0])
-    left = tf.maximum(box[1], boxes[:, 1])
-    bottom = tf.minimum(box[2], boxes[:, 2])
-    right = tf.minimum(box[3], boxes[:, 3])
-    inter = tf.nn.relu(bottom - top) * tf.nn.relu(right - left)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    union = area + areas - inter
-    return tf.where(union > 0, inter / tf.where(union > 0, union, 1.0), 0.0)
-
+# -- boxes in the graph (the arithmetic is keras_vgg.boxes') -----------------
 
 def best_merged_box(boxes, scores, iou_threshold=IOU_THRESHOLD):
     """The first box of `keras_vgg.boxes.greedy_merge(boxes, scores)`, in
@@ -185,7 +55,10 @@ def best_merged_box(boxes, scores, iou_threshold=IOU_THRESHOLD):
     Written here because tf.image's non-max suppression keeps boxes rather
     than averaging them, which is what OverFeat's merging does.  Each loop
     step takes the best remaining box and absorbs every remaining box that
-    overlaps it by more than `iou_threshold` (score-weighted average).
+    overlaps it by more than `iou_threshold` (score-weighted average).  The
+    loop is not greedy_merge's: that one's numpy list grows with the data,
+    a graph's while loop needs fixed shapes (a mask of the remaining boxes,
+    the best box so far); the overlap is the same `keras_vgg.boxes.iou`.
     """
     m = tf.shape(boxes)[0]
     positions = tf.range(m)
@@ -193,7 +66,7 @@ def best_merged_box(boxes, scores, iou_threshold=IOU_THRESHOLD):
     def step(remaining, best_box, best_score):
         first = tf.argmax(tf.where(remaining, scores, -np.inf),
                           output_type=tf.int32)
-        group = ((iou(boxes[first], boxes) > iou_threshold)
+        group = ((box_lib.iou(boxes[first], boxes) > iou_threshold)
                  | tf.equal(positions, first)) & remaining
         weights = tf.where(group, scores, 0.0)
         total = tf.reduce_sum(weights)
@@ -230,18 +103,16 @@ def class_boxes(corners, indices, regression):
 class DenseLocalizer:
     """The dense protocol in the graph; the interface `export.saved_model.
     ServingModule` reads (`variables`, `predict_same_size`,
-    `predict_encoded`), like `export.saved_model.DenseClassifier`.
+    `predict_encoded`), like `export.dense.DenseClassifier`.
 
     Args:
-        source: a `LocalizerSource`.
+        source: a `common.LocalizerSource`.
         q, flip, top_k: as `DenseClassifier`.
     """
 
     def __init__(self, source, q=None, flip=True, top_k=5):
-        from export import saved_model
-
         self.source = source
-        self.classifier = saved_model.DenseClassifier(
+        self.classifier = dense.DenseClassifier(
             source.classifier, q=q, flip=flip, top_k=top_k)
         self.q, self.flip = self.classifier.q, self.classifier.flip
         self.top_k = self.classifier.top_k
@@ -258,16 +129,12 @@ class DenseLocalizer:
         return list(self.scorer.variables) + list(self.boxer.variables)
 
     def predict_same_size(self, pixels):
-        from export import saved_model
-
-        x = saved_model.rescale(tf.cast(pixels, tf.float32), self.q)
+        x = dense.rescale(tf.cast(pixels, tf.float32), self.q)
         crop = self.source.crop
-        # The part the windows cover, centred (pipelines.localize.
-        # centred_grid): corners normalised to it, then to the image.
+        # The part the windows cover, centred: corners normalised to it,
+        # then to the image.
         h, w = tf.shape(x)[1], tf.shape(x)[2]
-        rows = crop + (h - crop) // STRIDE * STRIDE
-        cols = crop + (w - crop) // STRIDE * STRIDE
-        top, left = (h - rows) // 2, (w - cols) // 2
+        top, left, rows, cols = box_lib.centered_grid(h, w, crop, STRIDE)
         covered = x[:, top:top + rows, left:left + cols, :]
         hw = tf.cast(tf.stack([h, w, h, w]), tf.float32)
         scale = tf.cast(tf.stack([rows, cols, rows, cols]), tf.float32) / hw
@@ -286,10 +153,9 @@ class DenseLocalizer:
             n = tf.shape(box_map)[0]
             box_map = tf.reshape(box_map, tf.concat(
                 [tf.shape(box_map)[:3], [-1, 4]], 0))
-            c = window_corners(box_map, image_hw, crop)
+            c = box_lib.window_corners(box_map, image_hw, crop, STRIDE)
             if mirrored:
-                ymin, xmin, ymax, xmax = tf.unstack(c, axis=-1)
-                c = tf.stack([ymin, 1.0 - xmax, ymax, 1.0 - xmin], axis=-1)
+                c = box_lib.mirror_corners(c)
             c = c * scale + shift
             corners.append(tf.reshape(c, [n, -1, tf.shape(c)[3], 4]))
             s = tf.nn.softmax(logits, axis=-1)

@@ -19,7 +19,8 @@ Outputs (both):
 
 Usage:
     python -m export.saved_model --model=runs/demo --output=/tmp/vgg_sm
-    python -m export.saved_model --config=D --weights=imagenet --output=DIR
+    python -m export.saved_model --architecture=D --weights=imagenet \\
+        --output=DIR
     python -m export.saved_model --model=runs/loc --classifier=runs/cls \\
         --output=DIR
 
@@ -33,105 +34,22 @@ Example (library):
 
 import os
 import sys
+import tempfile
 
 import tensorflow as tf
 from absl import app
 from absl import flags
 
-import keras_vgg
 from export import common
-from keras_vgg import preprocessing as vgg_preprocessing
+from export import dense
+from export import localizer
+from keras_vgg import atomic
 from pipelines import entry
 
 INPUT_KEY = "images"
 SIGNATURES = ("serving_default", "predict_images", "predict_images_uint8")
 OUTPUT_KEYS = ("probabilities", "top_k_indices", "top_k_scores",
                "top_k_labels")
-
-
-def rescale(images, q):
-    """Float32 pixels (N, H, W, 3) of one size, resized so that the smallest
-    side is `q` (other side rounded half to even), bilinear with
-    antialiasing: the same as `pipelines.protocols.rescale`."""
-    shape = tf.shape(images)
-    h = tf.cast(shape[1], tf.float64)
-    w = tf.cast(shape[2], tf.float64)
-    q64 = tf.constant(float(q), tf.float64)
-    new_h = tf.where(h <= w, q64, tf.round(h * q64 / w))
-    new_w = tf.where(h <= w, tf.round(w * q64 / h), q64)
-    size = tf.cast(tf.stack([new_h, new_w]), tf.int32)
-    resized = tf.image.resize(images, size, method="bilinear",
-                              antialias=True)
-    # Leaves the pixels untouched when the image already has that size.
-    return tf.cond(tf.reduce_all(tf.equal(size, shape[1:3])),
-                   lambda: images, lambda: resized)
-
-
-class DenseClassifier:
-    """The graph pieces of the SavedModel around a fully convolutional VGG.
-
-    Args:
-        source: a `common.ExportModel`.
-        q: test scale (default `source.q`).
-        flip: average with the horizontally flipped image.
-        top_k: how many top classes to return (at most the class count).
-    """
-
-    def __init__(self, source, q=None, flip=True, top_k=5):
-        self.source = source
-        self.q = int(q or source.q)
-        if self.q < source.crop:
-            raise ValueError(f"q={self.q} is smaller than the crop size "
-                             f"{source.crop}.")
-        self.flip = bool(flip)
-        self.top_k = max(1, min(int(top_k), source.num_classes))
-        self.fcn = keras_vgg.fully_convolutional(source.model, average=True)
-
-    def classify_same_size(self, pixels):
-        """Probabilities (N, classes) for float32 RGB pixels (N, H, W, 3) in
-        [0, 255], all of one size."""
-        x = rescale(tf.cast(pixels, tf.float32), self.q)
-        x = vgg_preprocessing.apply(x, self.source.preprocessing)
-        p = self.fcn(x, training=False)
-        if self.flip:
-            p = (p + self.fcn(tf.image.flip_left_right(x),
-                              training=False)) / 2.0
-        return p
-
-    def decode(self, encoded):
-        """One encoded image -> float32 (H, W, 3); InvalidArgumentError for
-        bytes that are no image."""
-        image = tf.io.decode_image(encoded, channels=3,
-                                   expand_animations=False)
-        return tf.cast(image, tf.float32)
-
-    def classify_encoded(self, encoded):
-        # Images differ in size: one at a time (map_fn), then stacked.
-        def one(e):
-            return self.classify_same_size(self.decode(e)[None])[0]
-
-        return tf.map_fn(one, encoded, fn_output_signature=tf.TensorSpec(
-            [self.source.num_classes], tf.float32))
-
-    def outputs(self, probabilities):
-        """Probabilities and the top k; `ServingModule` adds the labels."""
-        scores, indices = tf.math.top_k(probabilities, k=self.top_k)
-        return {"probabilities": probabilities,
-                "top_k_indices": indices,
-                "top_k_scores": scores}
-
-    # The interface `ServingModule` reads (shared with
-    # `export.localizer.DenseLocalizer`).
-
-    @property
-    def variables(self):
-        return self.fcn.variables
-
-    def predict_same_size(self, pixels):
-        return self.outputs(self.classify_same_size(pixels))
-
-    def predict_encoded(self, encoded):
-        return self.outputs(self.classify_encoded(encoded))
 
 
 class ServingModule(tf.Module):
@@ -193,18 +111,16 @@ class ServingModule(tf.Module):
 def write_saved_model(source, path, q=None, flip=True, top_k=5):
     """Writes the SavedModel to `path` (not atomic: `export_saved_model` is).
     The class names are the asset `assets/class_names.txt`, one per line in
-    class order.  `source`: a `common.ExportModel`, or an `export.localizer.
-    LocalizerSource` (outputs `boxes` too).  Returns the `DenseClassifier`
-    (`DenseLocalizer`)."""
-    import tempfile
-
-    if isinstance(source, common.ExportModel):
-        classifier = DenseClassifier(source, q=q, flip=flip, top_k=top_k)
-    else:  # a localiser with its classifier: boxes in the outputs too
-        from export import localizer
-
+    class order.  `source`: a classifier `keras_vgg.runs.Run`, or a
+    `common.LocalizerSource` (outputs `boxes` too).  Returns the
+    `dense.DenseClassifier` (`localizer.DenseLocalizer`)."""
+    if isinstance(source, common.LocalizerSource):
+        # A localiser with its classifier: boxes in the outputs too.
         classifier = localizer.DenseLocalizer(source, q=q, flip=flip,
                                               top_k=top_k)
+    else:
+        classifier = dense.DenseClassifier(source, q=q, flip=flip,
+                                           top_k=top_k)
     with tempfile.TemporaryDirectory() as tmp:
         labels_file = os.path.join(tmp, "class_names.txt")
         with open(labels_file, "w", encoding="utf-8") as f:
@@ -217,7 +133,7 @@ def write_saved_model(source, path, q=None, flip=True, top_k=5):
 
 def export_saved_model(source, output, q=None, flip=True, top_k=5,
                        overwrite=False):
-    """Writes the SavedModel for `source` (an `ExportModel`, a run dir or a
+    """Writes the SavedModel for `source` (a `Run`, a run dir or a
     .keras path) to directory `output`, atomically.
 
     Returns:
@@ -225,7 +141,7 @@ def export_saved_model(source, output, q=None, flip=True, top_k=5,
     """
     if not common.is_export_source(source):
         source = common.load_export_model(source, q=q)
-    with common.atomic_directory(output, overwrite=overwrite) as tmp:
+    with atomic.atomic_directory(output, overwrite=overwrite) as tmp:
         write_saved_model(source, tmp, q=q, flip=flip, top_k=top_k)
     return output
 
@@ -250,8 +166,8 @@ def main(argv):
     except (ValueError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    boxes = ", boxes" if not isinstance(source, common.ExportModel) else ""
-    print(f"Wrote {fv.output} (Q={fv.q or source.q}, flip={fv.flip}, "
+    boxes = ", boxes" if isinstance(source, common.LocalizerSource) else ""
+    print(f"Wrote {fv.output} (Q={source.test_scale}, flip={fv.flip}, "
           f"{source.num_classes} classes{boxes})")
     return 0
 

@@ -35,6 +35,7 @@ from absl import flags
 from export import client
 from export import common
 from export import saved_model
+from keras_vgg import atomic
 from pipelines import entry
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
@@ -130,8 +131,8 @@ def export_for_serving(source, base_dir="models", name="vgg16", version=None,
     """Writes `<base_dir>/<name>/<version>/` and the serving files.
 
     Args:
-        source: a `common.ExportModel` (or a run dir / .keras path), or
-            an `export.localizer.LocalizerSource` (outputs `boxes` too).
+        source: a classifier `keras_vgg.runs.Run` (or a run dir / .keras
+            path), or a `common.LocalizerSource` (outputs `boxes` too).
         version: default: one more than the newest version (1 if none).
         overwrite: replace an existing `version`.
         warmup: encoded images for the warmup requests (default
@@ -158,15 +159,15 @@ def export_for_serving(source, base_dir="models", name="vgg16", version=None,
     target = os.path.join(base_dir, name, str(version))
     if warmup is None:
         warmup = warmup_images()
-    with common.atomic_directory(target, overwrite=overwrite) as tmp:
+    with atomic.atomic_directory(target, overwrite=overwrite) as tmp:
         saved_model.write_saved_model(source, tmp, q=q, flip=flip,
                                       top_k=top_k)
         write_warmup(os.path.join(tmp, WARMUP_FILE), name, warmup)
-    common.atomic_write_file(os.path.join(base_dir, CONFIG_FILE),
+    atomic.atomic_write_file(os.path.join(base_dir, CONFIG_FILE),
                              model_server_config(base_dir), overwrite=True)
-    common.atomic_write_file(os.path.join(base_dir, "Dockerfile"),
+    atomic.atomic_write_file(os.path.join(base_dir, "Dockerfile"),
                              dockerfile(name), overwrite=True)
-    common.atomic_write_file(os.path.join(base_dir, "docker-compose.yml"),
+    atomic.atomic_write_file(os.path.join(base_dir, "docker-compose.yml"),
                              docker_compose(name), overwrite=True)
     return target
 

@@ -13,7 +13,12 @@ import time
 import keras
 import numpy as np
 
+from export import calibration
 from export import common
+from export import litert
+from keras_vgg import atomic
+from keras_vgg import boxes as box_lib
+from keras_vgg import layers as vgg_layers
 
 
 @keras.saving.register_keras_serializable(package="keras_vgg_export")
@@ -50,15 +55,13 @@ class TopKBoxes(keras.layers.Layer):
 def crop_pixel_model(source, top_k=5):
     """The Keras model the TFLite localiser is converted from: RGB pixels
     [0, 255] of the crop in; probabilities, top_k_* and boxes out."""
-    from export import tflite
-
     crop = source.crop
     inputs = keras.Input(shape=(crop, crop, 3), name="pixels")
 
     def prepared(mode, name):
         if mode == "none":
             return inputs
-        return tflite.preprocessing_conv(mode, name=name)(inputs)
+        return vgg_layers.preprocessing_conv(mode, name=name)(inputs)
 
     clf_in = prepared(source.classifier.preprocessing, "preprocessing")
     loc_in = (clf_in if source.preprocessing ==
@@ -76,9 +79,7 @@ def crop_pixel_model(source, top_k=5):
 def lite_outputs(runner, image, input_details):
     """One image through a LiteRT signature runner -> dict of float / int
     arrays without the batch axis (quantised outputs dequantised)."""
-    from export import tflite
-
-    out = runner(pixels=tflite.quantize_input(
+    out = runner(pixels=litert.quantize_input(
         np.asarray(image, np.float32)[None], input_details))
     details = runner.get_output_details()
     result = {}
@@ -99,11 +100,7 @@ def verify_tflite(tflite_bytes, keras_model, images):
         mean_box_iou (IoU of the two top-1 boxes, where the classes agree),
         latency_ms, keras_latency_ms.
     """
-    from ai_edge_litert.interpreter import Interpreter
-
-    from keras_vgg import boxes as box_lib
-
-    interpreter = Interpreter(model_content=tflite_bytes, num_threads=2)
+    interpreter = litert.interpreter(model_content=tflite_bytes)
     runner = interpreter.get_signature_runner()
     input_details = runner.get_input_details()["pixels"]
     lite_outputs(runner, images[0], input_details)  # warm up
@@ -111,10 +108,6 @@ def verify_tflite(tflite_bytes, keras_model, images):
     got = [lite_outputs(runner, image, input_details) for image in images]
     latency = (time.perf_counter() - start) / len(images)
     expected = keras_model.predict(images, batch_size=16, verbose=0)
-    start = time.perf_counter()
-    for image in images[:8]:
-        keras_model(image[None], training=False)
-    keras_latency = (time.perf_counter() - start) / min(len(images), 8)
     agree, ious, diffs = [], [], []
     for i, g in enumerate(got):
         same = int(g["top_k_indices"][0]) == int(
@@ -130,7 +123,8 @@ def verify_tflite(tflite_bytes, keras_model, images):
             "max_abs_prob_diff": float(np.max(diffs)),
             "mean_box_iou": float(np.mean(ious)) if ious else 0.0,
             "latency_ms": 1000.0 * latency,
-            "keras_latency_ms": 1000.0 * keras_latency}
+            "keras_latency_ms":
+                1000.0 * litert.keras_latency(keras_model, images)}
 
 
 def export_tflite_localizer(source, output, quantize="none", int8_io=False,
@@ -141,8 +135,6 @@ def export_tflite_localizer(source, output, quantize="none", int8_io=False,
     crop model, writes `output` atomically, verifies it with LiteRT and
     writes the JSON beside it.  Returns the verification dict ({} when not
     verified)."""
-    from export import tflite
-
     if quantize == "qat":
         raise ValueError("--quantize=qat is for classifiers; a localiser "
                          "exports with none, fp16, dynamic or int8.")
@@ -153,23 +145,23 @@ def export_tflite_localizer(source, output, quantize="none", int8_io=False,
     if quantize == "int8":
         if calibration_data is None:
             raise ValueError("--quantize=int8 needs --calibration_data.")
-        representative = tflite.calibration_images(
-            calibration_data, "train", data_dir, source.q, source.crop,
+        representative = calibration.calibration_images(
+            calibration_data, "train", data_dir, source.test_scale, source.crop,
             calibration_steps)
-    flatbuffer = tflite.convert(keras_model, quantize, representative,
+    flatbuffer = litert.convert(keras_model, quantize, representative,
                                 int8_io)
-    common.atomic_write_file(output, flatbuffer, overwrite=overwrite)
+    atomic.atomic_write_file(output, flatbuffer, overwrite=overwrite)
     report = {}
     if calibration_data is not None and verify_images:
-        images = tflite.calibration_images(
-            calibration_data, "validation", data_dir, source.q, source.crop,
+        images = calibration.calibration_images(
+            calibration_data, "validation", data_dir, source.test_scale, source.crop,
             verify_images)
         report = verify_tflite(flatbuffer, keras_model, images)
         report.update(quantize=quantize, int8_io=bool(int8_io),
                       input_size=source.crop, regression=source.regression,
                       output=os.path.abspath(output),
                       calibration_data=calibration_data)
-        common.atomic_write_file(tflite.verification_path(output),
+        atomic.atomic_write_file(litert.verification_path(output),
                                  json.dumps(report, indent=2) + "\n",
                                  overwrite=True)
     return report

@@ -8,6 +8,7 @@
 The package imports no TensorFlow: the models run on any Keras backend.
 """
 
+from keras_vgg import runs  # noqa: E402  keras_vgg.runs.load_run
 from keras_vgg.configs import CONFIGS
 from keras_vgg.configs import count_macs
 from keras_vgg.configs import count_params
@@ -58,4 +59,5 @@ __all__ = [
     "get_weight_set",
     "load_weights",
     "preprocess_input",
+    "runs",
 ]

@@ -11,29 +11,11 @@ map, one position per 32-pixel step of a 224 window.
 import keras
 from keras import layers
 
+from keras_vgg import chain as chain_lib
+
 _HEAD_LAYERS = (layers.Dense, layers.Dropout, layers.Activation)
-
-
-def _chain(model):
-    """Returns the model's layers if they form a single chain, else raises."""
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ValueError(
-            f"Model {model.name!r} has {len(model.inputs)} inputs and "
-            f"{len(model.outputs)} outputs; fully_convolutional needs one of "
-            "each."
-        )
-    chain = [layer for layer in model.layers
-             if not isinstance(layer, layers.InputLayer)]
-    previous = model.inputs[0]
-    for layer in chain:
-        if len(layer._inbound_nodes) != 1 or layer.input is not previous:
-            raise ValueError(
-                f"Layer {layer.name!r} of model {model.name!r} is not fed by "
-                "the layer before it; fully_convolutional only rewrites "
-                "sequential (VGG-like) networks."
-            )
-        previous = layer.output
-    return chain
+# Five 2x2 max-pools: one score-map position per 32 input pixels.
+STRIDE = 32
 
 
 def _copy(layer):
@@ -67,7 +49,7 @@ def fully_convolutional(model, average=False, name=None):
     >>> fcn(np.zeros((1, 384, 384, 3))).shape
     (1, 6, 6, 1000)
     """
-    chain = _chain(model)
+    chain = chain_lib.layer_chain(model, "fully_convolutional")
     flatten_at = [i for i, layer in enumerate(chain)
                   if isinstance(layer, layers.Flatten)]
     if not flatten_at:

@@ -1,9 +1,11 @@
 """Layers Keras does not have: local response normalisation and the weights'
-input preprocessing as a layer.  Both are written on `keras.ops` so that the
-models run on every Keras backend (TensorFlow, JAX, PyTorch); LRN uses
-TensorFlow's fused kernel when TensorFlow is the backend."""
+input preprocessing as a layer (and as a fixed 1x1 convolution).  They are
+written on `keras.ops` so that the models run on every Keras backend
+(TensorFlow, JAX, PyTorch); LRN uses TensorFlow's fused kernel when
+TensorFlow is the backend."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_vgg import preprocessing
@@ -119,3 +121,37 @@ class Preprocessing(keras.layers.Layer):
         config = super().get_config()
         config.update(mode=self.mode)
         return config
+
+
+def preprocessing_conv(mode, name="preprocessing"):
+    """The weights' preprocessing `mode` ("caffe" or "torch") as a fixed,
+    built 1x1 `keras.layers.Conv2D` (channel permutation and scale as the
+    kernel, the mean as the bias): the same numbers as `Preprocessing`, but
+    one op that an int8 converter quantises well (a ReverseV2 + Sub pair
+    cost 30-40 % top-1 agreement in full-integer TFLite models of the tiny
+    test network).
+
+    Example:
+    >>> conv = preprocessing_conv("caffe")
+    >>> pixels = np.full((1, 2, 2, 3), 128.0, "float32")
+    >>> np.allclose(conv(pixels), preprocessing.apply(pixels, "caffe"))
+    True
+    """
+    kernel = np.zeros((1, 1, 3, 3), np.float32)
+    if mode == "caffe":
+        for out in range(3):  # BGR output channel `out` is RGB 2 - out
+            kernel[0, 0, 2 - out, out] = 1.0
+        bias = -np.asarray(preprocessing.CAFFE_MEAN_BGR, np.float32)
+    elif mode == "torch":
+        std = np.asarray(preprocessing.TORCH_STD, np.float32)
+        mean = np.asarray(preprocessing.TORCH_MEAN, np.float32)
+        for channel in range(3):
+            kernel[0, 0, channel, channel] = 1.0 / (255.0 * std[channel])
+        bias = -mean / std
+    else:
+        raise ValueError(f"No preprocessing conv for mode {mode!r} (expected "
+                         "'caffe' or 'torch').")
+    conv = keras.layers.Conv2D(3, 1, name=name, trainable=False)
+    conv.build((None, None, None, 3))
+    conv.set_weights([kernel, bias])
+    return conv

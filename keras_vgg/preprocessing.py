@@ -17,6 +17,8 @@ import numpy as np
 from keras import backend
 from keras import ops
 
+from keras_vgg import weights as weights_lib
+
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 TORCH_MEAN = (0.485, 0.456, 0.406)
 TORCH_STD = (0.229, 0.224, 0.225)
@@ -109,7 +111,5 @@ def preprocess_input(x: Tensor, weights: str | None = "imagenet",
     array([24.061, 11.221,  4.32 ])
     """
     if mode is None:
-        from keras_vgg import weights as weights_lib
-
         mode = weights_lib.preprocessing_for(weights)
     return apply(x, mode, data_format)

@@ -28,10 +28,11 @@ evaluation); with several `--model`s their softmax is averaged (ensemble).
 Scales default, per model, to what its `training_config.json` says: for
 "single" Q = S (fixed S) or (Smin + Smax) / 2 (jittered S); for the others
 {S - 32, S, S + 32} or {Smin, (Smin + Smax) / 2, Smax}.  A model without a
-training config is taken as trained at S = 256 (for a 224 input).
+training config is taken as trained at S = 256 (for a 224 input); the
+rules live in `keras_vgg.runs`.
 
 Cost: "GMACs/image" counts the Conv/Dense multiply-accumulates of every view
-each protocol runs (`pipelines.cost.count_macs` at the actual input sizes,
+each protocol runs (`keras_vgg.cost.count_macs` at the actual input sizes,
 summed over scales, flips and models; "combined" is dense + multicrop),
 averaged over the images.  "images/s" divides the images by the time spent
 in the protocol's model calls, rescaling and preprocessing (decoding
@@ -43,24 +44,20 @@ padded into one batch.  Undecodable images are skipped and counted
 (`images_skipped`).
 """
 
-import dataclasses
 import json
 import os
 import time
-from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
-import keras
-import keras_vgg
-from keras_vgg import layers as vgg_layers
-from keras_vgg import preprocessing as vgg_preprocessing
+from keras_vgg import atomic
+from keras_vgg import cost
+from keras_vgg import runs
 from pipelines import augment
-from pipelines import cost
 from pipelines import entry
-from pipelines import protocols as P
-from pipelines import runs
+from pipelines import protocols as protocol_lib
+from pipelines import localize
 from pipelines import sources
 from pipelines.report import format_table
 
@@ -74,132 +71,6 @@ _ALIASES = {"single": "single", "single_crop": "single",
 # What each protocol runs: combined reuses dense and multicrop.
 _PARTS = {"single": ("single",), "dense": ("dense",),
           "multicrop": ("multicrop",), "combined": ("dense", "multicrop")}
-
-
-# -- models -----------------------------------------------------------------
-
-@dataclasses.dataclass
-class LoadedModel:
-    """A classifier and what its training run says about it.
-
-    Attributes:
-        model: the Keras classifier (Flatten/Dense head, softmax output).
-        name: the path it was loaded from, or the model's name.
-        training_config: the dict of its `training_config.json`, or None.
-        class_names: list of names, or None.
-        preprocessing: "caffe", "torch" or "none" (a model holding its own
-            `keras_vgg.layers.Preprocessing` layer).
-        crop: the classifier's (square) input size.
-    """
-    model: keras.Model
-    name: str
-    training_config: Optional[dict] = None
-    class_names: Optional[list] = None
-    preprocessing: str = "caffe"
-    crop: int = 224
-    _fcn: Optional[keras.Model] = dataclasses.field(default=None, repr=False)
-
-    @property
-    def num_classes(self):
-        return int(self.model.outputs[0].shape[-1])
-
-    @property
-    def fcn(self):
-        """`keras_vgg.fully_convolutional(model, average=True)`, made once."""
-        if self._fcn is None:
-            try:
-                self._fcn = keras_vgg.fully_convolutional(self.model,
-                                                          average=True)
-            except ValueError as e:
-                raise ValueError(
-                    f"Model {self.name!r} cannot be evaluated densely: its "
-                    f"head cannot be rewritten into convolutions ({e})"
-                ) from e
-        return self._fcn
-
-    def single_scale(self):
-        return P.single_scale(self.training_config, self.crop)
-
-    def default_scales(self):
-        return P.default_scales(self.training_config, self.crop)
-
-
-def read_class_names(directory, training_config=None, num_classes=None):
-    """Class names of a run: training_config.json's `class_names`, else
-    class_names.txt, else the ImageNet names for 1000 classes, else None."""
-    names = (training_config or {}).get("class_names")
-    path = os.path.join(directory, "class_names.txt") if directory else None
-    if not names and path and os.path.isfile(path):
-        with open(path) as f:
-            names = [line.rstrip("\n") for line in f if line.strip()]
-    if not names and num_classes == 1000:
-        names = keras_vgg.class_names()
-    if names and num_classes is not None and len(names) != num_classes:
-        return None
-    return list(names) if names else None
-
-
-def _is_softmax(layer):
-    activation = getattr(layer, "activation", None)
-    if isinstance(layer, keras.layers.Softmax):
-        return True
-    return activation is keras.activations.softmax or getattr(
-        activation, "__name__", None) == "softmax"
-
-
-def load_model(model, preprocessing=None):
-    """A `LoadedModel` from a run directory, a `.keras` file, a Keras model
-    or a `LoadedModel`.
-
-    Args:
-        model: run directory (holding model.keras and training_config.json,
-            as `pipelines.train` writes it), `.keras` path, or keras.Model.
-        preprocessing: override: "caffe", "torch" or "none".  Default: none
-            when the model holds a `Preprocessing` layer, else the run's
-            `preprocessing`, else "caffe".
-
-    Raises:
-        ValueError: naming the path when it is missing or unreadable, or the
-            model when it does not output softmax probabilities of square
-            crops.
-    """
-    if isinstance(model, LoadedModel):
-        return model
-    training_config, directory = None, None
-    if isinstance(model, keras.Model):
-        name = model.name
-    else:
-        model, path, training_config = runs.load_run_model(model, "--model")
-        name = path
-        directory = os.path.dirname(os.path.abspath(path))
-    try:
-        h, w = P.input_size(model)
-    except ValueError as e:
-        raise ValueError(f"Model {name!r}: {e}") from e
-    if h is None or w is None or h != w:
-        raise ValueError(f"Model {name!r} takes {h}x{w} inputs; evaluation "
-                         "needs a classifier of square, fixed-size crops.")
-    if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
-        raise ValueError(f"Model {name!r} must output (N, classes) "
-                         "probabilities.")
-    if not _is_softmax(model.layers[-1]):
-        raise ValueError(
-            f"Model {name!r} does not end in a softmax: the protocols "
-            "average class probabilities (save the model with its softmax, "
-            "as pipelines.train does).")
-    if preprocessing is None:
-        if any(isinstance(layer, vgg_layers.Preprocessing)
-               for layer in model.layers):
-            preprocessing = "none"
-        else:
-            preprocessing = (training_config or {}).get("preprocessing",
-                                                        "caffe")
-    vgg_preprocessing.check_mode(preprocessing)
-    classes = int(model.outputs[0].shape[-1])
-    return LoadedModel(
-        model=model, name=name, training_config=training_config,
-        class_names=read_class_names(directory, training_config, classes),
-        preprocessing=preprocessing, crop=int(h))
 
 
 # -- arguments --------------------------------------------------------------
@@ -241,19 +112,13 @@ def _parse_scales(scales):
     return out
 
 
-def scales_for(loaded, protocol, scales=None):
-    """The test scales of `protocol` for one model: `scales`, or the model's
-    defaults (single: its single test scale; others: multi-scale)."""
+def scales_for(run, protocol, scales=None):
+    """The test scales of `protocol` for one model: `scales`, or the run's
+    (single: its single test scale; others: its multi-scale set)."""
     if scales is None:
-        scales = ([loaded.single_scale()] if protocol == "single"
-                  else loaded.default_scales())
-    for q in scales:
-        if q < loaded.crop:
-            raise ValueError(
-                f"Test scale Q={q} is smaller than the crop size "
-                f"{loaded.crop} of model {loaded.name!r}; Q must be at least "
-                f"{loaded.crop}.")
-    return list(scales)
+        scales = run.scales(multi_scale=protocol != "single")
+    return [runs.check_test_scale(q, run.crop, f"model {run.name!r}")
+            for q in scales]
 
 
 def topk_correct(probabilities, labels, k):
@@ -310,22 +175,22 @@ class _Cost:
         return self._cache[key]
 
 
-def _run_part(part, loaded, image, q, flip, batch_size, macs):
+def _run_part(part, run, image, q, flip, batch_size, macs):
     """Probabilities (1, classes) and MACs of one protocol part, one model,
     one scale."""
-    crop = loaded.crop
-    h, w = P.rescaled_size(image.shape[0], image.shape[1], q)
+    crop, mode = run.crop, run.preprocessing
+    h, w = protocol_lib.rescaled_size(image.shape[0], image.shape[1], q)
     if part == "single":
-        p = P.single_crop(loaded.model, image, q, crop, loaded.preprocessing,
-                          batch_size)
-        return p, macs(loaded.model, (crop, crop, 3))
+        p = protocol_lib.single_crop(run.model, image, q, crop, mode,
+                                     batch_size)
+        return p, macs(run.model, (crop, crop, 3))
     if part == "multicrop":
-        p = P.multi_crop(loaded.model, image, q, crop, flip,
-                         loaded.preprocessing, batch_size=batch_size)
-        views = P.GRID * P.GRID * (2 if flip else 1)
-        return p, views * macs(loaded.model, (crop, crop, 3))
-    p = P.dense(loaded.fcn, image, q, flip, loaded.preprocessing)
-    return p, (2 if flip else 1) * macs(loaded.fcn, (h, w, 3))
+        p = protocol_lib.multi_crop(run.model, image, q, crop, flip, mode,
+                                    batch_size=batch_size)
+        views = protocol_lib.GRID * protocol_lib.GRID * (2 if flip else 1)
+        return p, views * macs(run.model, (crop, crop, 3))
+    p = protocol_lib.dense(run.fcn, image, q, flip, mode)
+    return p, (2 if flip else 1) * macs(run.fcn, (h, w, 3))
 
 
 def evaluate(models, dataset, protocols=PROTOCOLS, scales=None,
@@ -336,7 +201,7 @@ def evaluate(models, dataset, protocols=PROTOCOLS, scales=None,
 
     Args:
         models: one or a list of run directories, `.keras` paths, Keras
-            classifiers or `LoadedModel`s.  Several: their softmax is
+            classifiers or `keras_vgg.runs.Run`s.  Several: their softmax is
             averaged (an ensemble); they must have the same classes.
         dataset: a `pipelines.sources` spec ("builtin", "tfrecord:GLOB",
             "folder:DIR", a tfds name), a `Source`, or a tf.data.Dataset of
@@ -369,7 +234,8 @@ def evaluate(models, dataset, protocols=PROTOCOLS, scales=None,
         models = [models]
     if not models:
         raise ValueError("`models` is empty: give at least one model.")
-    loaded = [load_model(m, preprocessing) for m in models]
+    loaded = [runs.load_classifier(m, preprocessing=preprocessing)
+              for m in models]
     classes = {m.num_classes for m in loaded}
     if len(classes) > 1:
         raise ValueError("The models of an ensemble must have the same "
@@ -417,11 +283,11 @@ def evaluate(models, dataset, protocols=PROTOCOLS, scales=None,
                                           batch_size, macs)
                     per_scale.append(p)
                     total_macs[part] += n_macs
-                per_model.append(P.average(per_scale))
-            probs[part] = P.average(per_model)
+                per_model.append(protocol_lib.average(per_scale))
+            probs[part] = protocol_lib.average(per_model)
             seconds[part] += time.perf_counter() - start
         for n in names:
-            p = P.average([probs[part] for part in _PARTS[n]])
+            p = protocol_lib.average([probs[part] for part in _PARTS[n]])
             correct[n][0] += int(topk_correct(p, [label], 1)[0])
             correct[n][1] += int(topk_correct(p, [label], 5)[0])
         images += 1
@@ -484,12 +350,7 @@ def format_results(results):
 
 
 def write_json(results, path):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=2)
-    os.replace(tmp, path)
+    atomic.atomic_write_file(path, json.dumps(results, indent=2))
 
 
 # -- command line -----------------------------------------------------------
@@ -531,8 +392,9 @@ def define_flags(flag_values=None):
     flags.DEFINE_integer("verbose", 0, "Print progress every N images.",
                          flag_values=fv)
     flags.DEFINE_enum("task", "classification",
-                      ["classification", "localisation"],
-                      "localisation: --model are localisers, evaluated with "
+                      ["classification", "localization", "localisation"],
+                      "localization (or localisation): --model are "
+                      "localisers, evaluated with "
                       "--loc_protocol (see pipelines.localize).",
                       flag_values=fv)
     flags.DEFINE_multi_string(
@@ -544,10 +406,7 @@ def define_flags(flag_values=None):
     return fv
 
 
-def run_localisation(fv):
-    from pipelines import localize
-    from pipelines.report import format_table
-
+def run_localization(fv):
     results = [localize.evaluate_localization(
         fv.model, fv.classifier or (), fv.dataset, protocol=p,
         scales=fv.scales, data_dir=fv.data_dir, split=fv.split,
@@ -570,8 +429,8 @@ def run_from_flags(fv):
     if not fv.model:
         raise ValueError("Give at least one --model (a .keras file or a "
                          "training run directory).")
-    if fv.task == "localisation":
-        return run_localisation(fv)
+    if fv.task in ("localization", "localisation"):
+        return run_localization(fv)
     results = evaluate(fv.model, fv.dataset, fv.protocol, scales=fv.scales,
                        data_dir=fv.data_dir, max_images=fv.max_images,
                        flip=fv.flip, split=fv.split,

@@ -3,7 +3,8 @@
 - Central crop (Table 8): rescale to Q, central crop, the box of the
   ground-truth class; correct when its IoU with a ground-truth box is > 0.5.
 - Dense (Table 9): the fully convolutional localiser on the whole image at
-  every scale (its window grid centred: `centred_grid`) gives one box per
+  every scale (its window grid centred: `keras_vgg.boxes.centered_grid`)
+  gives one box per
   score-map position (per class for PCR); each
   box is rated by the classification network's class score at the same
   position and scale; the boxes of all positions, scales and models are
@@ -24,115 +25,27 @@ covered part of the rescaled image (stride 32: five 2x2 pools), of the
 training crop's size.
 """
 
-import dataclasses
-import os
 import time
 
 import numpy as np
 import tensorflow as tf
 
-import keras
-import keras_vgg
+from keras_vgg import atomic
 from keras_vgg import boxes as box_lib
+from keras_vgg import runs
+from keras_vgg.fully_conv import STRIDE
 from pipelines import entry
-from pipelines import protocols as P
-from pipelines import runs
+from pipelines import protocols as protocol_lib
 from pipelines import sources
-
-STRIDE = 32
-
-
-@dataclasses.dataclass
-class Localizer:
-    """A localiser and its training settings."""
-
-    model: keras.Model
-    name: str
-    regression: str
-    crop: int
-    preprocessing: str
-    scale: int
-    _fcn: keras.Model = None
-
-    @property
-    def fcn(self):
-        if self._fcn is None:
-            self._fcn = keras_vgg.fully_convolutional(self.model)
-        return self._fcn
-
-
-def load_localizer(path):
-    """A `Localizer` from a training run dir (task=localisation), a .keras
-    file or a localiser `keras.Model`."""
-    if isinstance(path, keras.Model):
-        return localizer_from_model(path, path.name)
-    model, model_path, config = runs.load_run_model(path, "localiser")
-    return localizer_from_model(model, model_path, config)
-
-
-def localizer_from_model(model, name, config=None):
-    """A `Localizer` for a model and its run's training config (None:
-    regression from the box layer's size, caffe preprocessing, Q = crop)."""
-    from keras_vgg import localizer as localizer_lib
-
-    if not localizer_lib.is_localizer(model):
-        raise ValueError(f"{name!r} is not a localiser (no 'boxes' layer).")
-    config = config or {}
-    units = int(model.get_layer("boxes").units)
-    regression = config.get("regression") or ("scr" if units == 4 else "pcr")
-    crop = int(model.inputs[0].shape[1])
-    return Localizer(model=model, name=name, regression=regression,
-                     crop=crop, preprocessing=config.get("preprocessing",
-                                                         "caffe"),
-                     scale=int(config.get("validation_scale") or crop))
-
-
-def window_boxes_to_image(box_map, rescaled_hw, crop, stride=STRIDE):
-    """(H', W', 4) boxes (cx, cy, w, h) normalised to each position's window
-    -> (H', W', 4) corners normalised to the whole (rescaled) image."""
-    box_map = np.asarray(box_map, dtype="float64")
-    rows, cols = box_map.shape[:2]
-    h, w = rescaled_hw
-    corners = box_lib.centers_to_corners(box_map) * crop
-    oy = (np.arange(rows) * stride)[:, None]
-    ox = (np.arange(cols) * stride)[None, :]
-    corners[..., 0] += oy
-    corners[..., 2] += oy
-    corners[..., 1] += ox
-    corners[..., 3] += ox
-    return box_lib.to_normalized(corners, h, w)
-
-
-def centred_grid(height, width, crop, stride=STRIDE):
-    """(top, left, rows, cols) of the part of an image of height x width
-    that the fully convolutional net's windows cover, centred.
-
-    The windows of a crop-sized net step by `stride` from the top-left
-    corner, so the last `(side - crop) % stride` pixels of each side are
-    seen by no window.  Anchored at the corner, an object in the middle of
-    a 64x85 image is half outside the only 64-pixel window; centring the
-    grid splits the unseen margin between both sides instead.
-    """
-    rows = crop + (height - crop) // stride * stride
-    cols = crop + (width - crop) // stride * stride
-    return (height - rows) // 2, (width - cols) // 2, rows, cols
-
-
-def _class_boxes(box_map, class_index, regression):
-    if regression == "scr":
-        return box_map
-    per_class = box_map.reshape(box_map.shape[:-1] + (-1, 4))
-    return per_class[..., class_index, :]
-
 
 def center_crop_box(localizer, image, class_index):
     """The central-crop protocol's box (image-normalised corners) for one
     raw RGB image and a class."""
-    q, crop = localizer.scale, localizer.crop
-    x = P.rescale(image, q)
+    q, crop = localizer.test_scale, localizer.crop
+    x = protocol_lib.rescale(image, q)
     h, w = int(x.shape[1]), int(x.shape[2])
     top, left = (h - crop) // 2, (w - crop) // 2
-    x = P.preprocess(x[:, top:top + crop, left:left + crop, :],
+    x = protocol_lib.preprocess(x[:, top:top + crop, left:left + crop, :],
                      localizer.preprocessing)
     out = np.asarray(localizer.model(x, training=False))[0]
     box = box_lib.select_class_boxes(out[None], [class_index],
@@ -147,7 +60,8 @@ def dense_boxes(localizers, classifier_fcns, image, scales, classes,
     position, scale and model with their class scores, merged greedily.
 
     Args:
-        localizers: `Localizer`s (their boxes are unioned).
+        localizers: localiser `keras_vgg.runs.Run`s (their boxes are
+            unioned).
         classifier_fcns: fully convolutional classifiers (average=False)
             whose per-position softmax rates the boxes (averaged over them).
         image: raw RGB pixels (H, W, 3).
@@ -161,10 +75,10 @@ def dense_boxes(localizers, classifier_fcns, image, scales, classes,
     """
     collected = {c: ([], []) for c in classes}
     for q in scales:
-        rescaled = P.rescale(image, q)
+        rescaled = protocol_lib.rescale(image, q)
         h, w = int(rescaled.shape[1]), int(rescaled.shape[2])
         crop = localizers[0].crop
-        top, left, rows, cols = centred_grid(h, w, crop)
+        top, left, rows, cols = box_lib.centered_grid(h, w, crop, STRIDE)
         covered = np.asarray(rescaled)[:, top:top + rows, left:left + cols]
         # Corners normalised to the covered part -> to the whole image.
         scale = np.array([rows, cols, rows, cols]) / [h, w, h, w]
@@ -175,12 +89,12 @@ def dense_boxes(localizers, classifier_fcns, image, scales, classes,
         for x, mirrored in views:
             scores = None
             for fcn in classifier_fcns:
-                s = np.asarray(fcn(P.preprocess(x, preprocessing),
+                s = np.asarray(fcn(protocol_lib.preprocess(x, preprocessing),
                                    training=False))[0]
                 scores = s if scores is None else scores + s
             scores = scores / len(classifier_fcns)
             for loc in localizers:
-                box_map = np.asarray(loc.fcn(P.preprocess(
+                box_map = np.asarray(loc.fully_convolutional()(protocol_lib.preprocess(
                     x, loc.preprocessing), training=False))[0]
                 if box_map.shape[:2] != scores.shape[:2]:
                     raise ValueError(
@@ -189,12 +103,14 @@ def dense_boxes(localizers, classifier_fcns, image, scales, classes,
                         f"{scores.shape[:2]}: they need the same input "
                         "window (training crop).")
                 for c in classes:
-                    corners = window_boxes_to_image(
-                        _class_boxes(box_map, c, loc.regression),
-                        (rows, cols), loc.crop)
+                    # SCR: one box per position; PCR: one per class.
+                    per_class = box_map.reshape(box_map.shape[:2] + (-1, 4))
+                    boxes = per_class[:, :, 0 if loc.regression == "scr"
+                                      else c]
+                    corners = box_lib.window_corners(
+                        boxes[None], (rows, cols), loc.crop, STRIDE)[0]
                     if mirrored:
-                        corners = corners[..., [0, 3, 2, 1]] * [
-                            1, -1, 1, -1] + [0, 1, 0, 1]
+                        corners = box_lib.mirror_corners(corners)
                     corners = corners * scale + shift
                     collected[c][0].append(corners.reshape(-1, 4))
                     collected[c][1].append(scores[..., c].reshape(-1))
@@ -215,7 +131,7 @@ def evaluate_localization(localizers, classifiers=(), dataset="builtin",
     """Localisation error of `localizers` on a dataset with boxes.
 
     Args:
-        localizers: run dirs / .keras paths / `Localizer`s.
+        localizers: run dirs / .keras paths / `keras_vgg.runs.Run`s.
         classifiers: classification run dirs or .keras (needed for
             "dense", whose boxes they rate, and for the top-5 error).
         protocol: "center" (Table 8, ground-truth class) or "dense"
@@ -229,21 +145,19 @@ def evaluate_localization(localizers, classifiers=(), dataset="builtin",
         (ground-truth class) and, with classifiers, `top5_error`, plus
         `images_per_second`.
     """
-    from pipelines import evaluate as E
-
     if protocol not in ("center", "dense"):
         raise ValueError(f"Unknown localisation `protocol`={protocol!r}; "
                          "expected 'center' or 'dense'.")
-    locs = [l if isinstance(l, Localizer) else load_localizer(l)
-            for l in localizers]
+    locs = [runs.load_localizer(loc) for loc in localizers]
     if not locs:
         raise ValueError("Give at least one localiser (--model).")
-    clfs = [E.load_model(c) for c in classifiers]
+    clfs = [runs.load_classifier(c, "--classifier") for c in classifiers]
     if protocol == "dense" and not clfs:
         raise ValueError("The dense protocol rates boxes with a "
                          "classification network: give --classifier.")
-    fcns = [keras_vgg.fully_convolutional(c.model) for c in clfs]
-    scales = [int(q) for q in (scales or sorted({l.scale for l in locs}))]
+    fcns = [c.fully_convolutional() for c in clfs]
+    scales = [int(q) for q in (scales or sorted({loc.test_scale
+                                                     for loc in locs}))]
     source = sources.load_source(dataset, split, data_dir=data_dir,
                                  shuffle_files=False)
     counted = wrong = wrong5 = 0
@@ -264,7 +178,7 @@ def evaluate_localization(localizers, classifiers=(), dataset="builtin",
         label = int(example["label"].numpy())
         top5 = []
         if clfs:
-            probs = np.mean([P.dense(c.fcn, image, q, flip=flip,
+            probs = np.mean([protocol_lib.dense(c.fcn, image, q, flip=flip,
                                      preprocessing=c.preprocessing)[0]
                              for c in clfs for q in scales], axis=0)
             top5 = list(np.argsort(-probs)[:5])
@@ -301,20 +215,17 @@ def localization_figure(localizer, classifier, image_path, scales=None,
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    from pipelines import evaluate as E
-
     del matplotlib
-    loc = localizer if isinstance(localizer, Localizer) else \
-        load_localizer(localizer)
-    clf = E.load_model(classifier)
+    loc = runs.load_localizer(localizer)
+    clf = runs.load_classifier(classifier, "--classifier")
     image = tf.io.decode_image(tf.io.read_file(image_path), channels=3,
                                expand_animations=False).numpy()
-    scales = scales or [loc.scale]
-    probs = np.mean([P.dense(clf.fcn, image, q, flip=flip,
+    scales = scales or [loc.test_scale]
+    probs = np.mean([protocol_lib.dense(clf.fcn, image, q, flip=flip,
                              preprocessing=clf.preprocessing)[0]
                      for q in scales], axis=0)
     best = list(np.argsort(-probs)[:top])
-    merged = dense_boxes([loc], [keras_vgg.fully_convolutional(clf.model)],
+    merged = dense_boxes([loc], [clf.fully_convolutional()],
                          image, scales, best, clf.preprocessing, flip=flip)
     names = clf.class_names or [str(i) for i in range(len(probs))]
     fig = Figure(figsize=(6, 6 * image.shape[0] / image.shape[1]))
@@ -348,9 +259,8 @@ def main(argv):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
-    tmp = f.output + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, f.output)
+    with atomic.atomic_path(f.output) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     print(f"Boxes written to {f.output}")
 
 

@@ -34,7 +34,7 @@ Example:
 >>> fcn = keras_vgg.fully_convolutional(model, average=True)
 >>> image = np.asarray(PIL.Image.open("cat.jpg").convert("RGB"))
 >>> p = multi_scale(lambda q: combined(fcn, model, image, q),
-...                 default_scales(training_config))
+...                 keras_vgg.runs.load_run("runs/demo").multi_scales)
 >>> p.shape
 (1, 1000)
 """
@@ -44,6 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vgg import preprocessing as vgg_preprocessing
+from keras_vgg import runs
 
 GRID = 5
 
@@ -96,15 +97,6 @@ def input_size(model):
         raise ValueError(f"Model {model.name!r} takes inputs of shape "
                          f"{shape}; expected (N, H, W, 3) images.")
     return shape[1], shape[2]
-
-
-def _check_q(q, crop, what):
-    if not isinstance(q, (int, np.integer)) or isinstance(q, bool):
-        raise ValueError(f"The test scale Q must be an int. Received: q={q!r}")
-    if q < crop:
-        raise ValueError(
-            f"{what}: the test scale Q={q} is smaller than the crop size "
-            f"{crop}; Q must be at least {crop}.")
 
 
 def _classifier_crop(model, crop):
@@ -169,7 +161,7 @@ def single_crop(model, image, q, crop=None, preprocessing="caffe",
         numpy (N, classes) probabilities.
     """
     crop = _classifier_crop(model, crop)
-    _check_q(q, crop, "single_crop")
+    runs.check_test_scale(q, crop, "single_crop")
     x = central_crop(rescale(image, q), crop)
     return predict(model, preprocess(x, preprocessing), batch_size)
 
@@ -236,7 +228,7 @@ def dense(fcn_average_model, image, q, flip=True, preprocessing="caffe"):
             f"{tuple(model.outputs[0].shape)}: dense evaluation needs the "
             "spatially averaged scores, keras_vgg.fully_convolutional(model, "
             "average=True).")
-    _check_q(q, min_input_size(model) or 1, "dense")
+    runs.check_test_scale(q, min_input_size(model) or 1, "dense")
     x = rescale(image, q)
     n = int(x.shape[0])
     if flip:
@@ -281,7 +273,7 @@ def multi_crop(model, image, q, crop=None, flip=True, preprocessing="caffe",
         numpy (N, classes) probabilities.
     """
     crop = _classifier_crop(model, crop)
-    _check_q(q, crop, "multi_crop")
+    runs.check_test_scale(q, crop, "multi_crop")
     x = rescale(image, q)
     n_images = int(x.shape[0])
     views = [x[:, y:y + crop, x0:x0 + crop]
@@ -321,45 +313,3 @@ def ensemble(fn, models):
     if not models:
         raise ValueError("ensemble needs at least one model.")
     return average([fn(m) for m in models])
-
-
-# -- scales -----------------------------------------------------------------
-
-def _training_scales(training_config, crop):
-    """(Smin, Smax) of a training config dict; for a model without one, the
-    paper's S=256 scaled to the crop size (256 at 224)."""
-    config = training_config or {}
-    if config.get("scale_min") and config.get("scale_max"):
-        return int(config["scale_min"]), int(config["scale_max"])
-    s = int(round(crop * 256 / 224))
-    return s, s
-
-
-def single_scale(training_config=None, crop=224):
-    """The paper's single test scale: Q = S for fixed S, (Smin + Smax) / 2
-    for jittered S; a config's `validation_scale` (its `test_scale`) wins."""
-    config = training_config or {}
-    if config.get("validation_scale"):
-        return int(config["validation_scale"])
-    s_min, s_max = _training_scales(training_config, crop)
-    return (s_min + s_max) // 2
-
-
-def default_scales(training_config=None, crop=224):
-    """The paper's multi-scale test scales: {S - 32, S, S + 32} for a model
-    trained at fixed S, {Smin, (Smin + Smax) / 2, Smax} for jittered S.
-
-    Args:
-        training_config: the dict of a run's `training_config.json` (fields
-            scale_min, scale_max), or None: then S = 256 * crop / 224.
-        crop: the model's input size; scales below it are dropped.  For
-            fixed S the step is 32 * crop / 224: 32 at the paper's 224, 5
-            for a 32x32 experiment.
-    """
-    s_min, s_max = _training_scales(training_config, crop)
-    if s_max > s_min:
-        scales = [s_min, (s_min + s_max) // 2, s_max]
-    else:
-        step = int(round(32 * crop / 224))
-        scales = [s_min - step, s_min, s_min + step]
-    return [q for q in scales if q >= crop]

@@ -25,9 +25,10 @@ import numpy as np
 import tensorflow as tf
 
 import keras
+from keras_vgg import atomic
+from keras_vgg import runs
 from pipelines import entry
-from pipelines import evaluate
-from pipelines import protocols as P
+from pipelines import protocols as protocol_lib
 
 
 def load_image(path):
@@ -45,14 +46,6 @@ def load_image(path):
     return tf.cast(image, tf.float32).numpy()
 
 
-def default_q(loaded):
-    """The run's single test scale; without a training config 384 * crop /
-    224 (the paper's Q for jittered training, as the published weights)."""
-    if loaded.training_config:
-        return loaded.single_scale()
-    return int(round(384 * loaded.crop / 224))
-
-
 def score_maps(loaded, image, q, flip=True):
     """Per-position probabilities and dense-evaluation probabilities.
 
@@ -66,16 +59,16 @@ def score_maps(loaded, image, q, flip=True):
     last = [layer for layer in fcn.layers
             if isinstance(layer, keras.layers.Conv2D)][-1]
     scores = keras.Model(fcn.inputs, last.output)
-    if q < loaded.crop:
-        raise ValueError(f"The test scale Q={q} is smaller than the crop "
-                         f"size {loaded.crop} of model {loaded.name!r}.")
-    rescaled = P.rescale(image, q)
-    x = P.preprocess(rescaled, loaded.preprocessing)
+    q = runs.check_test_scale(q, loaded.crop, f"model {loaded.name!r}")
+    rescaled = protocol_lib.rescale(image, q)
+    x = protocol_lib.preprocess(rescaled, loaded.preprocessing)
     logits = np.asarray(scores(x, training=False))[0].astype(np.float64)
     logits -= logits.max(axis=-1, keepdims=True)
     score_map = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
-    probabilities = P.dense(fcn, image, q, flip, loaded.preprocessing)[0]
-    geometry = P.score_map_geometry(fcn) or (loaded.crop, loaded.crop)
+    probabilities = protocol_lib.dense(fcn, image, q, flip,
+                                       loaded.preprocessing)[0]
+    geometry = (protocol_lib.score_map_geometry(fcn)
+                or (loaded.crop, loaded.crop))
     return score_map, probabilities, rescaled[0].numpy(), geometry
 
 
@@ -86,9 +79,9 @@ def score_map_figure(model, image_path, q=None, top=3, preprocessing=None,
 
     Args:
         model: a run directory, `.keras` path, Keras classifier (with its
-            Flatten/Dense head and softmax) or `evaluate.LoadedModel`.
+            Flatten/Dense head and softmax) or `keras_vgg.runs.Run`.
         image_path: the image file.
-        q: test scale Q; default `default_q`.
+        q: test scale Q; default the run's (`keras_vgg.runs`).
         top: how many classes to draw.
         preprocessing: override the run's preprocessing mode.
         class_names: override the class names.
@@ -100,10 +93,10 @@ def score_map_figure(model, image_path, q=None, top=3, preprocessing=None,
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    loaded = evaluate.load_model(model, preprocessing)
+    loaded = runs.load_classifier(model, preprocessing=preprocessing)
     if not isinstance(top, int) or top < 1:
         raise ValueError(f"`top` must be a positive int. Received: {top!r}")
-    q = default_q(loaded) if q is None else int(q)
+    q = loaded.with_q(q, "q").test_scale
     image = load_image(image_path)
     score_map, probabilities, rescaled, (stride, window) = score_maps(
         loaded, image, q, flip)
@@ -178,9 +171,8 @@ def run_from_flags(fv, args):
                          "directory).")
     fig = score_map_figure(fv.model, args[0], q=fv.q, top=fv.top,
                            preprocessing=fv.preprocessing)
-    directory = os.path.dirname(os.path.abspath(fv.output))
-    os.makedirs(directory, exist_ok=True)
-    fig.savefig(fv.output, dpi=100)
+    with atomic.atomic_path(fv.output) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     print(f"Score maps written to {fv.output}")
     return fv.output
 

@@ -302,7 +302,7 @@ def _folder(spec, directory, split, val_fraction, seed, shuffle_files):
     def example(path, label, boxes, in_pixels):
         encoded = tf.io.read_file(path)
         return {"encoded": encoded, "label": label,
-                "bbox": _normalised_boxes(encoded, boxes, in_pixels)}
+                "bbox": _normalized_boxes(encoded, boxes, in_pixels)}
 
     dataset = dataset.map(example, num_parallel_calls=tf.data.AUTOTUNE)
     return Source(dataset, tuple(classes), len(classes), len(paths))
@@ -329,7 +329,7 @@ def _image_size(encoded):
                    lambda: tf.image.extract_jpeg_shape(encoded)[:2], decoded)
 
 
-def _normalised_boxes(encoded, boxes, in_pixels):
+def _normalized_boxes(encoded, boxes, in_pixels):
     """Divides the boxes given in pixels by the image's size, clipped to
     [0, 1]; the image is only looked at when a box needs it.  An image whose
     size cannot be read fails its element, which `augment.make_dataset`

@@ -45,7 +45,7 @@ def test_correct_boxes_iou_threshold():
     np.testing.assert_array_equal(hits.numpy(), [1, 0])
 
 
-def test_localisation_fine_tune_lowers_box_loss(tmp_path, data_dir):  # noqa: F811
+def test_localization_fine_tune_lowers_box_loss(tmp_path, data_dir):  # noqa: F811
     cfg = dataclasses.replace(
         recipes.RECIPES["demo_loc"], width_multiplier=0.125, crop=32,
         scale_min=32, scale_max=32, test_scale=32, batch_size=16,

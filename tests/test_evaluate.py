@@ -1,4 +1,4 @@
-"""pipelines.evaluate and pipelines.cost: error counting, the wiring of
+"""pipelines.evaluate and keras_vgg.cost: error counting, the wiring of
 protocols, scales and ensembles, the CLI's JSON, errors, MAC counts."""
 
 import json
@@ -10,9 +10,9 @@ import tensorflow as tf
 
 import keras
 import keras_vgg
-from pipelines import cost
-from pipelines import evaluate as E
-from pipelines import protocols as P
+from keras_vgg import cost
+from pipelines import evaluate
+from pipelines import protocols
 from tests.tiny_run import CLASS_NAMES
 from tests.tiny_run import CROP
 from tests.tiny_run import pixels
@@ -60,20 +60,20 @@ def test_topk_counts_a_hand_made_case():
         [0.40, 0.40, 0.10, 0.05, 0.05, 0.0, 0.0],    # label 1: tied first
     ])
     labels = [0, 4, 5, 1]
-    assert E.topk_correct(p, labels, 1).tolist() == [True, False, False,
+    assert evaluate.topk_correct(p, labels, 1).tolist() == [True, False, False,
                                                      True]
-    assert E.topk_correct(p, labels, 5).tolist() == [True, True, False,
+    assert evaluate.topk_correct(p, labels, 5).tolist() == [True, True, False,
                                                      True]
     # Fewer than 5 classes: top-5 is every class.
     few = np.array([[0.7, 0.2, 0.1], [0.1, 0.2, 0.7]])
-    assert E.topk_correct(few, [2, 0], 5).tolist() == [True, True]
-    assert E.topk_correct(few, [2, 0], 1).tolist() == [False, False]
+    assert evaluate.topk_correct(few, [2, 0], 5).tolist() == [True, True]
+    assert evaluate.topk_correct(few, [2, 0], 1).tolist() == [False, False]
 
 
 def test_evaluate_matches_the_protocols_and_counts_skips(runs, examples):
     (run0, model0), (run1, model1) = runs
     dataset, images, labels = examples
-    results = E.evaluate([run0, run1], dataset,
+    results = evaluate.evaluate([run0, run1], dataset,
                          ["single", "dense", "multicrop", "combined"])
     by_name = {r["protocol"]: r for r in results}
     assert [r["protocol"] for r in results] == [
@@ -94,12 +94,12 @@ def test_evaluate_matches_the_protocols_and_counts_skips(runs, examples):
     pairs = [(model0, fcn0, 0), (model1, fcn1, 1)]
     errors = {name: [0, 0] for name in by_name}
     for image, label in zip(images, labels):
-        single = P.average([P.single_crop(m, image, s)
+        single = protocols.average([protocols.single_crop(m, image, s)
                             for m, s in ((model0, 40), (model1, 48))])
-        dense = P.ensemble(lambda t: P.multi_scale(
-            lambda q: P.dense(t[1], image, q), scales[t[2]]), pairs)
-        multi = P.ensemble(lambda t: P.multi_scale(
-            lambda q: P.multi_crop(t[0], image, q), scales[t[2]]), pairs)
+        dense = protocols.ensemble(lambda t: protocols.multi_scale(
+            lambda q: protocols.dense(t[1], image, q), scales[t[2]]), pairs)
+        multi = protocols.ensemble(lambda t: protocols.multi_scale(
+            lambda q: protocols.multi_crop(t[0], image, q), scales[t[2]]), pairs)
         probs = {"single": single, "dense": dense, "multicrop": multi,
                  "combined": (dense + multi) / 2}
         for name, p in probs.items():
@@ -114,7 +114,7 @@ def test_evaluate_matches_the_protocols_and_counts_skips(runs, examples):
     assert by_name["multicrop"]["gmacs_per_image"] * 1e9 == pytest.approx(
         300 * crop_macs)
     dense_macs = np.mean([sum(
-        2 * cost.count_macs(f, P.rescaled_size(*i.shape[:2], q) + (3,))
+        2 * cost.count_macs(f, protocols.rescaled_size(*i.shape[:2], q) + (3,))
         for f, qs in ((fcn0, scales[0]), (fcn1, scales[1])) for q in qs)
         for i in images])
     assert by_name["dense"]["gmacs_per_image"] * 1e9 == pytest.approx(
@@ -127,14 +127,14 @@ def test_evaluate_matches_the_protocols_and_counts_skips(runs, examples):
 def test_given_scales_and_noflip(runs, examples):
     (run0, model0), _ = runs
     dataset, images, labels = examples
-    [r] = E.evaluate(run0, dataset, "multicrop", scales=[32, 48],
+    [r] = evaluate.evaluate(run0, dataset, "multicrop", scales=[32, 48],
                      flip=False, max_images=2)
     assert r["scales"] == [32, 48] and r["flip"] is False
     assert r["images"] == 2 and r["images_skipped"] == 0
     assert r["gmacs_per_image"] * 1e9 == pytest.approx(
         50 * cost.count_macs(model0, (CROP, CROP, 3)))
-    expected = [int(np.argmax(P.multi_scale(
-        lambda q: P.multi_crop(model0, i, q, flip=False), [32, 48])) != y)
+    expected = [int(np.argmax(protocols.multi_scale(
+        lambda q: protocols.multi_crop(model0, i, q, flip=False), [32, 48])) != y)
         for i, y in zip(images[:2], labels[:2])]
     assert r["top1_error"] == pytest.approx(np.mean(expected))
 
@@ -148,7 +148,7 @@ def test_cli_writes_json(runs, tmp_path):
             keras.utils.save_img(str(folder / name / f"{i}.png"),
                                  pixels(34 + 5 * i, 40, seed=label + 4 * i))
     output = tmp_path / "out" / "results.json"
-    E.cli([f"--model={run0}", f"--model={run1}/model.keras",
+    evaluate.cli([f"--model={run0}", f"--model={run1}/model.keras",
            f"--dataset=folder:{folder}", "--protocol=dense,single",
            "--scales=32,40", "--noflip", f"--output={output}"])
     results = json.loads(output.read_text())
@@ -158,7 +158,7 @@ def test_cli_writes_json(runs, tmp_path):
         assert r["scales"] == [32, 40] and r["flip"] is False
         assert r["images"] == 4 and r["images_skipped"] == 0
         assert 0 <= r["top1_error"] <= 1 and r["top5_error"] == 0
-    table = E.format_results(results)
+    table = evaluate.format_results(results)
     assert "top-1 err %" in table and "GMACs/image" in table
 
 
@@ -167,15 +167,15 @@ def test_bad_inputs_raise_clear_errors(runs, examples, tmp_path):
     dataset, _, _ = examples
     missing = str(tmp_path / "nothing.keras")
     with pytest.raises(ValueError, match="nothing.keras"):
-        E.evaluate(missing, dataset, "single")
+        evaluate.evaluate(missing, dataset, "single")
     broken = tmp_path / "broken.keras"
     broken.write_bytes(b"not a zip file")
     with pytest.raises(ValueError, match="cannot read .*broken"):
-        E.evaluate(str(broken), dataset, "single")
+        evaluate.evaluate(str(broken), dataset, "single")
     with pytest.raises(ValueError, match="Unknown protocol 'densest'"):
-        E.evaluate(run0, dataset, "single,densest")
+        evaluate.evaluate(run0, dataset, "single,densest")
     with pytest.raises(ValueError, match="Q=24 is smaller than the crop"):
-        E.evaluate(run0, dataset, "single", scales=[24, 32])
+        evaluate.evaluate(run0, dataset, "single", scales=[24, 32])
     # A softmax classifier whose head has no Flatten: no dense evaluation.
     body = keras_vgg.VGG("A", include_top=False, width_multiplier=0.125,
                          input_shape=(CROP, CROP, 3), pooling="avg")
@@ -185,18 +185,18 @@ def test_bad_inputs_raise_clear_errors(runs, examples, tmp_path):
     gap.save(path)
     with pytest.raises(ValueError, match="gap.keras.*cannot be evaluated "
                                          "densely"):
-        E.evaluate(path, dataset, "combined")
+        evaluate.evaluate(path, dataset, "combined")
     logits = keras_vgg.VGG("A", width_multiplier=0.125, classes=4,
                            input_shape=(CROP, CROP, 3),
                            classifier_activation=None)
     with pytest.raises(ValueError, match="softmax"):
-        E.evaluate(logits, dataset, "single")
+        evaluate.evaluate(logits, dataset, "single")
     other = keras_vgg.VGG("A", width_multiplier=0.125, classes=3,
                           input_shape=(CROP, CROP, 3))
     with pytest.raises(ValueError, match="same classes"):
-        E.evaluate([model0, other], dataset, "single")
+        evaluate.evaluate([model0, other], dataset, "single")
     with pytest.raises(ValueError, match="--model"):
-        E.cli(["--dataset=builtin"])
+        evaluate.cli(["--dataset=builtin"])
 
 
 def test_count_macs_of_vgg16_is_the_config_formula():

@@ -13,6 +13,8 @@ import tensorflow as tf
 
 import keras_vgg
 from export import common
+from export import dense
+from export import litert
 from export import localizer
 from export import saved_model
 from export import tflite
@@ -33,9 +35,9 @@ def runs(tmp_path_factory):
 
 def test_window_corners_match_numpy():
     box_map = np.random.RandomState(0).uniform(0.1, 0.9, (3, 4, 4))
-    expected = localize.window_boxes_to_image(box_map, (160, 192), 64)
-    got = localizer.window_corners(tf.constant(box_map[None, :, :, None],
-                                               tf.float32), (160, 192), 64)
+    expected = box_lib.window_corners(box_map[None], (160, 192), 64, 32)[0]
+    got = box_lib.window_corners(tf.constant(box_map[None, :, :, None],
+                                             tf.float32), (160, 192), 64, 32)
     np.testing.assert_allclose(got.numpy()[0, :, :, 0], expected, atol=1e-6)
 
 
@@ -85,7 +87,7 @@ def test_class_boxes_scr_and_pcr():
 
 @pytest.fixture(scope="module")
 def exported(runs):
-    source = localizer.load_localizer_source(runs["pcr"], runs["cls"], q=72)
+    source = common.load_localizer_source(runs["pcr"], runs["cls"], q=72)
     path = saved_model.export_saved_model(source, str(runs["base"] / "sm"),
                                           flip=True, top_k=3)
     return source, tf.saved_model.load(path)
@@ -100,7 +102,7 @@ def test_saved_model_boxes_are_the_dense_protocol(runs, exported):
     assert out["boxes"].shape == (1, 3, 4)
     assert [s.decode() for s in out["top_k_labels"].numpy()[0]] == [
         tiny_run.CLASS_NAMES[i] for i in top]
-    loc = localize.load_localizer(runs["pcr"])
+    loc = keras_vgg.runs.load_localizer(runs["pcr"])
     fcn = keras_vgg.fully_convolutional(source.classifier.model)
     ref = localize.dense_boxes([loc], [fcn], image, [72], list(top),
                                flip=True)
@@ -110,9 +112,9 @@ def test_saved_model_boxes_are_the_dense_protocol(runs, exported):
     # The probabilities: the classifier's dense evaluation on the same
     # centred windows (72x90 rescaled: 32-pixel windows at steps of 32
     # cover 64x64 of it, centred at (4, 13)).
-    x = saved_model.rescale(tf.constant(image[None]), 72).numpy()
+    x = dense.rescale(tf.constant(image[None]), 72).numpy()
     assert x.shape[1:3] == (72, 90)
-    top_, left, rows, cols = localize.centred_grid(72, 90, tiny_run.CROP)
+    top_, left, rows, cols = box_lib.centered_grid(72, 90, tiny_run.CROP, 32)
     assert (top_, left, rows, cols) == (4, 13, 64, 64)
     covered = keras_vgg.preprocessing.apply(
         x[:, 4:68, 13:77], "caffe")
@@ -140,12 +142,12 @@ def test_saved_model_encoded_images(exported):
 
 
 def test_scr_saved_model_without_flip(runs):
-    source = localizer.load_localizer_source(runs["scr"], runs["cls"])
-    assert source.regression == "scr" and source.q == 40
+    source = common.load_localizer_source(runs["scr"], runs["cls"])
+    assert source.regression == "scr" and source.test_scale == 40
     predictor = localizer.DenseLocalizer(source, flip=False, top_k=2)
     image = tiny_run.pixels(64, 64, seed=5)
     out = predictor.predict_same_size(tf.constant(image[None]))
-    loc = localize.load_localizer(runs["scr"])
+    loc = keras_vgg.runs.load_localizer(runs["scr"])
     fcn = keras_vgg.fully_convolutional(source.classifier.model)
     top = list(out["top_k_indices"].numpy()[0])
     ref = localize.dense_boxes([loc], [fcn], image, [40], top)
@@ -158,20 +160,20 @@ def test_bad_sources(runs, tmp_path):
     with pytest.raises(ValueError, match="is a localiser.*--classifier"):
         common.load_export_model(runs["pcr"])
     with pytest.raises(ValueError, match="give --classifier"):
-        localizer.load_localizer_source(runs["pcr"], None)
+        common.load_localizer_source(runs["pcr"], None)
     with pytest.raises(ValueError, match="--classifier .* is a localiser"):
-        localizer.load_localizer_source(runs["pcr"], runs["scr"])
+        common.load_localizer_source(runs["pcr"], runs["scr"])
     with pytest.raises(ValueError, match="--model: .*not a localiser"):
-        localizer.load_localizer_source(runs["cls"], runs["cls"])
+        common.load_localizer_source(runs["cls"], runs["cls"])
     other = keras_vgg.VGG("A", width_multiplier=0.125,
                           input_shape=(64, 64, 3), classes=4)
     with pytest.raises(ValueError, match="input window"):
-        localizer.load_localizer_source(runs["pcr"], other)
+        common.load_localizer_source(runs["pcr"], other)
     five = keras_vgg.VGG("A", width_multiplier=0.125,
                          input_shape=(32, 32, 3), classes=5)
     with pytest.raises(ValueError, match="PCR localiser of 4 classes"):
-        localizer.load_localizer_source(runs["pcr"], five)
-    source = localizer.load_localizer_source(runs["pcr"], runs["cls"])
+        common.load_localizer_source(runs["pcr"], five)
+    source = common.load_localizer_source(runs["pcr"], runs["cls"])
     with pytest.raises(ValueError, match="--dynamic_size"):
         tflite.export_tflite(source, str(tmp_path / "a.tflite"),
                              dynamic_size=True)
@@ -183,14 +185,14 @@ def test_bad_sources(runs, tmp_path):
 
 @pytest.mark.slow
 def test_tflite_crop_model_boxes(runs, tmp_path):
-    source = localizer.load_localizer_source(runs["pcr"], runs["cls"])
+    source = common.load_localizer_source(runs["pcr"], runs["cls"])
     output = str(tmp_path / "loc.tflite")
     report = tflite.export_tflite(source, output, calibration_data="builtin",
                                   verify_images=8, top_k=2,
                                   data_dir=str(tmp_path / "data"))
     assert report["top1_agreement"] == 1.0
     assert report["mean_box_iou"] > 0.999
-    with open(tflite.verification_path(output)) as f:
+    with open(litert.verification_path(output)) as f:
         assert json.load(f)["regression"] == "pcr"
     # The LiteRT boxes are the central-crop protocol's on a crop-sized
     # image (Q = crop: the crop is the image).
@@ -202,8 +204,7 @@ def test_tflite_crop_model_boxes(runs, tmp_path):
                                  runner.get_input_details()["pixels"])
     assert sorted(out) == ["boxes", "probabilities", "top_k_indices",
                            "top_k_scores"]
-    loc = localize.load_localizer(runs["pcr"])
-    loc.scale = 32
+    loc = keras_vgg.runs.load_localizer(runs["pcr"]).with_q(32)
     for rank, c in enumerate(out["top_k_indices"]):
         np.testing.assert_allclose(
             out["boxes"][rank], localize.center_crop_box(loc, image, int(c)),

@@ -56,7 +56,7 @@ def _reference(model, image, q, flip):
 def test_load_export_model_reads_run(run):
     directory, _ = run
     source = common.load_export_model(directory)
-    assert source.crop == 32 and source.q == 40
+    assert source.crop == 32 and source.test_scale == 40
     assert source.class_names == tiny_run.CLASS_NAMES
     assert source.preprocessing == "caffe"
 
@@ -69,31 +69,11 @@ def test_load_export_model_errors_name_the_flag(tmp_path):
     with pytest.raises(ValueError, match="--model: cannot read"):
         common.load_export_model(str(bad))
     with pytest.raises(ValueError, match="--weights"):
-        common.load_export_model(config="D", weights="nope")
-    with pytest.raises(ValueError, match="--config"):
-        common.load_export_model(config="Z", weights="imagenet")
+        common.load_export_model(architecture="D", weights="nope")
+    with pytest.raises(ValueError, match="--architecture"):
+        common.load_export_model(architecture="Z", weights="imagenet")
     with pytest.raises(ValueError, match="Give --model"):
         common.load_export_model()
-
-
-def test_atomic_directory(tmp_path):
-    target = tmp_path / "out"
-    with common.atomic_directory(target) as tmp:
-        (open(os.path.join(tmp, "a"), "w")).write("1")
-        assert not target.exists()
-    assert (target / "a").read_text() == "1"
-    with pytest.raises(FileExistsError):
-        with common.atomic_directory(target):
-            pass
-    with pytest.raises(RuntimeError):
-        with common.atomic_directory(tmp_path / "half") as tmp:
-            open(os.path.join(tmp, "a"), "w").write("x")
-            raise RuntimeError("interrupted")
-    assert not (tmp_path / "half").exists()
-    with common.atomic_directory(target, overwrite=True) as tmp:
-        open(os.path.join(tmp, "b"), "w").write("2")
-    assert sorted(os.listdir(target)) == ["b"]
-    assert sorted(os.listdir(tmp_path)) == ["out"]  # no temp dirs left
 
 
 def test_signatures_and_outputs(exported):

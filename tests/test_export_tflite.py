@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 import keras_vgg
+from export import calibration
+from export import litert
 from export import tflite
+from keras_vgg import layers as vgg_layers
 from pipelines import synthetic
 from tests import tiny_run
 
@@ -30,8 +33,8 @@ def source(data_dir):
 
 @pytest.fixture(scope="module")
 def validation(data_dir):
-    return tflite.calibration_images("builtin", "validation", data_dir, Q,
-                                     CROP, 60)
+    return calibration.calibration_images("builtin", "validation",
+                                          data_dir, Q, CROP, 60)
 
 
 def _export(source, data_dir, tmp_path, quantize, **kwargs):
@@ -47,14 +50,14 @@ def _export(source, data_dir, tmp_path, quantize, **kwargs):
 def test_preprocessing_conv_is_exact(mode):
     x = np.random.RandomState(0).uniform(0, 255, (2, 5, 7, 3)).astype(
         np.float32)
-    got = np.asarray(tflite.preprocessing_conv(mode)(x))
+    got = np.asarray(vgg_layers.preprocessing_conv(mode)(x))
     np.testing.assert_allclose(
         got, keras_vgg.preprocessing.apply(x, mode), atol=1e-5)
 
 
 def test_float_matches_keras(source, data_dir, validation, tmp_path):
     output, report = _export(source, data_dir, tmp_path, "none")
-    lite = tflite.LiteModel(model_path=output)
+    lite = litert.LiteModel(model_path=output)
     got = lite.predict(validation)
     expected = np.asarray(source.model(
         keras_vgg.preprocessing.apply(validation, "caffe")))
@@ -64,13 +67,13 @@ def test_float_matches_keras(source, data_dir, validation, tmp_path):
     assert expected.max() > 0.4
     assert report["top1_agreement"] == 1.0
     assert report["max_abs_prob_diff"] < 1e-4
-    saved = json.load(open(tflite.verification_path(output)))
+    saved = json.load(open(litert.verification_path(output)))
     for key in ("size_bytes", "images", "top1_agreement",
                 "max_abs_prob_diff", "latency_ms", "quantize"):
         assert key in saved
     assert saved["size_bytes"] == os.path.getsize(output)
     assert saved["images"] == 60 and saved["quantize"] == "none"
-    assert tflite.verification_path(output).endswith(
+    assert litert.verification_path(output).endswith(
         "none.verification.json")
 
 
@@ -91,7 +94,7 @@ def test_int8_full_integer_uint8_input(source, data_dir, tmp_path):
     output, report = _export(source, data_dir, tmp_path, "int8",
                              int8_io=True)
     assert report["top1_agreement"] >= 0.95
-    lite = tflite.LiteModel(model_path=output)
+    lite = litert.LiteModel(model_path=output)
     assert lite.input["dtype"] == np.uint8
     assert lite.input["shape"].tolist() == [1, CROP, CROP, 3]
 
@@ -100,7 +103,7 @@ def test_dynamic_size(source, data_dir, validation, tmp_path):
     output, report = _export(source, data_dir, tmp_path, "none",
                              dynamic_size=True)
     assert report["input_size"] == Q and report["max_abs_prob_diff"] < 1e-4
-    lite = tflite.LiteModel(model_path=output)
+    lite = litert.LiteModel(model_path=output)
     assert lite.input["shape_signature"].tolist() == [-1, -1, -1, 3]
     # At the crop size the dense model is the classifier itself.
     got = lite.predict(validation[:4])
@@ -119,4 +122,4 @@ def test_refuses_to_overwrite(source, data_dir, tmp_path):
         tflite.export_tflite(source, str(output), "none")
     assert output.read_bytes() == b"keep"
     with pytest.raises(ValueError, match="--int8_io"):
-        tflite.convert(tflite.pixel_model(source), "dynamic", int8_io=True)
+        litert.convert(tflite.pixel_model(source), "dynamic", int8_io=True)

@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 
 import keras_vgg
+from keras_vgg import boxes as box_lib
+from keras_vgg import runs
 from pipelines import localize
 
 
@@ -16,8 +18,7 @@ def constant_localizer(box=(0.5, 0.5, 1.0, 1.0), crop=32, regression="scr",
     kernel, bias = layer.get_weights()
     layer.set_weights([np.zeros_like(kernel),
                        np.tile(np.array(box, "float32"), len(bias) // 4)])
-    return localize.Localizer(model=model, name="const", regression=regression,
-                              crop=crop, preprocessing="caffe", scale=crop)
+    return runs.from_model(model, name="const").with_q(crop)
 
 
 def classifier_fcn():
@@ -29,12 +30,12 @@ def classifier_fcn():
 
 def test_window_boxes_to_image():
     box_map = np.tile([0.5, 0.5, 1.0, 1.0], (2, 2, 1))
-    out = localize.window_boxes_to_image(box_map, (256, 256), 224)
+    out = box_lib.window_corners(box_map[None], (256, 256), 224, 32)[0]
     np.testing.assert_allclose(out[0, 0], [0, 0, 224 / 256, 224 / 256])
     np.testing.assert_allclose(out[1, 1], [32 / 256, 32 / 256, 1, 1])
     # A box in the left half of the window at position (0, 1).
     box_map[0, 1] = [0.25, 0.5, 0.5, 1.0]
-    out = localize.window_boxes_to_image(box_map, (256, 256), 224)
+    out = box_lib.window_corners(box_map[None], (256, 256), 224, 32)[0]
     np.testing.assert_allclose(out[0, 1], [0, 32 / 256, 224 / 256,
                                            (32 + 112) / 256])
 
@@ -72,10 +73,10 @@ def test_dense_boxes_are_the_windows_merged():
     assert len(scores) == 4 and np.all(scores > 0)
 
 
-def test_centred_grid():
-    assert localize.centred_grid(64, 85, 64) == (0, 10, 64, 64)
-    assert localize.centred_grid(64, 100, 64) == (0, 2, 64, 96)
-    assert localize.centred_grid(256, 341, 224) == (0, 10, 256, 320)
+def test_centered_grid():
+    assert box_lib.centered_grid(64, 85, 64, 32) == (0, 10, 64, 64)
+    assert box_lib.centered_grid(64, 100, 64, 32) == (0, 2, 64, 96)
+    assert box_lib.centered_grid(256, 341, 224, 32) == (0, 10, 256, 320)
 
 
 def test_dense_boxes_centre_the_windows():
@@ -103,13 +104,13 @@ def test_dense_boxes_flip_adds_the_mirrored_boxes():
 
 
 def test_bad_inputs(tmp_path):
-    with pytest.raises(ValueError, match="localiser: no model file"):
-        localize.load_localizer(str(tmp_path / "none"))
+    with pytest.raises(ValueError, match="--model: no model file"):
+        runs.load_localizer(str(tmp_path / "none"))
     clf = keras_vgg.VGG("A", input_shape=(32, 32, 3), classes=3,
                         width_multiplier=0.125)
     clf.save(str(tmp_path / "model.keras"))
     with pytest.raises(ValueError, match="not a localiser"):
-        localize.load_localizer(str(tmp_path))
+        runs.load_localizer(str(tmp_path))
     with pytest.raises(ValueError, match="protocol"):
         localize.evaluate_localization([str(tmp_path)], protocol="grid")
 
@@ -142,7 +143,7 @@ def test_figure_draws_the_dense_boxes(tmp_path):
     import tensorflow as tf
     from matplotlib.patches import Rectangle
 
-    from pipelines import evaluate
+    from pipelines import protocols
     from tests import tiny_run
 
     cls, _ = tiny_run.write_run(str(tmp_path / "cls"))
@@ -154,13 +155,13 @@ def test_figure_draws_the_dense_boxes(tmp_path):
     boxes = [p for p in fig.axes[0].patches if isinstance(p, Rectangle)]
     assert len(boxes) == 2
     # The first rectangle is the best class's merged box, in pixels.
-    clf = evaluate.load_model(cls)
-    probs = localize.P.dense(clf.fcn, image.astype("float32"), 40,
+    clf = runs.load_classifier(cls)
+    probs = protocols.dense(clf.fcn, image.astype("float32"), 40,
                              flip=True, preprocessing="caffe")[0]
     best = int(np.argmax(probs))
     merged = localize.dense_boxes(
-        [localize.load_localizer(loc)],
-        [keras_vgg.fully_convolutional(clf.model)], image.astype("float32"),
+        [runs.load_localizer(loc)],
+        [clf.fully_convolutional()], image.astype("float32"),
         [40], [best], flip=True)[best]
     y0, x0, y1, x1 = merged[0][0] * [60, 90, 60, 90]
     np.testing.assert_allclose(boxes[0].get_xy(), (x0, y0), atol=1e-6)

@@ -7,11 +7,10 @@ import tensorflow as tf
 
 import keras_vgg
 from keras_vgg import preprocessing as vgg_preprocessing
-from pipelines import protocols as P
+from pipelines import protocols
 from tests.tiny_run import CROP
 from tests.tiny_run import pixels
 from tests.tiny_run import tiny_model
-from tests.tiny_run import training_config
 
 
 @pytest.fixture(scope="module")
@@ -35,23 +34,23 @@ def run(model, views):
 
 
 def resized(image, q):
-    h, w = P.rescaled_size(image.shape[0], image.shape[1], q)
+    h, w = protocols.rescaled_size(image.shape[0], image.shape[1], q)
     return tf.image.resize(image[None], [h, w], antialias=True)[0].numpy()
 
 
 def test_rescaled_size_keeps_aspect_and_smallest_side():
-    assert P.rescaled_size(300, 400, 256) == (256, 341)
-    assert P.rescaled_size(400, 300, 256) == (341, 256)
-    assert P.rescaled_size(50, 50, 32) == (32, 32)
-    assert P.rescale(pixels(40, 60), 32).shape == (1, 32, 48, 3)
+    assert protocols.rescaled_size(300, 400, 256) == (256, 341)
+    assert protocols.rescaled_size(400, 300, 256) == (341, 256)
+    assert protocols.rescaled_size(50, 50, 32) == (32, 32)
+    assert protocols.rescale(pixels(40, 60), 32).shape == (1, 32, 48, 3)
 
 
 def test_dense_at_q_equals_crop_is_single_crop(model, fcn):
     # A square image rescaled to Q = crop: the central crop is the whole
     # image and the score map a single position.
     image = pixels(48, 48)
-    single = P.single_crop(model, image, CROP)
-    close(P.dense(fcn, image, CROP, flip=False), single)
+    single = protocols.single_crop(model, image, CROP)
+    close(protocols.dense(fcn, image, CROP, flip=False), single)
     close(single, run(model, resized(image, CROP)[None]))
     assert single.shape == (1, 4)
     close(single.sum(), 1.0)
@@ -61,118 +60,102 @@ def test_single_crop_rescales_raw_pixels_then_preprocesses(model):
     image = pixels(45, 60, seed=1)
     r = resized(image, 40)                      # 40 x 53
     y0, x0 = (40 - CROP) // 2, (53 - CROP) // 2
-    close(P.single_crop(model, image, 40),
+    close(protocols.single_crop(model, image, 40),
           run(model, r[None, y0:y0 + CROP, x0:x0 + CROP]))
     # The same network with the preprocessing inside gets raw pixels.
     inside = keras_vgg.VGG("A", width_multiplier=0.125,
                            input_shape=(CROP, CROP, 3), classes=4,
                            dropout=0.0, include_preprocessing=True)
     inside.set_weights(model.get_weights())
-    close(P.single_crop(inside, image, 40, preprocessing="none"),
-          P.single_crop(model, image, 40))
+    close(protocols.single_crop(inside, image, 40, preprocessing="none"),
+          protocols.single_crop(model, image, 40))
 
 
 def test_dense_flip_averages_image_and_mirror(model, fcn):
     image = pixels(40, 40, seed=2)
     r = resized(image, CROP)
     expected = (run(model, r[None]) + run(model, r[None, :, ::-1])) / 2
-    close(P.dense(fcn, image, CROP), expected)
+    close(protocols.dense(fcn, image, CROP), expected)
     # A larger image: the mean of the averaged-score softmax of both.
     image = pixels(41, 57, seed=3)
     r = resized(image, 48)
     x = vgg_preprocessing.apply(np.stack([r, r[:, ::-1]]), "caffe")
     both = np.asarray(fcn(x, training=False))
-    close(P.dense(fcn, image, 48), both.mean(axis=0, keepdims=True))
-    close(P.dense(fcn, image, 48, flip=False), both[:1])
+    close(protocols.dense(fcn, image, 48), both.mean(axis=0, keepdims=True))
+    close(protocols.dense(fcn, image, 48, flip=False), both[:1])
 
 
 def test_dense_batch_of_same_size_images_is_per_image(fcn):
     images = np.stack([pixels(36, 44, seed=s) for s in range(3)])
-    batch = P.dense(fcn, images, 40)
+    batch = protocols.dense(fcn, images, 40)
     assert batch.shape == (3, 4)
     for i in range(3):
-        close(batch[i:i + 1], P.dense(fcn, images[i], 40))
+        close(batch[i:i + 1], protocols.dense(fcn, images[i], 40))
 
 
 def test_crop_grid_is_a_regular_5x5_grid():
-    corners = P.crop_grid(256, 320, 224)
+    corners = protocols.crop_grid(256, 320, 224)
     assert len(corners) == 25
     assert corners[0] == (0, 0) and corners[-1] == (256 - 224, 320 - 224)
     ys = sorted({y for y, _ in corners})
     xs = sorted({x for _, x in corners})
     assert ys == [0, 8, 16, 24, 32] and xs == [0, 24, 48, 72, 96]
     assert corners[:5] == [(0, x) for x in xs]          # row-major
-    assert P.crop_grid(224, 224, 224) == [(0, 0)] * 25
-    assert P.crop_grid(40, 41, 32, n=1) == [(4, 4)]
+    assert protocols.crop_grid(224, 224, 224) == [(0, 0)] * 25
+    assert protocols.crop_grid(40, 41, 32, n=1) == [(4, 4)]
     # Uneven steps are rounded; every box is inside the image.
-    for y, x in P.crop_grid(37, 250, 32):
+    for y, x in protocols.crop_grid(37, 250, 32):
         assert 0 <= y <= 5 and 0 <= x <= 218
     with pytest.raises(ValueError, match="larger"):
-        P.crop_grid(30, 100, 32)
+        protocols.crop_grid(30, 100, 32)
 
 
 def test_multi_crop_averages_50_views(model):
     image = pixels(44, 52, seed=4)
     r = resized(image, 40)                      # 40 x 47
     crops = [r[y:y + CROP, x:x + CROP]
-             for y, x in P.crop_grid(40, 47, CROP)]
+             for y, x in protocols.crop_grid(40, 47, CROP)]
     views = np.stack(crops + [c[:, ::-1] for c in crops])
     assert len(views) == 50
-    close(P.multi_crop(model, image, 40), run(model, views).mean(0)[None])
-    close(P.multi_crop(model, image, 40, flip=False),
+    close(protocols.multi_crop(model, image, 40), run(model, views).mean(0)[None])
+    close(protocols.multi_crop(model, image, 40, flip=False),
           run(model, views[:25]).mean(0)[None])
     # Batching the views differently changes nothing.
-    close(P.multi_crop(model, image, 40, batch_size=7),
-          P.multi_crop(model, image, 40))
+    close(protocols.multi_crop(model, image, 40, batch_size=7),
+          protocols.multi_crop(model, image, 40))
 
 
 def test_multi_scale_combined_and_ensemble_are_averages(model, fcn):
     image = pixels(50, 42, seed=5)
-    d = {q: P.dense(fcn, image, q) for q in (32, 40, 48)}
-    close(P.multi_scale(lambda q: P.dense(fcn, image, q), [32, 40, 48]),
+    d = {q: protocols.dense(fcn, image, q) for q in (32, 40, 48)}
+    close(protocols.multi_scale(lambda q: protocols.dense(fcn, image, q), [32, 40, 48]),
           (d[32] + d[40] + d[48]) / 3)
-    m = P.multi_crop(model, image, 40)
-    close(P.combined(fcn, model, image, 40), (d[40] + m) / 2)
+    m = protocols.multi_crop(model, image, 40)
+    close(protocols.combined(fcn, model, image, 40), (d[40] + m) / 2)
     other = tiny_model(1)
     other_fcn = keras_vgg.fully_convolutional(other, average=True)
-    close(P.ensemble(lambda f: P.dense(f, image, 40), [fcn, other_fcn]),
-          (d[40] + P.dense(other_fcn, image, 40)) / 2)
+    close(protocols.ensemble(lambda f: protocols.dense(f, image, 40), [fcn, other_fcn]),
+          (d[40] + protocols.dense(other_fcn, image, 40)) / 2)
     with pytest.raises(ValueError):
-        P.multi_scale(lambda q: d[q], [])
-
-
-def test_default_scales_follow_the_paper():
-    assert P.default_scales({"scale_min": 256, "scale_max": 256}) == [
-        224, 256, 288]
-    assert P.default_scales({"scale_min": 384, "scale_max": 384}) == [
-        352, 384, 416]
-    assert P.default_scales({"scale_min": 256, "scale_max": 512}) == [
-        256, 384, 512]
-    assert P.default_scales(None) == [224, 256, 288]
-    assert P.single_scale({"scale_min": 256, "scale_max": 512}) == 384
-    assert P.single_scale({"scale_min": 384, "scale_max": 384}) == 384
-    assert P.single_scale(None) == 256
-    assert P.default_scales(training_config(), crop=CROP) == [35, 40, 45]
-    assert P.default_scales(training_config(32, 64), crop=CROP) == [
-        32, 48, 64]
+        protocols.multi_scale(lambda q: d[q], [])
 
 
 def test_bad_inputs_raise_clear_errors(model, fcn):
     image = pixels(40, 40)
     with pytest.raises(ValueError, match="Q=30 is smaller than the crop"):
-        P.single_crop(model, image, 30)
+        protocols.single_crop(model, image, 30)
     with pytest.raises(ValueError, match="Q=30"):
-        P.multi_crop(model, image, 30)
+        protocols.multi_crop(model, image, 30)
     with pytest.raises(ValueError, match="Q=30"):
-        P.dense(fcn, image, 30)
+        protocols.dense(fcn, image, 30)
     with pytest.raises(ValueError, match="fully_convolutional"):
-        P.dense(model, image, 40)
+        protocols.dense(model, image, 40)
     score_map = keras_vgg.fully_convolutional(model)
     with pytest.raises(ValueError, match="average=True"):
-        P.dense(score_map, image, 40)
+        protocols.dense(score_map, image, 40)
     with pytest.raises(ValueError, match="Flatten/Dense head"):
-        P.single_crop(fcn, image, 40)
+        protocols.single_crop(fcn, image, 40)
     with pytest.raises(ValueError, match="crop=24"):
-        P.single_crop(model, image, 40, crop=24)
+        protocols.single_crop(model, image, 40, crop=24)
     with pytest.raises(ValueError, match="RGB"):
-        P.dense(fcn, np.zeros((40, 40)), 40)
+        protocols.dense(fcn, np.zeros((40, 40)), 40)

@@ -5,8 +5,8 @@ import pytest
 
 import keras
 import keras_vgg
-from pipelines import evaluate as E
-from pipelines import protocols as P
+from keras_vgg import runs
+from pipelines import protocols
 from pipelines import scoremap
 from tests.tiny_run import CLASS_NAMES
 from tests.tiny_run import pixels
@@ -28,7 +28,7 @@ def test_figure_labels_are_the_dense_probabilities(run):
     axes = [ax for ax in fig.axes if ax.get_images()]
     assert len(axes) == 3                       # the image + 2 classes
     fcn = keras_vgg.fully_convolutional(model, average=True)
-    p = P.dense(fcn, scoremap.load_image(image), 64)[0]
+    p = protocols.dense(fcn, scoremap.load_image(image), 64)[0]
     best = np.argsort(-p)[:2]
     for ax, c in zip(axes[1:], best):
         assert ax.get_title() == f"{CLASS_NAMES[c]}: {p[c]:.1%}"
@@ -40,14 +40,14 @@ def test_score_map_is_the_fully_convolutional_output(run):
     # image around it instead of zero padding at the window's borders:
     # the per-position softmax of fully_convolutional(model).
     directory, model, image = run
-    loaded = E.load_model(directory)
+    loaded = runs.load_classifier(directory)
     pixels_ = scoremap.load_image(image)
     score_map, _, rescaled, geometry = scoremap.score_maps(loaded, pixels_,
                                                            64)
     assert geometry == (32, 32) and score_map.shape == (2, 2, 4)
     assert rescaled.shape == (64, 82, 3)
     fcn_map = keras_vgg.fully_convolutional(model)
-    x = keras_vgg.preprocess_input(P.rescale(pixels_, 64).numpy())
+    x = keras_vgg.preprocess_input(protocols.rescale(pixels_, 64).numpy())
     np.testing.assert_allclose(score_map, np.asarray(fcn_map(x))[0],
                                rtol=1e-4, atol=1e-6)
 
@@ -62,10 +62,13 @@ def test_cli_writes_a_png(run, tmp_path):
 
 def test_class_names_and_errors(run, tmp_path):
     directory, _, image = run
-    assert E.read_class_names(directory, None, 4) == CLASS_NAMES
-    assert E.read_class_names(None, None, 1000)[0] == \
+    assert runs.load_run(directory).class_names == CLASS_NAMES
+    def tiny(classes):
+        return keras_vgg.VGG("A", input_shape=(32, 32, 3), classes=classes,
+                             width_multiplier=0.125)
+    assert runs.load_run(tiny(1000)).class_names[0] == \
         keras_vgg.class_names()[0]
-    assert E.read_class_names(None, None, 7) is None
+    assert runs.load_run(tiny(7)).class_names is None
     with pytest.raises(ValueError, match="No image file"):
         scoremap.score_map_figure(directory, str(tmp_path / "none.jpg"))
     bad = tmp_path / "bad.jpg"

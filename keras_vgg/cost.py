@@ -1,9 +1,10 @@
-"""Multiply-accumulates of a Keras model at a given input size.
+"""Multiply-accumulates of a built Keras model at a given input size.
 
-`keras_vgg.count_macs` counts from Table 1 and knows full-width VGGs only;
-`count_macs` here walks the layers of any sequential Keras model (narrow
-VGGs, BN variants, the fully convolutional rewrite) and counts, from each
-layer's output shape at the requested input size:
+`keras_vgg.count_macs` (`keras_vgg.configs`) counts from Table 1 as data and
+knows full-width VGGs only; `count_macs` here measures a built model: it
+walks the layers of any sequential Keras model (narrow VGGs, BN variants, the
+fully convolutional rewrite) and counts, from each layer's output shape at
+the requested input size:
 
     Conv1D/2D/3D, DepthwiseConv2D   output positions x kernel x C_in/groups
                                     x filters
@@ -12,14 +13,16 @@ layer's output shape at the requested input size:
 Biases, BN, pooling and activations are not counted (as in the paper's and
 `keras_vgg.count_macs`' figures).
 
->>> count_macs(keras_vgg.VGG16(), (224, 224, 3)) / 1e9
-15.470264320
+    count_macs(keras_vgg.VGG16(weights=None), (224, 224, 3))
+    # 15_470_264_320, keras_vgg.count_macs("D")
 """
 
 import numpy as np
 
 import keras
 from keras import layers
+
+from keras_vgg import chain as chain_lib
 
 _CONVS = (layers.Conv1D, layers.Conv2D, layers.Conv3D)
 
@@ -40,29 +43,9 @@ def _layer_macs(layer, in_shape, out_shape):
     return 0
 
 
-def _chain(model):
-    """The model's layers in order, checking that each feeds the next."""
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ValueError(f"count_macs needs a model with one input and one "
-                         f"output; {model.name!r} has {len(model.inputs)} "
-                         f"and {len(model.outputs)}.")
-    chain = [layer for layer in model.layers
-             if not isinstance(layer, layers.InputLayer)]
-    if isinstance(model, keras.Sequential):
-        return chain
-    previous = model.inputs[0]
-    for layer in chain:
-        if len(layer._inbound_nodes) != 1 or layer.input is not previous:
-            raise ValueError(
-                f"count_macs walks sequential models; layer {layer.name!r} "
-                f"of {model.name!r} is not fed by the layer before it.")
-        previous = layer.output
-    return chain
-
-
 def _walk(model, shape):
     total = 0
-    for layer in _chain(model):
+    for layer in chain_lib.layer_chain(model, "count_macs"):
         if isinstance(layer, keras.Model):
             macs, out = _walk(layer, shape)
         else:

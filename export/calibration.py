@@ -1,0 +1,45 @@
+"""Images for the TFLite exports: int8 calibration, QAT fine-tuning and
+verification, read through the evaluation input pipeline
+(`pipelines.sources` -> `pipelines.augment.make_dataset`, no
+preprocessing: RGB pixels in [0, 255])."""
+
+import numpy as np
+import tensorflow as tf
+
+from pipelines import augment
+from pipelines import sources
+
+
+def _dataset(spec, split, data_dir, scale, crop, batch_size):
+    source = sources.load_source(spec, split, data_dir=data_dir)
+    return augment.make_dataset(source, training=False,
+                                batch_size=batch_size, scale=scale,
+                                crop=crop, preprocessing="none",
+                                deterministic=True)
+
+
+def calibration_images(spec="builtin", split="train", data_dir=None,
+                       scale=256, crop=224, count=100, batch_size=1):
+    """Up to `count` raw RGB crops (float32 [0, 255], numpy (n, crop, crop,
+    3)) from the evaluation input pipeline: smallest side to `scale`,
+    central crop (crop=None: the whole rescaled image, one at a time)."""
+    images = []
+    for batch, _ in _dataset(spec, split, data_dir, scale, crop,
+                             batch_size):
+        images.extend(np.asarray(batch, np.float32))
+        if len(images) >= count:
+            break
+    if not images:
+        raise ValueError(f"--calibration_data={spec!r} gave no images for "
+                         f"split {split!r}.")
+    return np.stack(images[:count])
+
+
+def training_batches(spec, data_dir=None, scale=256, crop=224,
+                     batch_size=16, split="train"):
+    """Endless (pixels [0, 255] float32, labels int64) batches of `split`
+    from the pipeline of `calibration_images` (evaluation rescale to
+    `scale`, central `crop`), for QAT fine-tuning."""
+    dataset = _dataset(spec, split, data_dir, scale, crop, batch_size)
+    return dataset.map(
+        lambda x, y: (tf.cast(x, tf.float32), tf.cast(y, tf.int64))).repeat()

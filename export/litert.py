@@ -1,0 +1,166 @@
+"""The TFLite converter and the LiteRT runner, shared by the classifier
+(`export.tflite`) and the localiser (`export.tflite_localizer`) exports:
+`convert` a Keras model to flatbuffer bytes with one of `QUANTIZE`, run a
+.tflite classifier (`LiteModel`), and compare it with the Keras model it
+came from (`verify`, written beside the file at `verification_path`).
+"""
+
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+QUANTIZE = ("none", "fp16", "dynamic", "int8", "qat")
+
+
+def check_quantize(quantize):
+    if quantize not in QUANTIZE:
+        raise ValueError(f"--quantize={quantize!r}: expected one of "
+                         f"{QUANTIZE}.")
+    return quantize
+
+
+def convert(keras_model, quantize="none", representative=None,
+            int8_io=False):
+    """TFLite flatbuffer bytes of `keras_model` (a pixel model).
+
+    Args:
+        quantize: one of QUANTIZE ("qat" expects a model already trained
+            with fake quantisation; it converts like "int8").
+        representative: for "int8": numpy images (n, h, w, 3) in [0, 255].
+        int8_io: with "int8"/"qat": uint8 input pixels instead of float32.
+    """
+    check_quantize(quantize)
+    if int8_io and quantize not in ("int8", "qat"):
+        raise ValueError("--int8_io needs --quantize=int8 or qat.")
+    # Works for Keras 3 and (for QAT) tf_keras models alike.
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    if quantize == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantize in ("int8", "qat"):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "int8":
+            if representative is None or len(representative) == 0:
+                raise ValueError("--quantize=int8 needs calibration images.")
+
+            def dataset():
+                for image in representative:
+                    yield [np.asarray(image, np.float32)[None]]
+
+            converter.representative_dataset = dataset
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        # For "qat" the fake-quantisation ops give every range: the model
+        # converts to integer kernels without TFLITE_BUILTINS_INT8, which TF
+        # 2.21's converter would refuse here for want of a representative
+        # dataset (its metrics pass does not look at the graph).
+        if int8_io:
+            converter.inference_input_type = tf.uint8
+    return converter.convert()
+
+
+def interpreter(model_content=None, model_path=None, num_threads=2):
+    """A LiteRT `Interpreter` of a .tflite file or its bytes."""
+    # LiteRT is an optional dependency, needed only to run a .tflite model.
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_content=model_content, model_path=model_path,
+                       num_threads=num_threads)
+
+
+def quantize_input(pixels, details):
+    """Float pixels -> the dtype of a LiteRT input (`details`: its entry of
+    `get_input_details()`), rounded and clipped with its quantisation."""
+    x = np.asarray(pixels, np.float32)
+    dtype = details["dtype"]
+    if dtype == np.float32:
+        return x
+    scale, zero = details["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero), info.min,
+                   info.max).astype(dtype)
+
+
+class LiteModel:
+    """A .tflite classifier run by LiteRT: `predict(pixels)` takes float
+    RGB pixels [0, 255] of one size (N, H, W, 3), quantises them when the
+    input is integer, resizes the input when needed, returns float
+    probabilities (N, classes)."""
+
+    def __init__(self, model_content=None, model_path=None, num_threads=2):
+        self.interpreter = interpreter(model_content, model_path,
+                                       num_threads)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self._shape = tuple(self.input["shape"])
+
+    def _set_shape(self, shape):
+        if tuple(shape) != self._shape:
+            self.interpreter.resize_tensor_input(self.input["index"],
+                                                 list(shape))
+            self.interpreter.allocate_tensors()
+            self.input = self.interpreter.get_input_details()[0]
+            self.output = self.interpreter.get_output_details()[0]
+            self._shape = tuple(shape)
+
+    def predict_one(self, image):
+        x = np.asarray(image, np.float32)[None]
+        self._set_shape(x.shape)
+        self.interpreter.set_tensor(self.input["index"],
+                                    quantize_input(x, self.input))
+        self.interpreter.invoke()
+        y = self.interpreter.get_tensor(self.output["index"])
+        if self.output["dtype"] != np.float32:
+            scale, zero = self.output["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return y[0]
+
+    def predict(self, images):
+        return np.stack([self.predict_one(image) for image in images])
+
+
+def keras_latency(keras_model, images, count=8):
+    """Mean seconds per image of `keras_model` on up to `count` of
+    `images`, one at a time (the LiteRT runs' batch size)."""
+    start = time.perf_counter()
+    for image in images[:count]:
+        keras_model(image[None], training=False)
+    return (time.perf_counter() - start) / min(len(images), count)
+
+
+def verify(tflite_bytes, keras_model, images):
+    """Compares the .tflite model with the Keras pixel model on `images`.
+
+    Returns:
+        dict: size_bytes, images, top1_agreement, max_abs_prob_diff,
+        mean_abs_prob_diff, latency_ms (mean per image, batch 1, LiteRT),
+        keras_latency_ms.
+    """
+    lite = LiteModel(model_content=tflite_bytes)
+    lite.predict_one(images[0])  # warm up (allocation, first-run packing)
+    start = time.perf_counter()
+    got = lite.predict(images)
+    latency = (time.perf_counter() - start) / len(images)
+    expected = np.asarray(keras_model.predict(images, batch_size=16,
+                                              verbose=0))
+    diff = np.abs(got - expected)
+    return {
+        "size_bytes": len(tflite_bytes),
+        "images": int(len(images)),
+        "top1_agreement": float(np.mean(got.argmax(1) == expected.argmax(1))),
+        "max_abs_prob_diff": float(diff.max()),
+        "mean_abs_prob_diff": float(diff.mean()),
+        "latency_ms": 1000.0 * latency,
+        "keras_latency_ms": 1000.0 * keras_latency(keras_model, images),
+    }
+
+
+def verification_path(output):
+    """Where the verification JSON of .tflite file `output` goes."""
+    root, ext = os.path.splitext(output)
+    return (root if ext == ".tflite" else output) + ".verification.json"
