@@ -14,7 +14,6 @@ import keras
 import numpy as np
 
 from export import calibration
-from export import common
 from export import litert
 from keras_vgg import atomic
 from keras_vgg import boxes as box_lib

@@ -16,11 +16,17 @@ labels printed are those of an untrained network.
 """
 
 import os
+import shutil
 import time
 
+import numpy as np
+import tensorflow as tf
 from absl import flags
 
+import keras_vgg
 from pipelines import entry
+from pipelines import recipes
+from pipelines import train
 from pipelines.report import format_table
 
 IMAGE = os.path.join(os.path.dirname(__file__), "data", "grace_hopper.jpg")
@@ -28,12 +34,9 @@ IMAGE = os.path.join(os.path.dirname(__file__), "data", "grace_hopper.jpg")
 FLAGS = flags.FLAGS
 
 
-
 def config_table():
     """Rows (config, weight layers, parameters, GMACs at 224) of built
     models."""
-    import keras_vgg
-
     rows = []
     for name in keras_vgg.CONFIGS:
         model = keras_vgg.VGG(name)
@@ -44,23 +47,18 @@ def config_table():
 
 
 def _resolve_weights(weights):
-    import keras
-
     if weights == "none":
         return None
     if weights == "auto":
         cached = os.path.join(
             os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")),
             "models", "vgg16_weights_tf_dim_ordering_tf_kernels.h5")
-        del keras
         return "imagenet" if os.path.exists(cached) else None
     return weights
 
 
 def load_rescaled(path, q):
     """Decodes an image file and rescales it so its smallest side is Q."""
-    import tensorflow as tf
-
     image = tf.io.decode_image(tf.io.read_file(path), channels=3,
                                expand_animations=False)
     h, w = float(image.shape[0]), float(image.shape[1])
@@ -70,9 +68,6 @@ def load_rescaled(path, q):
 
 
 def dense_demo(weights, sizes, image_path):
-    import numpy as np
-
-    import keras_vgg
 
     model = keras_vgg.VGG16(weights=weights)
     fcn = keras_vgg.fully_convolutional(model)
@@ -93,16 +88,12 @@ def dense_demo(weights, sizes, image_path):
 
 
 def train_demo(model_dir, data_dir):
-    import shutil
-
-    from pipelines import recipes
-    from pipelines import train
 
     cfg = recipes.RECIPES["demo"]
-    print(f"\nTraining the 'demo' recipe (config {cfg.config}, BN, width x"
-          f"{cfg.width_multiplier}, S in [{cfg.scale_min}, {cfg.scale_max}], "
-          f"crop {cfg.crop}, {cfg.max_epochs} epochs) on the built-in "
-          f"dataset into {model_dir}:\n")
+    print(f"\nTraining the 'demo' recipe (architecture {cfg.architecture}, "
+          f"BN, width x{cfg.width_multiplier}, S in [{cfg.scale_min}, "
+          f"{cfg.scale_max}], crop {cfg.crop}, {cfg.max_epochs} epochs) on "
+          f"the built-in dataset into {model_dir}:\n")
     if os.path.isdir(model_dir):
         shutil.rmtree(model_dir)
     metrics = train.train(cfg, dataset="builtin", model_dir=model_dir,

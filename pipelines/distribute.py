@@ -43,16 +43,17 @@ def make_strategy(name="auto", tpu=None):
     return tf.distribute.TPUStrategy(resolver)
 
 
-def task():
-    """(task_type, task_id) of this process in TF_CONFIG, or (None, 0)."""
-    config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
-    t = config.get("task", {})
-    return t.get("type"), int(t.get("index", 0))
+def cluster_task():
+    """(task_type, task_id) of this process in TF_CONFIG's cluster, or
+    (None, 0).  (A cluster task is a process, not a training task.)"""
+    cluster_spec = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    entry = cluster_spec.get("task", {})
+    return entry.get("type"), int(entry.get("index", 0))
 
 
 def is_chief():
     """The chief (or worker 0 when there is no chief) writes the outputs."""
-    task_type, task_id = task()
+    task_type, task_id = cluster_task()
     if task_type is None:
         return True
     cluster = json.loads(os.environ["TF_CONFIG"]).get("cluster", {})
@@ -67,5 +68,5 @@ def worker_dir(model_dir):
     a MultiWorkerMirroredStrategy save, only the chief's copy is kept)."""
     if is_chief():
         return model_dir
-    task_type, task_id = task()
+    task_type, task_id = cluster_task()
     return os.path.join(model_dir, ".workers", f"{task_type}_{task_id}")

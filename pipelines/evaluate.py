@@ -45,7 +45,6 @@ padded into one batch.  Undecodable images are skipped and counted
 """
 
 import json
-import os
 import time
 
 import numpy as np

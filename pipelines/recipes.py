@@ -1,15 +1,26 @@
 """Training settings: the paper's recipe (section 3.1) as data.
 
-`TrainConfig` holds every setting of a run; `RECIPES` names the settings of
-Table 3 for every configuration (`vgg16_s256`, `vgg16_s384`, `vgg16_jitter`,
-...) and the `demo` run.  A command line or notebook starts from a recipe and
+`TrainConfig` holds every setting of a run; a recipe is a named
+`TrainConfig`.  `RECIPES` holds those of Table 3 for every architecture
+(`vgg16_s256`, `vgg16_s384`, `vgg16_jitter`, ...), of appendix A's localisers
+and of the `demo` runs.  A command line or notebook starts from a recipe and
 overrides fields (`dataclasses.replace`).
+
+Words: a *recipe* is a named `TrainConfig`; the *architecture* is a Table 1
+letter ("A", "A-LRN", "B", "C", "D", "E"); a *config* is keras_vgg's
+`VGGConfig` that the letter names.
 """
 
 import dataclasses
 import json
 
 from keras_vgg import configs
+from keras_vgg import runs
+
+
+TASKS = ("classification", "localization")
+# British spellings accepted on input, written in the US spelling.
+TASK_ALIASES = {"localisation": "localization"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,7 +34,8 @@ class TrainConfig:
     decoupled from the gradient.
     """
 
-    config: str = "D"
+    # Table 1 letter: "A", "A-LRN", "B", "C", "D" or "E".
+    architecture: str = "D"
     batch_norm: bool = False
     width_multiplier: float = 1.0
     dropout: float = 0.5
@@ -58,7 +70,8 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     max_rollbacks: int = 2
-    # "classification", or "localisation" (box regression, appendix A).
+    # "classification", or "localization" (box regression, appendix A);
+    # "localisation" is accepted and stored as "localization".
     task: str = "classification"
     regression: str = "pcr"
     # Layers trained: "all", or "fc": the FC layers only, the conv body
@@ -68,7 +81,13 @@ class TrainConfig:
     shuffle_buffer: int = 10_000
 
     def __post_init__(self):
-        configs.get_config(self.config)
+        try:
+            configs.get_config(self.architecture)
+        except ValueError as e:
+            raise ValueError(f"`architecture`: {e}") from None
+        if self.task in TASK_ALIASES:
+            # Frozen: normalised in place, before anyone sees the object.
+            object.__setattr__(self, "task", TASK_ALIASES[self.task])
         checks = [
             (self.scale_min >= self.crop and self.scale_max >= self.scale_min,
              "scale_min/scale_max", "need crop <= scale_min <= scale_max"),
@@ -88,8 +107,8 @@ class TrainConfig:
             (self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1"),
             (self.max_steps is None or self.max_steps >= 1, "max_steps",
              "must be >= 1"),
-            (self.task in ("classification", "localisation"), "task",
-             "must be 'classification' or 'localisation'"),
+            (self.task in TASKS, "task",
+             "must be 'classification' or 'localization'"),
             (self.regression in ("scr", "pcr"), "regression",
              "must be 'scr' or 'pcr'"),
             (self.fine_tune in ("all", "fc"), "fine_tune",
@@ -110,29 +129,30 @@ class TrainConfig:
 
     @property
     def validation_scale(self):
-        if self.test_scale:
-            return self.test_scale
-        return (self.scale_min + self.scale_max) // 2
+        """The test scale Q of the run (`keras_vgg.runs.test_scale`)."""
+        return runs.test_scale(dataclasses.asdict(self), self.crop)
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
 
-_ALIASES = {"vgg11": "A", "vgg11_lrn": "A-LRN", "vgg13": "B", "vgg16c": "C",
-            "vgg16": "D", "vgg19": "E"}
+# Recipe name prefix -> architecture (keras.applications' names where
+# they exist).
+_RECIPE_ARCHITECTURES = {"vgg11": "A", "vgg11_lrn": "A-LRN", "vgg13": "B",
+                         "vgg16c": "C", "vgg16": "D", "vgg19": "E"}
 
 
 def _table3():
     recipes = {}
-    for alias, letter in _ALIASES.items():
-        base = TrainConfig(config=letter)
+    for prefix, letter in _RECIPE_ARCHITECTURES.items():
+        base = TrainConfig(architecture=letter)
         # Net A from scratch at lr 1e-2; S=384 starts from the S=256 net
         # (--init_from) at lr 1e-3; jittered S in [256, 512] fine-tunes the
         # S=384 net.
-        recipes[f"{alias}_s256"] = base
-        recipes[f"{alias}_s384"] = dataclasses.replace(
+        recipes[f"{prefix}_s256"] = base
+        recipes[f"{prefix}_s384"] = dataclasses.replace(
             base, scale_min=384, scale_max=384, learning_rate=1e-3)
-        recipes[f"{alias}_jitter"] = dataclasses.replace(
+        recipes[f"{prefix}_jitter"] = dataclasses.replace(
             base, scale_min=256, scale_max=512, learning_rate=1e-3)
     return recipes
 
@@ -142,14 +162,14 @@ RECIPES = _table3()
 # at lr 1e-3, S = 256 or 384, no jittering; --regression picks SCR or PCR.
 for _s in (256, 384):
     RECIPES[f"vgg16_loc_s{_s}"] = TrainConfig(
-        config="D", task="localisation", scale_min=_s, scale_max=_s,
+        architecture="D", task="localization", scale_min=_s, scale_max=_s,
         learning_rate=1e-3)
 # A narrow net A with BN on the built-in dataset: a few minutes on 2 cores.
 # Its 150 validation images swing by +-10 points from epoch to epoch at
 # lr 0.005; patience 3 lets the plateau rule drop the rate for the last
 # epoch (val top-1 0.893 at epoch 30, against 0.587 with patience 8).
 RECIPES["demo"] = TrainConfig(
-    config="A", batch_norm=True, width_multiplier=0.25, dropout=0.0,
+    architecture="A", batch_norm=True, width_multiplier=0.25, dropout=0.0,
     scale_min=64, scale_max=72, crop=64, test_scale=64, batch_size=32,
     learning_rate=0.005, weight_decay=5e-4, lr_patience=3, max_epochs=30,
     checkpoint_every=100, seed=0, val_batch_size=50, shuffle_buffer=1000)
@@ -158,12 +178,13 @@ RECIPES["demo"] = TrainConfig(
 # Its localiser (--init_from a demo run): 40 epochs, about 1.5 minutes; the
 # box loss is still falling at 10 (0.036 against 0.018 at 40, SCR).
 RECIPES["demo_loc"] = dataclasses.replace(
-    RECIPES["demo"], task="localisation", scale_min=64, scale_max=64,
+    RECIPES["demo"], task="localization", scale_min=64, scale_max=64,
     test_scale=64, learning_rate=1e-3, lr_patience=8, max_epochs=40)
 
 
 def get_recipe(name):
+    """The `TrainConfig` of the recipe `name` (a key of `RECIPES`)."""
     if name not in RECIPES:
-        raise ValueError(f"Unknown `config` recipe {name!r}. Expected one of "
+        raise ValueError(f"Unknown `recipe`={name!r}. Expected one of "
                          f"{sorted(RECIPES)}.")
     return RECIPES[name]

@@ -9,9 +9,12 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
+from absl import flags
 
 import keras
 from pipelines import recipes
+from pipelines import sources
 from pipelines import synthetic
 from pipelines import train
 
@@ -33,7 +36,7 @@ def test_recipes_follow_table3():
                              "vgg19") for s in ("s256", "s384", "jitter")}
     s256, s384 = recipes.RECIPES["vgg16_s256"], recipes.RECIPES["vgg16_s384"]
     jitter = recipes.RECIPES["vgg16_jitter"]
-    assert (s256.config, s256.scale_min, s256.scale_max,
+    assert (s256.architecture, s256.scale_min, s256.scale_max,
             s256.learning_rate) == ("D", 256, 256, 1e-2)
     assert (s384.scale_min, s384.learning_rate) == (384, 1e-3)
     assert (jitter.scale_min, jitter.scale_max, jitter.validation_scale) == (
@@ -41,13 +44,13 @@ def test_recipes_follow_table3():
     assert (s256.batch_size, s256.momentum, s256.weight_decay, s256.dropout,
             s256.max_lr_decreases, s256.max_epochs) == (256, 0.9, 5e-4, 0.5,
                                                         3, 74)
-    assert recipes.RECIPES["vgg11_lrn_s256"].config == "A-LRN"
+    assert recipes.RECIPES["vgg11_lrn_s256"].architecture == "A-LRN"
 
 
 @pytest.mark.parametrize("kwargs,name", [
     ({"scale_min": 200}, "scale_min"), ({"grad_accum": 3}, "grad_accum"),
     ({"init": "he"}, "init"), ({"mixed_precision": "fp8"}, "mixed_precision"),
-    ({"config": "Z"}, "config"),
+    ({"architecture": "Z"}, "architecture"), ({"task": "detection"}, "task"),
     ({"xla": True, "deterministic": True}, "xla")])
 def test_bad_train_config(kwargs, name):
     with pytest.raises(ValueError, match=name):
@@ -57,6 +60,24 @@ def test_bad_train_config(kwargs, name):
 def test_unknown_recipe():
     with pytest.raises(ValueError, match="vgg16_jitter"):
         recipes.get_recipe("vgg16_s999")
+
+
+def test_task_spelled_localisation_is_stored_as_localization():
+    cfg = recipes.TrainConfig(task="localisation")
+    assert cfg.task == "localization"
+    assert dataclasses.asdict(cfg)["task"] == "localization"
+    assert recipes.RECIPES["demo_loc"].task == "localization"
+
+
+def test_old_flag_names_are_aliases():
+    fv = flags.FlagValues()
+    train._define_flags(fv)
+    fv(["train", "--config=demo_loc", "--model_config=B",
+        "--task=localisation", "--regression=pcr"])
+    cfg = train.config_from_flags(fv)
+    assert (fv.recipe, cfg.architecture, cfg.task, cfg.regression) == (
+        "demo_loc", "B", "localization", "pcr")
+    assert cfg.learning_rate == recipes.RECIPES["demo_loc"].learning_rate
 
 
 def test_short_training_loss_falls_and_outputs(tmp_path, data_dir):
@@ -74,8 +95,9 @@ def test_short_training_loss_falls_and_outputs(tmp_path, data_dir):
     probs = model.predict(np.zeros((2, 64, 64, 3), "float32"), verbose=0)
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
     config = json.loads((tmp_path / "training_config.json").read_text())
-    assert (config["config"], config["scale_min"], config["preprocessing"]) \
-        == ("A", 64, "caffe")
+    assert (config["architecture"], config["scale_min"],
+            config["preprocessing"], config["task"]) == (
+        "A", 64, "caffe", "classification")
     assert config["class_names"] == list(synthetic.CLASS_NAMES)
     assert os.listdir(tmp_path / "logs")
     assert not [f for f in os.listdir(tmp_path) if "tmp" in f]
@@ -87,7 +109,7 @@ def test_gradient_accumulation_equals_full_batch(tmp_path, data_dir):
     weights = []
     for accum in (1, 2):
         cfg = recipes.TrainConfig(
-            config="A", dropout=0.0, max_steps=2, steps_per_epoch=10,
+            architecture="A", dropout=0.0, max_steps=2, steps_per_epoch=10,
             grad_accum=accum, pca_lighting_std=0.0, deterministic=True,
             **TINY)
         metrics = train.train(cfg, model_dir=str(tmp_path / str(accum)),
@@ -99,33 +121,46 @@ def test_gradient_accumulation_equals_full_batch(tmp_path, data_dir):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_plateau_schedule():
-    cfg = recipes.TrainConfig(lr_patience=1, max_lr_decreases=2,
-                              learning_rate=0.1)
+# The keys of every checkpoint written so far, beside model_variables and
+# optimizer: an old run must resume with its schedule and counters.
+CHECKPOINT_KEYS = {"step": 7, "epoch": 2, "epoch_start_step": 6,
+                   "lr_decreases": 1, "best_val_top1": 0.75,
+                   "epochs_since_best": 1, "images_skipped": 3,
+                   "learning_rate": 1e-3}
 
-    class Fake(train.Trainer):
-        def __init__(self):
-            import tensorflow as tf
-            self.cfg = cfg
-            self.state = {
-                "best_val_top1": tf.Variable(-1.0, dtype=tf.float64),
-                "epochs_since_best": tf.Variable(0, dtype=tf.int64),
-                "lr_decreases": tf.Variable(0, dtype=tf.int64),
-                "learning_rate": tf.Variable(0.1, dtype=tf.float64)}
-            self.lrs = []
 
-        def _set_lr(self, value):
-            self.state["learning_rate"].assign(value)
-            self.lrs.append(round(value, 6))
-
-    fake = Fake()
-    stops = [fake._plateau(v) for v in (0.5, 0.6, 0.6, 0.55, 0.7, 0.7)]
-    assert stops == [False, False, False, False, False, True]
-    assert fake.lrs == [0.01, 0.001]
+def test_checkpoints_of_earlier_runs_resume(tmp_path, data_dir):
+    old = {name: tf.Variable(value, dtype=tf.float64 if isinstance(
+        value, float) else tf.int64) for name, value in
+        CHECKPOINT_KEYS.items()}
+    tf.train.CheckpointManager(tf.train.Checkpoint(**old),
+                               str(tmp_path / "checkpoints"),
+                               max_to_keep=1).save(checkpoint_number=7)
+    cfg = recipes.TrainConfig(architecture="A", steps_per_epoch=10, **TINY)
+    trainer = train.Trainer(
+        cfg, sources.load_source("builtin", "train", data_dir=data_dir),
+        sources.load_source("builtin", "validation", data_dir=data_dir),
+        str(tmp_path), verbose=0)
+    assert trainer.restored
+    schedule = trainer.schedule
+    assert [int(trainer.progress[k].numpy()) for k in (
+        "step", "epoch", "epoch_start_step", "images_skipped")] == [7, 2, 6, 3]
+    assert (float(schedule.best_accuracy.numpy()),
+            int(schedule.epochs_since_best.numpy()),
+            int(schedule.lr_decreases.numpy()),
+            schedule.current_learning_rate) == (0.75, 1, 1, 1e-3)
+    np.testing.assert_allclose(
+        float(trainer.optimizer.learning_rate.numpy()), 1e-3)
+    # And what it writes keeps the same keys.
+    trainer._save()
+    written = {name.split("/")[0] for name, _ in
+               tf.train.list_variables(trainer.manager.latest_checkpoint)}
+    assert written >= set(CHECKPOINT_KEYS) | {"model_variables", "optimizer"}
 
 
 def test_nan_loss_rolls_back_then_stops(tmp_path, data_dir):
-    cfg = recipes.TrainConfig(config="A", learning_rate=1e6, max_epochs=1,
+    cfg = recipes.TrainConfig(architecture="A", learning_rate=1e6,
+                              max_epochs=1,
                               steps_per_epoch=20, max_rollbacks=2,
                               **dict(TINY, checkpoint_every=1))
     with pytest.raises(train.TrainingDiverged,
@@ -137,9 +172,9 @@ def test_nan_loss_rolls_back_then_stops(tmp_path, data_dir):
 
 
 def _cli(model_dir, data_dir):
-    return [sys.executable, "-m", "pipelines.train", "--config=demo",
+    return [sys.executable, "-m", "pipelines.train", "--recipe=demo",
             f"--model_dir={model_dir}", f"--data_dir={data_dir}",
-            "--model_config=A", "--width_multiplier=0.125", "--crop=32",
+            "--architecture=A", "--width_multiplier=0.125", "--crop=32",
             "--scale_min=32", "--scale_max=40", "--test_scale=32",
             "--batch_size=16", "--steps_per_epoch=30", "--max_epochs=3",
             "--checkpoint_every=5", "--seed=7", "--deterministic",
@@ -209,7 +244,8 @@ def test_multi_worker_mirrored_two_processes(tmp_path, data_dir):
                                      {"mixed_precision": "float16"},
                                      {"xla": True}])
 def test_mixed_precision_and_xla_train(tmp_path, data_dir, changes):
-    cfg = recipes.TrainConfig(config="A", max_steps=3, steps_per_epoch=10,
+    cfg = recipes.TrainConfig(architecture="A", max_steps=3,
+                              steps_per_epoch=10,
                               **TINY, **changes)
     metrics = train.train(cfg, model_dir=str(tmp_path), data_dir=data_dir,
                           verbose=0)
@@ -221,11 +257,15 @@ def test_mixed_precision_and_xla_train(tmp_path, data_dir, changes):
 
 def test_init_from_net_a_copies_the_papers_layers(tmp_path):
     small = dict(width_multiplier=0.125, crop=32, scale_min=32, scale_max=40)
-    net_a = train.build_model(recipes.TrainConfig(config="A", **small), 5)
+    net_a = train.build_model(recipes.TrainConfig(architecture="A", **small),
+                              5)
     net_a.save(str(tmp_path / "model.keras"))
-    net_d = train.build_model(recipes.TrainConfig(config="D", **small), 5)
+    # A run of an earlier version: its architecture under the key "config".
+    (tmp_path / "training_config.json").write_text(json.dumps({"config": "A"}))
+    net_d = train.build_model(recipes.TrainConfig(architecture="D", **small),
+                              5)
     before = net_d.get_layer("block1_conv2").get_weights()[0].copy()
-    copied = train.initialize_from(net_d, str(tmp_path), same_config=False)
+    copied = train.initialize_from(net_d, str(tmp_path), "D")
     assert copied == list(train.PAPER_INIT_LAYERS)
     for name in train.PAPER_INIT_LAYERS:
         for a, b in zip(net_d.get_layer(name).get_weights(),
@@ -237,4 +277,4 @@ def test_init_from_net_a_copies_the_papers_layers(tmp_path):
     np.testing.assert_array_equal(
         net_d.get_layer("block1_conv2").get_weights()[0], before)
     with pytest.raises(ValueError, match="init_from"):
-        train.initialize_from(net_d, str(tmp_path / "missing"), False)
+        train.initialize_from(net_d, str(tmp_path / "missing"), "D")

@@ -64,7 +64,6 @@ def trained_export_source(data_dir, q=36, crop=CROP, name="tiny_trained"):
 
     from export import calibration
     from export import common
-    from export import tflite
     from pipelines import sources
 
     keras.utils.set_random_seed(0)

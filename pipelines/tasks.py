@@ -1,0 +1,231 @@
+"""What is trained: a task builds the network, says its loss and counts its
+metrics; the trainer (`pipelines.train`) runs any task the same way.
+
+- `ClassificationTask`: a VGG classifier with logits out, softmax
+  cross-entropy, top-1 / top-5 hits.
+- `LocalizationTask`: the box regressor of the paper's appendix A (SCR or
+  PCR), Euclidean box loss (`pipelines.box_loss`), boxes with IoU > 0.5.
+
+A task's `metric_sums` are sums over a batch, so that they add up over
+micro-batches, replicas and steps; `validation_summary` turns the sums over
+the validation set into the fields of `metrics.json`.
+
+Also here, since they make the network a task trains: the paper's
+initialisation of deeper nets from net A (`initialize_from`) and fine-tuning
+of the FC layers alone (`freeze_body`).
+"""
+
+import contextlib
+
+import numpy as np
+import tensorflow as tf
+
+import keras
+import keras_vgg
+from keras_vgg import runs
+from pipelines import box_loss
+
+# The paper initialises deeper nets from a trained net A: its first four conv
+# layers (those of blocks 1-3, which exist with the same shapes in every
+# architecture) and its three FC layers.
+PAPER_INIT_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1",
+                     "block3_conv2", "fc1", "fc2", "predictions")
+
+
+def initialize_from(model, path, architecture):
+    """Copies weights from a trained run (a model dir or a `.keras` file)
+    into `model`, a network of Table 1's `architecture`.
+
+    When the run was trained as the same architecture (or does not say),
+    every layer is copied (S=384 from S=256, jittered from S=384); from
+    another architecture (a deeper net from A) only `PAPER_INIT_LAYERS`.
+    """
+    source = runs.load_run(path, "--init_from")
+    same = (source.architecture or architecture) == architecture
+    names = None if same else PAPER_INIT_LAYERS
+    return keras_vgg.weights.copy_layers(source.model, model, names,
+                                         what=f"--init_from={source.name!r}")
+
+
+def freeze_body(model):
+    """Makes every layer before `flatten` (the conv body) untrainable: BN
+    layers among them then also keep their moving statistics."""
+    names = [layer.name for layer in model.layers]
+    if "flatten" not in names:
+        raise ValueError(f"`fine_tune`='fc': model {model.name!r} has no "
+                         "'flatten' layer (an FC head) to train alone.")
+    for layer in model.layers[:names.index("flatten")]:
+        layer.trainable = False
+
+
+def _gaussian_init(model, seed):
+    # The paper's init for net A: N(0, 1e-2) weights, zero biases.
+    rng = np.random.RandomState(seed)
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            kernel, bias = layer.get_weights()
+            layer.set_weights([
+                rng.normal(0, 1e-2, kernel.shape).astype(kernel.dtype),
+                np.zeros_like(bias)])
+
+
+def _in_top_k(labels, logits, k):
+    return tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, k),
+                                 tf.float32))
+
+
+class Task:
+    """What a task provides the trainer (Model Garden's `base_task.Task`).
+
+    Subclasses set `with_boxes` (batches are (images, labels, boxes) rather
+    than (images, labels)), `monitor` (the validation field the plateau
+    schedule watches) and `display_names` (their training metrics' names in
+    the progress bar and TensorBoard), and define `_network()`,
+    `per_example_loss`, `metric_sums`, `train_display`,
+    `validation_summary` and `validation_line`.
+    """
+
+    with_boxes = False
+    monitor = "val_top1_accuracy"
+    display_names = ("top1", "top5")
+
+    def __init__(self, cfg, num_classes):
+        self.cfg = cfg
+        self.num_classes = num_classes
+
+    def build_model(self):
+        """The network to train, its conv body frozen for fine_tune="fc"."""
+        model = self._network()
+        if self.cfg.fine_tune == "fc":
+            freeze_body(model)
+        return model
+
+    @contextlib.contextmanager
+    def saved_form(self, model):
+        """The network as a user loads it, while it is saved."""
+        yield model
+
+
+class ClassificationTask(Task):
+    """Image classification: logits out (the loss applies softmax)."""
+
+    name = "classification"
+
+    def _network(self):
+        cfg = self.cfg
+        model = keras_vgg.VGG(
+            cfg.architecture, batch_norm=cfg.batch_norm,
+            classes=self.num_classes, input_shape=(cfg.crop, cfg.crop, 3),
+            classifier_activation=None, dropout=cfg.dropout,
+            width_multiplier=cfg.width_multiplier)
+        if cfg.init == "gaussian":
+            _gaussian_init(model, cfg.seed)
+        return model
+
+    def per_example_loss(self, logits, batch):
+        return keras.losses.sparse_categorical_crossentropy(
+            batch[1], logits, from_logits=True)
+
+    def metric_sums(self, logits, batch):
+        labels = tf.cast(batch[1], tf.int32)
+        return {"top1_correct": _in_top_k(labels, logits, 1),
+                "top5_correct": _in_top_k(labels, logits,
+                                          min(5, self.num_classes)),
+                "examples": tf.cast(tf.shape(labels)[0], tf.float32)}
+
+    def train_display(self, sums, images):
+        """(name, value) pairs for the progress bar and TensorBoard."""
+        return list(zip(self.display_names,
+                        (sums["top1_correct"] / images,
+                         sums["top5_correct"] / images)))
+
+    def validation_summary(self, sums):
+        """`metrics.json`'s validation fields from the summed metrics."""
+        if not sums["examples"]:
+            raise ValueError("The validation data yielded no image.")
+        return {"val_top1_accuracy": sums["top1_correct"] / sums["examples"],
+                "val_top5_accuracy": sums["top5_correct"] / sums["examples"]}
+
+    def validation_line(self, summary, learning_rate):
+        return (f"  val top-1 {summary['val_top1_accuracy']:.4f}  top-5 "
+                f"{summary['val_top5_accuracy']:.4f}  lr {learning_rate:g}")
+
+    @contextlib.contextmanager
+    def saved_form(self, model):
+        """With its softmax while saved: probabilities, as a user expects."""
+        head = model.get_layer("predictions")
+        head.activation = keras.activations.softmax
+        try:
+            yield model
+        finally:
+            head.activation = keras.activations.linear
+
+
+class LocalizationTask(Task):
+    """Box regression (the paper's appendix A): one box (SCR) or one per
+    class (PCR), the box of the ground-truth class counting."""
+
+    name = "localization"
+    with_boxes = True
+    monitor = "val_localization_accuracy"
+    # The TensorBoard tags of the first runs, kept so that their curves line
+    # up: "top1" counts boxes with IoU > 0.5, "top5" the images whose box is
+    # still in the crop.
+    display_names = ("top1", "top5")
+
+    def _network(self):
+        cfg = self.cfg
+        return keras_vgg.VGGLocalizer(
+            cfg.architecture, regression=cfg.regression,
+            classes=self.num_classes, input_shape=(cfg.crop, cfg.crop, 3),
+            batch_norm=cfg.batch_norm, dropout=cfg.dropout,
+            width_multiplier=cfg.width_multiplier)
+
+    def per_example_loss(self, boxes_out, batch):
+        loss, _ = box_loss.euclidean_loss(boxes_out, batch[1], batch[2],
+                                          self.cfg.regression)
+        return loss
+
+    def metric_sums(self, boxes_out, batch):
+        hits, with_box = box_loss.correct_boxes(boxes_out, batch[1], batch[2],
+                                                self.cfg.regression)
+        return {"boxes_correct": tf.reduce_sum(hits),
+                "examples_with_box": tf.reduce_sum(with_box)}
+
+    def train_display(self, sums, images):
+        return list(zip(self.display_names,
+                        (sums["boxes_correct"] / images,
+                         sums["examples_with_box"] / images)))
+
+    def validation_summary(self, sums):
+        """`metrics.json`'s validation fields: the fraction of images whose
+        ground-truth-class box has IoU > 0.5, also under the classifier's
+        field names (so every run's history has the same fields)."""
+        if not sums["examples_with_box"]:
+            raise ValueError("The validation data yielded no image.")
+        accuracy = sums["boxes_correct"] / sums["examples_with_box"]
+        return {"val_top1_accuracy": accuracy,
+                "val_top5_accuracy": (sums["examples_with_box"]
+                                      / sums["examples_with_box"]),
+                "val_localization_accuracy": accuracy,
+                "val_localization_error": 1 - accuracy}
+
+    def validation_line(self, summary, learning_rate):
+        return (f"  val localisation accuracy (IoU > 0.5) "
+                f"{summary['val_localization_accuracy']:.4f}  "
+                f"lr {learning_rate:g}")
+
+
+TASKS = {task.name: task for task in (ClassificationTask, LocalizationTask)}
+
+
+def make_task(cfg, num_classes):
+    """The `Task` of `cfg.task` ("classification" or "localization")."""
+    return TASKS[cfg.task](cfg, num_classes)
+
+
+def build_model(cfg, num_classes):
+    """The network of `cfg`: a classifier with logits out (the loss applies
+    softmax), or a localiser (box regressor) for task="localization"; its
+    conv body frozen for fine_tune="fc"."""
+    return make_task(cfg, num_classes).build_model()
