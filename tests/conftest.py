@@ -31,7 +31,7 @@ def data_dir(tmp_path_factory):
 # other branches: marked from here until `@pytest.mark.slow` on the tests
 # themselves replaces these entries.  Elsewhere the decorator is the way.
 _SLOW_ELSEWHERE = {
-    "tests/test_box_loss.py::test_localisation_fine_tune_lowers_box_loss",
+    "tests/test_box_loss.py::test_localization_fine_tune_lowers_box_loss",
     "tests/test_evaluate.py::"
     "test_evaluate_matches_the_protocols_and_counts_skips",
     "tests/test_export_qat.py::test_qat_end_to_end",
