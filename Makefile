@@ -1,5 +1,6 @@
 # `make demo` and `make test` work on a fresh machine with Python 3.11: they
-# create .venv, install the package with its test extra, then run.
+# create .venv, install the package with every extra (train, export, test),
+# then run.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,12 +8,12 @@ STAMP := $(VENV)/.installed-stamp
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test benchmark install clean
+.PHONY: demo test test-fast lint benchmark install clean
 
-$(STAMP): setup.py
+$(STAMP): setup.py keras_vgg/version.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[all,test]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -21,8 +22,16 @@ demo: $(STAMP)
 	$(BIN)/python -m pipelines.demo
 	$(BIN)/python -m export.demo
 
+# Every test, the slow ones included; the 15 slowest are listed at the end.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
+
+# The tests not marked `slow` (pytest.ini): a quick check while editing.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 benchmark: $(STAMP)
 	$(BIN)/python -m benchmarks.models

@@ -18,11 +18,12 @@ import time
 
 from absl import app
 from absl import flags
+
+import keras_vgg
 from keras_vgg import cost
 from pipelines import protocols
 from pipelines.report import format_table
 from pipelines.scoremap import load_image
-import keras_vgg
 
 IMAGE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "pipelines",
                      "data", "grace_hopper.jpg")

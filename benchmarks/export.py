@@ -20,6 +20,8 @@ import time
 
 from absl import app
 from absl import flags
+
+import keras_vgg
 from export import calibration
 from export import common
 from export import litert
@@ -27,7 +29,6 @@ from export import saved_model
 from export import tflite
 from pipelines import demo as pipelines_demo
 from pipelines.report import format_table
-import keras_vgg
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("calibration_images", 50, "int8 calibration images.")
@@ -76,10 +77,9 @@ def _latency(fn, images, repeats=5):
 
 def main(argv):
     del argv
+    import keras
     import numpy as np
     import tensorflow as tf
-
-    import keras
 
     keras.utils.set_random_seed(0)
     model = keras_vgg.VGG16(weights=FLAGS.weights)
@@ -126,12 +126,13 @@ def main(argv):
         sm_probs = np.concatenate([fn(tf.constant(images[i:i + 1]))[
             "probabilities"].numpy() for i in range(len(images))])
         sm_lat = _latency(lambda x: fn(tf.constant(x[None])), images)
+        sm_agree = np.mean(sm_probs.argmax(1) == reference.argmax(1))
         rows.append(("SavedModel (dense, no flip)",
                      f"{_size(sm_dir) / 1e6:.0f}",
                      f"{_size(sm_dir) / float_size:.2f}",
                      f"{1000 * sm_lat:.0f}", "-", f"{sm_time:.0f}",
                      f"{mem.peak / 1e9:.1f}",
-                     f"{np.mean(sm_probs.argmax(1) == reference.argmax(1)):.3f}",
+                     f"{sm_agree:.3f}",
                      f"{np.abs(sm_probs - reference).max():.2e}"))
         for quantize in ("none", "fp16", "dynamic", "int8"):
             start = time.perf_counter()
@@ -147,7 +148,8 @@ def main(argv):
                                         num_threads=threads)
                 lats.append(_latency(lite.predict_one, images))
             got = lite.predict(images)
-            rows.append((f"TFLite {quantize if quantize != 'none' else 'float32'}",
+            label = quantize if quantize != "none" else "float32"
+            rows.append((f"TFLite {label}",
                          f"{len(flat) / 1e6:.0f}",
                          f"{len(flat) / float_size:.2f}",
                          f"{1000 * lats[1]:.0f}", f"{1000 * lats[0]:.0f}",

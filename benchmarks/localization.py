@@ -26,6 +26,7 @@ import time
 
 from absl import app
 from absl import flags
+
 from export import common
 from export import saved_model
 from pipelines import localize

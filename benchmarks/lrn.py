@@ -13,9 +13,10 @@ import time
 
 from absl import app
 from absl import flags
+
+import keras_vgg
 from keras_vgg import layers as vgg_layers
 from pipelines.report import format_table
-import keras_vgg
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch", 8, "Batch size.")

@@ -5,8 +5,9 @@
 Prints, per model and batch size, images/s at 224x224 and the achieved
 GFLOP/s (2 FLOPs per multiply-accumulate of a direct convolution; oneDNN may
 compute 3x3 convs with fewer, e.g. Winograd, so this can exceed the CPU's
-peak: compare it between rows, not with the hardware), with keras.applications VGG16 and
-VGG19 measured in the same process as the baseline (ratio column).  Timings
+peak: compare it between rows, not with the hardware), with
+keras.applications VGG16 and VGG19 measured in the same process as the
+baseline (ratio column).  Timings
 are the median of `--repeats` calls after one warm-up call.
 """
 
@@ -15,8 +16,9 @@ import time
 
 from absl import app
 from absl import flags
-from pipelines.report import format_table
+
 import keras_vgg
+from pipelines.report import format_table
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("configs", ["A", "A-LRN", "B", "C", "D", "E"],

@@ -14,6 +14,7 @@ import time
 
 from absl import app
 from absl import flags
+
 from pipelines import augment
 from pipelines import distribute
 from pipelines import recipes

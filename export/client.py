@@ -21,6 +21,7 @@ from absl import app
 from absl import flags
 
 from export.saved_model import INPUT_KEY
+from pipelines import entry
 
 DEFAULT_SIGNATURE = "serving_default"
 
@@ -140,6 +141,12 @@ def main(argv):
     return 0
 
 
-if __name__ == "__main__":
+def run():
+    """The command line, as `python -m export.client` runs it; also the
+    `vgg-client` console script."""
     define_flags()
-    app.run(main)
+    entry.run(main, __name__)
+
+
+if __name__ == "__main__":
+    run()

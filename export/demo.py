@@ -13,11 +13,10 @@ import os
 import shutil
 import time
 
-from absl import app
-from absl import flags
-
 import numpy as np
 import tensorflow as tf
+from absl import app
+from absl import flags
 
 from export import calibration
 from export import common

@@ -38,10 +38,10 @@ import numpy as np
 import tensorflow as tf
 
 import keras_vgg
+from export import dense
 from keras_vgg import boxes as box_lib
 from keras_vgg import preprocessing as vgg_preprocessing
 from keras_vgg.fully_conv import STRIDE
-from export import dense
 
 IOU_THRESHOLD = 0.5
 

@@ -19,7 +19,8 @@ Outputs (both):
 
 Usage:
     python -m export.saved_model --model=runs/demo --output=/tmp/vgg_sm
-    python -m export.saved_model --architecture=D --weights=imagenet --output=DIR
+    python -m export.saved_model --architecture=D --weights=imagenet \\
+        --output=DIR
     python -m export.saved_model --model=runs/loc --classifier=runs/cls \\
         --output=DIR
 
@@ -35,15 +36,15 @@ import os
 import sys
 import tempfile
 
+import tensorflow as tf
 from absl import app
 from absl import flags
 
-import tensorflow as tf
-
-from keras_vgg import atomic
 from export import common
 from export import dense
 from export import localizer
+from keras_vgg import atomic
+from pipelines import entry
 
 INPUT_KEY = "images"
 SIGNATURES = ("serving_default", "predict_images", "predict_images_uint8")
@@ -171,6 +172,12 @@ def main(argv):
     return 0
 
 
-if __name__ == "__main__":
+def run():
+    """The command line, as `python -m export.saved_model` runs it; also the
+    `vgg-export-savedmodel` console script."""
     define_flags()
-    app.run(main)
+    entry.run(main, __name__)
+
+
+if __name__ == "__main__":
+    run()

@@ -28,16 +28,15 @@ import os
 import re
 import sys
 
-from absl import app
-from absl import flags
-
 import numpy as np
 import tensorflow as tf
+from absl import flags
 
-from keras_vgg import atomic
 from export import client
 from export import common
 from export import saved_model
+from keras_vgg import atomic
+from pipelines import entry
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 CONFIG_FILE = "models.config"
@@ -201,6 +200,12 @@ def main(argv):
     return 0
 
 
-if __name__ == "__main__":
+def run():
+    """The command line, as `python -m export.serving` runs it; also the
+    `vgg-export-serving` console script."""
     define_flags()
-    app.run(main)
+    entry.run(main, __name__)
+
+
+if __name__ == "__main__":
+    run()

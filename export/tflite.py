@@ -49,6 +49,7 @@ from export import calibration
 from export import litert
 from keras_vgg import atomic
 from keras_vgg.layers import preprocessing_conv
+from pipelines import entry
 from pipelines.report import format_table
 
 
@@ -193,6 +194,12 @@ def main(argv):
     return 0
 
 
-if __name__ == "__main__":
+def run():
+    """The command line, as `python -m export.tflite` runs it; also the
+    `vgg-export-tflite` console script."""
     define_flags()
-    app.run(main)
+    entry.run(main, __name__)
+
+
+if __name__ == "__main__":
+    run()

@@ -8,6 +8,7 @@
 The package imports no TensorFlow: the models run on any Keras backend.
 """
 
+from keras_vgg import runs  # noqa: E402  keras_vgg.runs.load_run
 from keras_vgg.configs import CONFIGS
 from keras_vgg.configs import count_macs
 from keras_vgg.configs import count_params
@@ -16,9 +17,10 @@ from keras_vgg.fully_conv import fully_convolutional
 from keras_vgg.imagenet import class_names
 from keras_vgg.imagenet import decode_predictions
 from keras_vgg.layers import LocalResponseNormalization
-from keras_vgg.localizer import VGGLocalizer
 from keras_vgg.layers import Preprocessing
+from keras_vgg.localizer import VGGLocalizer
 from keras_vgg.preprocessing import preprocess_input
+from keras_vgg.version import __version__
 from keras_vgg.vgg import VGG
 from keras_vgg.vgg import VGG11
 from keras_vgg.vgg import VGG11LRN
@@ -31,6 +33,31 @@ from keras_vgg.weights import WeightSet
 from keras_vgg.weights import available_weights
 from keras_vgg.weights import get_weight_set
 from keras_vgg.weights import load_weights
-from keras_vgg import runs  # noqa: E402  keras_vgg.runs.load_run
 
-__version__ = "0.1.0"
+__all__ = [
+    "CONFIGS",
+    "LocalResponseNormalization",
+    "Preprocessing",
+    "VGG",
+    "VGG11",
+    "VGG11LRN",
+    "VGG13",
+    "VGG16",
+    "VGG16C",
+    "VGG19",
+    "VGGLocalizer",
+    "WEIGHT_SETS",
+    "WeightSet",
+    "__version__",
+    "available_weights",
+    "class_names",
+    "count_macs",
+    "count_params",
+    "decode_predictions",
+    "fully_convolutional",
+    "get_config",
+    "get_weight_set",
+    "load_weights",
+    "preprocess_input",
+    "runs",
+]

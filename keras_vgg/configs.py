@@ -6,6 +6,8 @@ ends in FC-4096 -> FC-4096 -> FC-classes.  One builder (`keras_vgg.vgg.VGG`)
 reads these tables, so a configuration is defined in exactly one place.
 """
 
+from __future__ import annotations
+
 import dataclasses
 
 # (kernel size, filters) for each conv of each block, straight from Table 1.
@@ -94,7 +96,7 @@ CONFIGS = {
 FC_UNITS = 4096
 
 
-def get_config(config):
+def get_config(config: str | VGGConfig) -> VGGConfig:
     """Returns the `VGGConfig` named `config`, or a ValueError listing names."""
     if isinstance(config, VGGConfig):
         return config
@@ -107,8 +109,9 @@ def get_config(config):
     return CONFIGS[key]
 
 
-def count_params(config, include_top=True, classes=1000, input_size=224,
-                 channels=3, batch_norm=False):
+def count_params(config: str | VGGConfig, include_top: bool = True,
+                 classes: int = 1000, input_size: int = 224,
+                 channels: int = 3, batch_norm: bool = False) -> int:
     """Parameter count computed from Table 1 alone (no model is built).
 
     >>> count_params("D")
@@ -130,8 +133,9 @@ def count_params(config, include_top=True, classes=1000, input_size=224,
     return total
 
 
-def count_macs(config, height=224, width=None, include_top=True,
-               classes=1000, channels=3):
+def count_macs(config: str | VGGConfig, height: int = 224,
+               width: int | None = None, include_top: bool = True,
+               classes: int = 1000, channels: int = 3) -> int:
     """Multiply-accumulates of one forward pass, from Table 1 alone.
 
     With `include_top` and an input larger than 224 the head is counted as

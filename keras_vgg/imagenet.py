@@ -7,6 +7,8 @@ that share a lemma ("crane", "maillot") are told apart where WordNet's gloss
 allows it ("crane_(bird)", "crane_(machine)").
 """
 
+from __future__ import annotations
+
 import functools
 import json
 import os
@@ -25,12 +27,14 @@ def class_index():
     return [tuple(raw[str(i)]) for i in range(len(raw))]
 
 
-def class_names():
+def class_names() -> list[str]:
     """The 1000 class names, in class order."""
     return [name for _, name in class_index()]
 
 
-def decode_predictions(preds, top=5):
+def decode_predictions(
+        preds: np.typing.ArrayLike,
+        top: int = 5) -> list[list[tuple[str, str, float]]]:
     """Decodes ImageNet predictions, as `keras.applications` does, offline.
 
     Args:
@@ -42,6 +46,7 @@ def decode_predictions(preds, top=5):
         first.
 
     Example:
+    >>> import keras_vgg
     >>> keras_vgg.decode_predictions(np.eye(1000)[[1]], top=1)
     [[('n01443537', 'goldfish', 1.0)]]
     """
@@ -52,7 +57,8 @@ def decode_predictions(preds, top=5):
             f"shape (samples, 1000). Received: preds.shape={preds.shape}"
         )
     if not isinstance(top, int) or top < 1:
-        raise ValueError(f"`top` must be a positive integer. Received: top={top!r}")
+        raise ValueError(
+            f"`top` must be a positive integer. Received: top={top!r}")
     index = class_index()
     results = []
     for row in preds:

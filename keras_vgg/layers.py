@@ -31,8 +31,9 @@ class LocalResponseNormalization(keras.layers.Layer):
     Keras ships no LRN layer, which is why this one exists.
 
     Example:
+    >>> import numpy as np
     >>> lrn = LocalResponseNormalization()
-    >>> lrn(np.ones((1, 2, 2, 8), "float32")).shape
+    >>> tuple(lrn(np.ones((1, 2, 2, 8), "float32")).shape)
     (1, 2, 2, 8)
     """
 

@@ -8,6 +8,10 @@ stays Flatten -> Dense, so `keras_vgg.fully_convolutional` rewrites a
 localiser like a classifier: one box set per score-map position.
 """
 
+from __future__ import annotations
+
+import os
+
 import keras
 
 from keras_vgg import vgg
@@ -20,10 +24,14 @@ def box_units(regression, classes):
     return 4 if regression == "scr" else 4 * classes
 
 
-def VGGLocalizer(config="D", regression="pcr", classes=1000, weights=None,
-                 input_shape=None, batch_norm=False, dropout=0.5,
-                 include_preprocessing=False, width_multiplier=1.0,
-                 name=None):
+def VGGLocalizer(config: str = "D", regression: str = "pcr",
+                 classes: int = 1000,
+                 weights: str | os.PathLike | keras.Model | None = None,
+                 input_shape: tuple[int | None, int | None, int] | None = None,
+                 batch_norm: bool = False, dropout: float = 0.5,
+                 include_preprocessing: bool = False,
+                 width_multiplier: float = 1.0,
+                 name: str | None = None) -> keras.Model:
     """Builds a VGG localiser.
 
     Args:
@@ -42,10 +50,10 @@ def VGGLocalizer(config="D", regression="pcr", classes=1000, weights=None,
         A model mapping images to boxes: (N, 4) or (N, 4 * classes), output
         layer `boxes` (linear).
 
-    Example:
-    >>> loc = keras_vgg.VGGLocalizer("D", regression="scr")
-    >>> loc.output.shape
-    (None, 4)
+    Example (builds the full-size network, so not a doctest)::
+
+        loc = keras_vgg.VGGLocalizer("D", regression="scr")
+        loc.output.shape  # (None, 4)
     """
     if regression not in REGRESSIONS:
         raise ValueError(f"`regression` must be one of {REGRESSIONS}. "

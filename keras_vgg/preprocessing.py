@@ -9,6 +9,10 @@ Two conventions exist for VGG weights:
   subtract (0.485, 0.456, 0.406), divide by (0.229, 0.224, 0.225).
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
 from keras import backend
 from keras import ops
@@ -19,6 +23,9 @@ CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 TORCH_MEAN = (0.485, 0.456, 0.406)
 TORCH_STD = (0.229, 0.224, 0.225)
 MODES = ("caffe", "torch", "none")
+
+# A numpy array or a tensor of the Keras backend.
+Tensor = Any
 
 
 def check_mode(mode):
@@ -81,7 +88,9 @@ def apply(x, mode, data_format=None):
     return (x / 255.0 - const(TORCH_MEAN)) / const(TORCH_STD)
 
 
-def preprocess_input(x, weights="imagenet", mode=None, data_format=None):
+def preprocess_input(x: Tensor, weights: str | None = "imagenet",
+                     mode: str | None = None,
+                     data_format: str | None = None) -> Tensor:
     """Preprocesses RGB images in [0, 255] for a VGG weight set.
 
     Args:
@@ -96,9 +105,10 @@ def preprocess_input(x, weights="imagenet", mode=None, data_format=None):
         A float array of the same shape (numpy in, numpy out).
 
     Example:
+    >>> import keras_vgg
     >>> x = np.full((1, 224, 224, 3), 128.0)
-    >>> keras_vgg.preprocess_input(x)[0, 0, 0]
-    array([ 24.061, 11.221,   4.32 ], dtype=float32)
+    >>> keras_vgg.preprocess_input(x)[0, 0, 0].round(3)  # BGR, mean removed
+    array([24.061, 11.221,  4.32 ])
     """
     if mode is None:
         mode = weights_lib.preprocessing_for(weights)

@@ -7,6 +7,11 @@ Oxford weight files load by name; A-LRN adds `block1_lrn`, the BN variants
 `fc2_dropout`.
 """
 
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
 import keras
 from keras import layers
 
@@ -67,10 +72,15 @@ def _check_input_shape(input_shape, input_tensor, include_top, weight_set,
     return input_shape
 
 
-def VGG(config, include_top=True, weights=None, input_tensor=None,
-        input_shape=None, pooling=None, classes=1000,
-        classifier_activation="softmax", batch_norm=False, dropout=0.5,
-        include_preprocessing=False, name=None, width_multiplier=1.0):
+def VGG(config: str | configs.VGGConfig, include_top: bool = True,
+        weights: str | os.PathLike | None = None,
+        input_tensor: keras.KerasTensor | None = None,
+        input_shape: tuple[int | None, int | None, int] | None = None,
+        pooling: str | None = None, classes: int = 1000,
+        classifier_activation: str | Callable | None = "softmax",
+        batch_norm: bool = False, dropout: float = 0.5,
+        include_preprocessing: bool = False, name: str | None = None,
+        width_multiplier: float = 1.0) -> keras.Model:
     """Builds a VGG network of the paper's Table 1.
 
     Args:
@@ -99,10 +109,10 @@ def VGG(config, include_top=True, weights=None, input_tensor=None,
     Returns:
         A functional `keras.Model`.
 
-    Example:
-    >>> model = keras_vgg.VGG("D", weights=None)
-    >>> model.count_params()
-    138357544
+    Example (downloads the ImageNet weights, so not a doctest)::
+
+        model = keras_vgg.VGG("D", weights="imagenet")
+        model.count_params()  # 138357544
     """
     cfg = configs.get_config(config)
     if keras.backend.image_data_format() != "channels_last":
@@ -129,7 +139,8 @@ def VGG(config, include_top=True, weights=None, input_tensor=None,
         )
     if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
         raise ValueError(
-            f"`classes` must be a positive integer. Received: classes={classes!r}"
+            "`classes` must be a positive integer. Received: "
+            f"classes={classes!r}"
         )
     if weight_set is not None and include_top and classes != weight_set.classes:
         raise ValueError(
@@ -141,7 +152,8 @@ def VGG(config, include_top=True, weights=None, input_tensor=None,
             None, "softmax", keras.activations.softmax):
         raise ValueError(
             "With pretrained weights, `classifier_activation` must be None or "
-            f"'softmax'. Received: classifier_activation={classifier_activation!r}"
+            "'softmax'. Received: "
+            f"classifier_activation={classifier_activation!r}"
         )
     if not (isinstance(width_multiplier, (int, float))
             and 0 < width_multiplier <= 4):
@@ -153,7 +165,8 @@ def VGG(config, include_top=True, weights=None, input_tensor=None,
             f"width_multiplier={width_multiplier}"
         )
     if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")
+        raise ValueError(
+            f"`dropout` must be in [0, 1). Received: dropout={dropout}")
     input_shape = _check_input_shape(input_shape, input_tensor, include_top,
                                      weight_set, weights is not None)
 
@@ -207,7 +220,8 @@ def features(x, config, batch_norm=False, width_multiplier=1.0):
     cfg = configs.get_config(config)
     for block, index, kernel, filters in cfg.convs:
         prefix = f"block{block}_conv{index}"
-        x = layers.Conv2D(_scaled(filters, width_multiplier), kernel, padding="same",
+        x = layers.Conv2D(_scaled(filters, width_multiplier), kernel,
+                          padding="same",
                           activation=None if batch_norm else "relu",
                           name=prefix)(x)
         if batch_norm:
@@ -223,11 +237,15 @@ def features(x, config, batch_norm=False, width_multiplier=1.0):
 
 
 def _named(config, doc_name):
-    def builder(include_top=True, weights=None, input_tensor=None,
-                input_shape=None, pooling=None, classes=1000,
-                classifier_activation="softmax", batch_norm=False,
-                dropout=0.5, include_preprocessing=False, name=None,
-                width_multiplier=1.0):
+    def builder(include_top: bool = True,
+                weights: str | os.PathLike | None = None,
+                input_tensor: keras.KerasTensor | None = None,
+                input_shape: tuple[int | None, int | None, int] | None = None,
+                pooling: str | None = None, classes: int = 1000,
+                classifier_activation: str | Callable | None = "softmax",
+                batch_norm: bool = False, dropout: float = 0.5,
+                include_preprocessing: bool = False, name: str | None = None,
+                width_multiplier: float = 1.0) -> keras.Model:
         return VGG(config, include_top=include_top, weights=weights,
                    input_tensor=input_tensor, input_shape=input_shape,
                    pooling=pooling, classes=classes,
@@ -240,7 +258,7 @@ def _named(config, doc_name):
     builder.__qualname__ = doc_name
     builder.__doc__ = (
         f"VGG configuration {config} of Table 1; same arguments as "
-        f"`keras_vgg.VGG` but `config`.\n\n    Example:\n    >>> model = "
+        f"`keras_vgg.VGG` but `config`.\n\n    Example::\n\n        model = "
         f"keras_vgg.{doc_name}(weights=None)\n"
     )
     return builder

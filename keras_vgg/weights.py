@@ -13,14 +13,21 @@ extra layers, preprocessing or BatchNormalization still take the weights of
 the layers it shares with the file.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import os
 import re
 import warnings
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from keras_vgg import configs
+
+if TYPE_CHECKING:  # for annotations only: Keras is imported where it is used
+    import keras
 
 _KERAS_APPS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 _HF = "https://huggingface.co/timm/{arch}.tv_in1k/resolve/main/model.safetensors"
@@ -62,7 +69,8 @@ class WeightSet:
 
     @property
     def format(self):
-        return "safetensors" if self.file_name.endswith(".safetensors") else "h5"
+        safetensors = self.file_name.endswith(".safetensors")
+        return "safetensors" if safetensors else "h5"
 
 
 def _oxford(config, arch, top1, top5, hash_top, hash_notop):
@@ -124,13 +132,16 @@ WEIGHT_SETS = {(w.name, w.config, w.batch_norm): w for w in _WEIGHT_SETS}
 WEIGHT_NAMES = tuple(sorted({w.name for w in _WEIGHT_SETS}))
 
 
-def available_weights(config, batch_norm=False):
+def available_weights(config: str | configs.VGGConfig,
+                      batch_norm: bool = False) -> list[str]:
     """Names of the weight sets published for `config` (and BN variant)."""
     cfg = configs.get_config(config)
-    return [n for (n, c, bn) in WEIGHT_SETS if c == cfg.name and bn == batch_norm]
+    return [n for (n, c, bn) in WEIGHT_SETS
+            if c == cfg.name and bn == batch_norm]
 
 
-def get_weight_set(name, config, batch_norm=False):
+def get_weight_set(name: str, config: str | configs.VGGConfig,
+                   batch_norm: bool = False) -> WeightSet:
     """Returns the `WeightSet` `name` for `config`, or a ValueError that says
     which weight sets exist for it."""
     cfg = configs.get_config(config)
@@ -312,9 +323,8 @@ def convert_torch_state_dict(state, conv_layers, bn_layers, last_filters):
 
 
 def read_safetensors(path, model):
-    from safetensors.numpy import load_file
-
     import keras
+    from safetensors.numpy import load_file
 
     state = load_file(path)
     body = [layer for layer in model.layers if layer.name.startswith("block")]
@@ -338,7 +348,9 @@ class LoadReport:
     unused: list
 
 
-def load_weights(model, path, skip_head=False, exclude=()):
+def load_weights(model: keras.Model, path: str | os.PathLike,
+                 skip_head: bool = False,
+                 exclude: Iterable[str] = ()) -> LoadReport:
     """Loads a weight file into `model` by layer name.
 
     Args:

@@ -19,13 +19,12 @@ import os
 import shutil
 import time
 
-from absl import app
-from absl import flags
-
 import numpy as np
 import tensorflow as tf
+from absl import flags
 
 import keras_vgg
+from pipelines import entry
 from pipelines import recipes
 from pipelines import train
 from pipelines.report import format_table
@@ -36,7 +35,8 @@ FLAGS = flags.FLAGS
 
 
 def config_table():
-    """Rows (config, weight layers, parameters, GMACs at 224) of built models."""
+    """Rows (config, weight layers, parameters, GMACs at 224) of built
+    models."""
     rows = []
     for name in keras_vgg.CONFIGS:
         model = keras_vgg.VGG(name)
@@ -139,7 +139,8 @@ def _define_flags():
     # Defined when run, not at import: benchmarks and tests import this
     # module beside others that define the same names.
     flags.DEFINE_string("weights", "auto",
-                        "'auto', 'none', 'imagenet', 'tv_in1k' or a weight file.")
+                        "'auto', 'none', 'imagenet', 'tv_in1k' or a weight "
+                        "file.")
     flags.DEFINE_list("sizes", ["256", "384"], "Test scales Q (smallest side).")
     flags.DEFINE_string("image", IMAGE, "Image to classify.")
     flags.DEFINE_string("model_dir", "runs/demo",
@@ -151,6 +152,12 @@ def _define_flags():
     flags.DEFINE_boolean("train", True, "Run the demo training.")
 
 
-if __name__ == "__main__":
+def run():
+    """The command line, as `python -m pipelines.demo` runs it; also the
+    `vgg-demo` console script."""
     _define_flags()
-    app.run(main)
+    entry.run(main, __name__)
+
+
+if __name__ == "__main__":
+    run()

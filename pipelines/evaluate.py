@@ -54,6 +54,7 @@ from keras_vgg import atomic
 from keras_vgg import cost
 from keras_vgg import runs
 from pipelines import augment
+from pipelines import entry
 from pipelines import protocols as protocol_lib
 from pipelines import localize
 from pipelines import sources
@@ -459,8 +460,12 @@ def main(argv):
     run_from_flags(flags.FLAGS)
 
 
-if __name__ == "__main__":
-    from absl import app
-
+def run():
+    """The command line, as `python -m pipelines.evaluate` runs it; also the
+    `vgg-evaluate` console script."""
     define_flags()
-    app.run(main)
+    entry.run(main, __name__)
+
+
+if __name__ == "__main__":
+    run()

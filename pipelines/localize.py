@@ -34,6 +34,7 @@ from keras_vgg import atomic
 from keras_vgg import boxes as box_lib
 from keras_vgg import runs
 from keras_vgg.fully_conv import STRIDE
+from pipelines import entry
 from pipelines import protocols as protocol_lib
 from pipelines import sources
 
@@ -263,8 +264,9 @@ def main(argv):
     print(f"Boxes written to {f.output}")
 
 
-if __name__ == "__main__":
-    from absl import app
+def run():
+    """The command line, as `python -m pipelines.localize` runs it; also the
+    `vgg-localize` console script."""
     from absl import flags
 
     flags.DEFINE_string("model", None, "Localiser run dir or .keras.")
@@ -276,4 +278,8 @@ if __name__ == "__main__":
     flags.DEFINE_bool("flip", True, "Add the mirrored image's boxes and "
                       "scores (--noflip: not).")
     flags.mark_flags_as_required(["model", "classifier"])
-    app.run(main)
+    entry.run(main, __name__)
+
+
+if __name__ == "__main__":
+    run()

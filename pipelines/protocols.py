@@ -39,10 +39,10 @@ Example:
 (1, 1000)
 """
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-import keras
 from keras_vgg import preprocessing as vgg_preprocessing
 from keras_vgg import runs
 

@@ -119,8 +119,9 @@ class TrainConfig:
         ]
         for ok, name, why in checks:
             if not ok:
+                value = getattr(self, name.split("/")[0])
                 raise ValueError(f"`{name}` {why}. Received: "
-                                 f"{name}={getattr(self, name.split('/')[0])!r}")
+                                 f"{name}={value!r}")
 
     @property
     def jittered(self):

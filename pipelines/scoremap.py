@@ -27,6 +27,7 @@ import tensorflow as tf
 import keras
 from keras_vgg import atomic
 from keras_vgg import runs
+from pipelines import entry
 from pipelines import protocols as protocol_lib
 
 
@@ -192,8 +193,12 @@ def main(argv):
     run_from_flags(flags.FLAGS, argv[1:])
 
 
-if __name__ == "__main__":
-    from absl import app
-
+def run():
+    """The command line, as `python -m pipelines.scoremap` runs it; also the
+    `vgg-scoremap` console script."""
     define_flags()
-    app.run(main)
+    entry.run(main, __name__)
+
+
+if __name__ == "__main__":
+    run()

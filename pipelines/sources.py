@@ -36,7 +36,6 @@ import dataclasses
 import os
 import pathlib
 import zlib
-from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -62,9 +61,9 @@ class Source:
             reading every file (TFRecords).
     """
     dataset: tf.data.Dataset
-    class_names: Optional[tuple]
-    num_classes: Optional[int]
-    num_examples: Optional[int]
+    class_names: tuple | None
+    num_classes: int | None
+    num_examples: int | None
 
 
 def element_spec():

@@ -29,11 +29,11 @@ import os
 # Op determinism is process-wide and TF exports no public switch back off.
 from tensorflow.python.framework import config as tf_config
 
-from absl import app
 from absl import flags
 
 import keras
 from pipelines import distribute
+from pipelines import entry
 from pipelines import recipes
 from pipelines import sources
 # Public names of this module from before the trainer was split by task.
@@ -181,6 +181,12 @@ def main(argv):
     print(json.dumps(summary, indent=2))
 
 
-if __name__ == "__main__":
+def run():
+    """The command line, as `python -m pipelines.train` runs it; also the
+    `vgg-train` console script."""
     _define_flags()
-    app.run(main)
+    entry.run(main, __name__)
+
+
+if __name__ == "__main__":
+    run()

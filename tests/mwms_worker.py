@@ -11,9 +11,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+from pipelines import distribute  # noqa: E402
 from pipelines import recipes  # noqa: E402
 from pipelines import sources  # noqa: E402
-from pipelines import distribute  # noqa: E402
 from pipelines.trainer import Trainer  # noqa: E402
 
 

@@ -116,8 +116,8 @@ def test_fast_path_equals_decode_crop_resize(shape, scales, fmt):
         # decode_and_crop_jpeg of the window decodes the full decode's pixels
         pixels, window = augment.decode_window(
             tf.constant(encoded),
-            lambda h, x: augment.sample_crop_window(h, x, *scales, 128,
-                                                    seed=[5, seed]))
+            lambda h, x: augment.sample_crop_window(
+                h, x, *scales, 128, seed=[5, seed]))  # noqa: B023 (called now)
         np.testing.assert_array_equal(pixels, full[y:y + n, x:x + n])
         # ... so the output is decode -> crop -> resize, exactly.
         fast, _ = augment.train_map(_example(encoded), *scales, 128, "none",

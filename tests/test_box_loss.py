@@ -7,7 +7,6 @@ import tensorflow as tf
 from pipelines import box_loss
 from pipelines import recipes
 from pipelines import train
-from tests.test_train import data_dir  # noqa: F401  (session fixture)
 
 
 def test_pcr_loss_counts_only_the_true_class():

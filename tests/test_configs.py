@@ -2,12 +2,10 @@ import pytest
 
 import keras_vgg
 from keras_vgg import configs
+from tests.helpers import WITH_HEAD
+from tests.helpers import WITHOUT_HEAD
 
 # The paper's Table 1 / reference figures.
-WITH_HEAD = {"A": 132_863_336, "A-LRN": 132_863_336, "B": 133_047_848,
-             "C": 133_638_952, "D": 138_357_544, "E": 143_667_240}
-WITHOUT_HEAD = {"A": 9_220_480, "A-LRN": 9_220_480, "B": 9_404_992,
-                "C": 9_996_096, "D": 14_714_688, "E": 20_024_384}
 GMACS = {"A": 7.61, "A-LRN": 7.61, "B": 11.31, "C": 11.77, "D": 15.47,
          "E": 19.63}
 LAYERS = {"A": 11, "A-LRN": 11, "B": 13, "C": 16, "D": 16, "E": 19}

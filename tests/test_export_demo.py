@@ -7,6 +7,7 @@ from pipelines import synthetic
 from tests import tiny_run
 
 
+@pytest.mark.slow
 def test_export_demo_writes_every_artifact(tmp_path):
     data_dir = str(synthetic.write_builtin(str(tmp_path / "data"),
                                            num_train=20, num_val=20))
@@ -17,8 +18,9 @@ def test_export_demo_writes_every_artifact(tmp_path):
     assert os.path.isdir(os.path.join(out, "serving", "demo", "1"))
     assert os.path.isfile(os.path.join(out, "serving", "models.config"))
     assert os.path.isfile(os.path.join(out, "demo_int8.tflite"))
-    assert os.path.isfile(os.path.join(out, "demo_int8.tflite.verification.json")) or \
-        any(f.endswith(".json") for f in os.listdir(out))
+    assert os.path.isfile(os.path.join(
+        out, "demo_int8.tflite.verification.json")) or any(
+            f.endswith(".json") for f in os.listdir(out))
     assert [r[0] for r in rows][0].startswith("SavedModel")
     # Agreement values are fractions of the 20 validation images.
     assert 0.0 <= float(rows[0][2]) <= 1.0

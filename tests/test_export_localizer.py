@@ -93,6 +93,7 @@ def exported(runs):
     return source, tf.saved_model.load(path)
 
 
+@pytest.mark.slow
 def test_saved_model_boxes_are_the_dense_protocol(runs, exported):
     source, served = exported
     image = tiny_run.pixels(80, 100, seed=3)
@@ -125,6 +126,7 @@ def test_saved_model_boxes_are_the_dense_protocol(runs, exported):
                                atol=1e-5)
 
 
+@pytest.mark.slow
 def test_saved_model_encoded_images(exported):
     _, served = exported
     image = np.round(tiny_run.pixels(50, 70, seed=4)).astype("uint8")
@@ -181,6 +183,7 @@ def test_bad_sources(runs, tmp_path):
     assert not os.listdir(tmp_path)
 
 
+@pytest.mark.slow
 def test_tflite_crop_model_boxes(runs, tmp_path):
     source = common.load_localizer_source(runs["pcr"], runs["cls"])
     output = str(tmp_path / "loc.tflite")
@@ -208,6 +211,7 @@ def test_tflite_crop_model_boxes(runs, tmp_path):
             atol=1e-4)
 
 
+@pytest.mark.slow
 def test_cli_exports_a_localiser(runs, tmp_path):
     output = str(tmp_path / "sm")
     result = subprocess.run(

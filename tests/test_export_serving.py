@@ -44,7 +44,8 @@ def test_layout(repository):
     assert 'base_path: "/models/tiny"' in config
     assert 'model_platform: "tensorflow"' in config
     docker = open(os.path.join(base, "Dockerfile")).read()
-    assert docker.startswith("# TF-Serving") and "FROM tensorflow/serving" in docker
+    assert docker.startswith("# TF-Serving")
+    assert "FROM tensorflow/serving" in docker
     assert "COPY tiny /models/tiny" in docker
     compose = open(os.path.join(base, "docker-compose.yml")).read()
     for needed in ('"8500:8500"', '"8501:8501"', "./:/models",
@@ -77,6 +78,7 @@ def test_version_not_overwritten(source, repository, monkeypatch):
     assert os.listdir(os.path.join(base, "tiny")) == ["1"]
 
 
+@pytest.mark.slow
 def test_next_version_and_overwrite(source, tmp_path):
     images = serving.warmup_images(sizes=((40, 40),))
     base = str(tmp_path)
@@ -115,6 +117,7 @@ def test_warmup_records_run_through_serving_default(repository):
         assert out["probabilities"].shape == (1, 4)
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_signatures(repository):
     _, path, _ = repository
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")

@@ -1,10 +1,10 @@
+import keras
 import numpy as np
 import pytest
 
-import keras
 import keras_vgg
-from tests.conftest import images
-from tests.conftest import randomize
+from tests.helpers import images
+from tests.helpers import randomize
 
 
 def logits_model(config, size, batch_norm=False, classes=10):
@@ -25,6 +25,7 @@ def head_on_window(model, fmap, i, j, kh, kw):
     return x
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config,batch_norm", [
     ("A", False), ("A-LRN", False), ("B", False), ("C", False), ("D", False),
     ("E", False), ("A", True), ("D", True)])
@@ -63,6 +64,7 @@ def vgg16():
     return randomize(keras_vgg.VGG16(classifier_activation=None), seed=3)
 
 
+@pytest.mark.slow
 def test_vgg16_at_224_and_score_map_sizes(vgg16):
     fcn = keras_vgg.fully_convolutional(vgg16)
     x = keras_vgg.preprocess_input(images(1, 224))
@@ -76,6 +78,7 @@ def test_vgg16_at_224_and_score_map_sizes(vgg16):
     assert fcn.get_layer("fc1").kernel.shape == (7, 7, 512, 4096)
 
 
+@pytest.mark.slow
 def test_vgg16_window_equality_at_256(vgg16):
     fcn = keras_vgg.fully_convolutional(vgg16)
     x = keras_vgg.preprocess_input(images(1, 256, seed=2))
@@ -88,6 +91,7 @@ def test_vgg16_window_equality_at_256(vgg16):
                                    atol=1e-4 * np.abs(expected).max())
 
 
+@pytest.mark.slow
 def test_average_is_softmax_of_mean_scores():
     model = randomize(keras_vgg.VGG11(input_shape=(64, 64, 3), classes=10))
     logits = keras_vgg.fully_convolutional(

@@ -1,8 +1,8 @@
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
 import keras_vgg
 from keras_vgg.layers import LocalResponseNormalization
 from keras_vgg.layers import Preprocessing

@@ -1,10 +1,10 @@
+import keras
 import numpy as np
 import pytest
 
-import keras
 import keras_vgg
-from tests.conftest import images
-from tests.conftest import randomize
+from tests.helpers import images
+from tests.helpers import randomize
 
 
 def small_classifier(classes=6):

@@ -117,7 +117,8 @@ def test_multi_crop_averages_50_views(model):
              for y, x in protocols.crop_grid(40, 47, CROP)]
     views = np.stack(crops + [c[:, ::-1] for c in crops])
     assert len(views) == 50
-    close(protocols.multi_crop(model, image, 40), run(model, views).mean(0)[None])
+    close(protocols.multi_crop(model, image, 40),
+          run(model, views).mean(0)[None])
     close(protocols.multi_crop(model, image, 40, flip=False),
           run(model, views[:25]).mean(0)[None])
     # Batching the views differently changes nothing.
@@ -128,13 +129,15 @@ def test_multi_crop_averages_50_views(model):
 def test_multi_scale_combined_and_ensemble_are_averages(model, fcn):
     image = pixels(50, 42, seed=5)
     d = {q: protocols.dense(fcn, image, q) for q in (32, 40, 48)}
-    close(protocols.multi_scale(lambda q: protocols.dense(fcn, image, q), [32, 40, 48]),
+    close(protocols.multi_scale(lambda q: protocols.dense(fcn, image, q),
+                                [32, 40, 48]),
           (d[32] + d[40] + d[48]) / 3)
     m = protocols.multi_crop(model, image, 40)
     close(protocols.combined(fcn, model, image, 40), (d[40] + m) / 2)
     other = tiny_model(1)
     other_fcn = keras_vgg.fully_convolutional(other, average=True)
-    close(protocols.ensemble(lambda f: protocols.dense(f, image, 40), [fcn, other_fcn]),
+    close(protocols.ensemble(lambda f: protocols.dense(f, image, 40),
+                             [fcn, other_fcn]),
           (d[40] + protocols.dense(other_fcn, image, 40)) / 2)
     with pytest.raises(ValueError):
         protocols.multi_scale(lambda q: d[q], [])

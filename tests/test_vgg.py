@@ -1,14 +1,14 @@
 import os
 
+import keras
 import numpy as np
 import pytest
 
-import keras
 import keras_vgg
 from keras_vgg import configs
-from tests.conftest import images
-from tests.test_configs import WITH_HEAD
-from tests.test_configs import WITHOUT_HEAD
+from tests.helpers import WITH_HEAD
+from tests.helpers import WITHOUT_HEAD
+from tests.helpers import images
 
 BUILDERS = {"A": keras_vgg.VGG11, "A-LRN": keras_vgg.VGG11LRN,
             "B": keras_vgg.VGG13, "C": keras_vgg.VGG16C, "D": keras_vgg.VGG16,
@@ -42,7 +42,8 @@ def test_exact_parameter_counts_and_table1_shapes(config):
 
 @pytest.mark.parametrize("config", ["A", "C"])
 def test_without_head_counts(config):
-    model = keras_vgg.VGG(config, include_top=False, input_shape=(None, None, 3))
+    model = keras_vgg.VGG(config, include_top=False,
+                          input_shape=(None, None, 3))
     assert model.count_params() == WITHOUT_HEAD[config]
     assert model.output.shape == (None, None, None, 512)
 
@@ -152,7 +153,8 @@ def test_glorot_init_zero_bias():
       "input_shape": (64, 64, 1)}, "3 input channels"),
     ({"config": "C", "weights": "imagenet"},
      r"config 'C'. Weight sets for it: none"),
-    ({"config": "A", "weights": "imagenet"}, r"Weight sets for it: \['tv_in1k'\]"),
+    ({"config": "A", "weights": "imagenet"},
+     r"Weight sets for it: \['tv_in1k'\]"),
     ({"config": "A-LRN", "weights": "tv_in1k"}, "config 'A-LRN'"),
     ({"config": "D", "weights": "imagenet", "batch_norm": True},
      r"batch_norm=True. Weight sets for it: \['tv_in1k'\]"),

@@ -1,15 +1,15 @@
 import h5py
+import keras
 import numpy as np
 import pytest
 from keras.src.legacy.saving import legacy_h5_format
 from safetensors.numpy import save_file
 
-import keras
 import keras_vgg
 from keras_vgg import configs
 from keras_vgg import weights as weights_lib
-from tests.conftest import images
-from tests.conftest import randomize
+from tests.helpers import images
+from tests.helpers import randomize
 
 
 def save_legacy_h5(model, path):
@@ -33,6 +33,7 @@ def vgg16_reference(tmp_path_factory):
     return files, x, ref.predict(x, verbose=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["h5", "keras3"])
 def test_vgg16_equals_keras_applications(vgg16_reference, fmt):
     files, x, expected = vgg16_reference
@@ -58,6 +59,7 @@ def test_vgg19_notop_equals_keras_applications(tmp_path, fmt):
                                ref.predict(x, verbose=0), rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_legacy_h5_by_name_into_bn_model_and_input_tensor(vgg16_reference):
     files, _, _ = vgg16_reference
     src = keras.applications.VGG16(weights=None)
@@ -97,21 +99,27 @@ def torch_state_dict(config, batch_norm, side, classes, seed=0):
         for k, f in block:
             state[f"features.{idx}.weight"] = r.normal(
                 0, np.sqrt(2 / (k * k * cin)), (f, cin, k, k)).astype("float32")
-            state[f"features.{idx}.bias"] = r.normal(0, 0.1, f).astype("float32")
+            state[f"features.{idx}.bias"] = r.normal(
+                0, 0.1, f).astype("float32")
             idx += 1
             if batch_norm:
-                state[f"features.{idx}.weight"] = r.uniform(.5, 1.5, f).astype("float32")
-                state[f"features.{idx}.bias"] = r.normal(0, .1, f).astype("float32")
-                state[f"features.{idx}.running_mean"] = r.normal(0, .1, f).astype("float32")
-                state[f"features.{idx}.running_var"] = r.uniform(.5, 2, f).astype("float32")
+                bn = f"features.{idx}"
+                state[f"{bn}.weight"] = r.uniform(.5, 1.5, f).astype("float32")
+                state[f"{bn}.bias"] = r.normal(0, .1, f).astype("float32")
+                state[f"{bn}.running_mean"] = r.normal(
+                    0, .1, f).astype("float32")
+                state[f"{bn}.running_var"] = r.uniform(
+                    .5, 2, f).astype("float32")
                 state[f"features.{idx}.num_batches_tracked"] = np.array(7)
                 idx += 1
             idx += 1  # ReLU
             cin = f
         idx += 1  # MaxPool
     fin = cin * side * side
-    for i, (o, n) in zip((0, 3, 6), ((4096, fin), (4096, 4096), (classes, 4096))):
-        state[f"classifier.{i}.weight"] = r.normal(0, np.sqrt(2 / n), (o, n)).astype("float32")
+    for i, (o, n) in zip((0, 3, 6),
+                         ((4096, fin), (4096, 4096), (classes, 4096))):
+        state[f"classifier.{i}.weight"] = r.normal(
+            0, np.sqrt(2 / n), (o, n)).astype("float32")
         state[f"classifier.{i}.bias"] = r.normal(0, .1, o).astype("float32")
     return state
 
@@ -148,7 +156,8 @@ def numpy_torch_forward(state, x_nchw, config, batch_norm):
             if batch_norm:
                 j = f"features.{bns[ci]}"
                 x = ((x - state[j + ".running_mean"][None, :, None, None])
-                     / np.sqrt(state[j + ".running_var"][None, :, None, None] + 1e-5)
+                     / np.sqrt(state[j + ".running_var"][None, :, None, None]
+                               + 1e-5)
                      * state[j + ".weight"][None, :, None, None]
                      + state[j + ".bias"][None, :, None, None])
             x = np.maximum(x, 0)
@@ -162,6 +171,7 @@ def numpy_torch_forward(state, x_nchw, config, batch_norm):
     return x @ state["classifier.6.weight"].T + state["classifier.6.bias"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config,batch_norm", [("A", False), ("B", True)])
 def test_safetensors_against_numpy(tmp_path, config, batch_norm):
     side, classes = 2, 10  # 64x64 input: a 2x2x512 map, so CHW order matters
@@ -169,7 +179,8 @@ def test_safetensors_against_numpy(tmp_path, config, batch_norm):
     x = keras_vgg.preprocess_input(images(2, 64), mode="torch")
     expected = numpy_torch_forward(state, x.transpose(0, 3, 1, 2), config,
                                    batch_norm)
-    tv_path, timm_path = tmp_path / "tv.safetensors", tmp_path / "timm.safetensors"
+    tv_path = tmp_path / "tv.safetensors"
+    timm_path = tmp_path / "timm.safetensors"
     save_file(state, str(tv_path))
     save_file(timm_layout(state, 512, side), str(timm_path))
     for path in (tv_path, timm_path):
@@ -230,6 +241,7 @@ def test_named_weights_fetch_arguments(monkeypatch, tmp_path):
                            "resolve/main/model.safetensors")
 
 
+@pytest.mark.slow
 def test_named_weights_load_and_metadata(monkeypatch, tmp_path):
     state = torch_state_dict("A", False, 7, 1000)
     path = tmp_path / "vgg11.safetensors"

@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 import keras_vgg
-from tests.conftest import randomize
+from tests.helpers import randomize
 
 CROP = 32
 CLASS_NAMES = ["circle", "square", "triangle", "star"]
@@ -70,7 +70,8 @@ def trained_export_source(data_dir, q=36, crop=CROP, name="tiny_trained"):
     model = keras_vgg.VGG("A", width_multiplier=0.125,
                           input_shape=(crop, crop, 3), classes=5,
                           dropout=0.0, name=name)
-    x = calibration.calibration_images("builtin", "train", data_dir, q, crop, 80)
+    x = calibration.calibration_images("builtin", "train", data_dir, q, crop,
+                                       80)
     y = np.array([int(e["label"]) for e in sources.load_source(
         "builtin", "train", data_dir=data_dir,
         shuffle_files=False).dataset])

@@ -1,0 +1,98 @@
+"""The package as installed: its version in one place, `keras_vgg` needing
+only its own requirements at import, every console script pointing at a
+function."""
+
+import ast
+import importlib
+import pathlib
+import re
+import sys
+
+import pytest
+
+import keras_vgg
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+# install_requires of setup.py, as import names, plus keras_vgg itself.
+CORE = {"keras", "numpy", "h5py", "safetensors", "keras_vgg"}
+
+
+def _setup_list(name):
+    """The list literal assigned to `name` in setup.py (not run: it would
+    call setup())."""
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    for node in tree.body:
+        if (isinstance(node, ast.Assign)
+                and [t.id for t in node.targets] == [name]):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"no {name} in setup.py")
+
+
+def _module_level_imports(tree):
+    """Top names imported when the module is imported (function bodies and
+    `if TYPE_CHECKING:` blocks excluded)."""
+    names = set()
+    stack = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+        elif isinstance(node, ast.If):
+            if "TYPE_CHECKING" not in ast.unparse(node.test):
+                stack.extend(node.body + node.orelse)
+        elif isinstance(node, ast.Try):
+            stack.extend(node.body + node.orelse + node.finalbody)
+            for handler in node.handlers:
+                stack.extend(handler.body)
+    return names
+
+
+def test_version_is_single_sourced():
+    text = (ROOT / "keras_vgg" / "version.py").read_text()
+    assert re.search(r'^__version__ = "(.+)"$', text, re.M).group(1) == (
+        keras_vgg.__version__)
+    assert "version=read_version()" in (ROOT / "setup.py").read_text()
+
+
+@pytest.mark.parametrize("path", sorted(
+    (ROOT / "keras_vgg").glob("*.py")), ids=lambda p: p.name)
+def test_keras_vgg_imports_only_its_requirements(path):
+    """`pip install keras_vgg` without extras must import: no TensorFlow,
+    pillow, absl or pipelines at module level (late imports are allowed)."""
+    names = _module_level_imports(ast.parse(path.read_text()))
+    outside = {n for n in names - CORE if n not in sys.stdlib_module_names
+               and n != "__future__"}
+    assert not outside, f"{path.name} imports {sorted(outside)} at import"
+
+
+def test_console_scripts_point_at_functions():
+    scripts = _setup_list("CONSOLE_SCRIPTS")
+    assert len(scripts) == 9
+    for script in scripts:
+        name, target = script.split("=")
+        module_name, function = target.split(":")
+        module = importlib.import_module(module_name)
+        assert callable(getattr(module, function)), script
+        # `python -m module` runs the same function.
+        source = pathlib.Path(module.__file__).read_text()
+        assert source.rstrip().endswith(
+            'if __name__ == "__main__":\n    run()'), module_name
+
+
+def test_core_requirements_leave_tensorflow_to_the_extras():
+    core = {re.split(r"[<>=~!]", r)[0]
+            for r in _setup_list("INSTALL_REQUIRES")}
+    assert core == {"keras", "numpy", "h5py", "safetensors"}
+    assert "tensorflow>=2.21,<2.22" in _setup_list("TRAIN")
+
+
+def test_slow_marks_from_conftest_name_existing_tests():
+    """conftest's list of slow tests in other modules goes stale silently
+    when a test is renamed: each entry must name a test function."""
+    from tests import conftest
+
+    for node_id in conftest._SLOW_ELSEWHERE:
+        path, name = node_id.split("::")
+        assert f"\ndef {name}(" in (ROOT / path).read_text(), node_id
