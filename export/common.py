@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 
+import keras
 from absl import flags
 
-import keras
 import keras_vgg
 from keras_vgg import runs
 from keras_vgg import weights as weights_lib
@@ -204,8 +204,8 @@ def define_model_flags(flag_values=None):
     flags.DEFINE_string("weights", None, "Weight set name (imagenet, "
                         "tv_in1k) or weight file, with --architecture.",
                         flag_values=fv)
-    flags.DEFINE_bool("batch_norm", False, "With --architecture: the BN variant.",
-                      flag_values=fv)
+    flags.DEFINE_bool("batch_norm", False,
+                      "With --architecture: the BN variant.", flag_values=fv)
     flags.DEFINE_integer("classes", 1000, "With --architecture and a weight "
                          "file: number of classes.", flag_values=fv)
     flags.DEFINE_string("class_names", None, "Class names file (one per "

@@ -180,8 +180,8 @@ def copy_back(tf_keras_model, keras_model):
 
 def _tfmot():
     # tensorflow-model-optimization is an optional dependency, needed only
-    # for QAT.  It sets TF_USE_LEGACY_KERAS=1 for the whole process when imported;
-    # keep the environment as it was for the rest of the program.
+    # for QAT.  It sets TF_USE_LEGACY_KERAS=1 for the whole process when
+    # imported; keep the environment as it was for the rest of the program.
     before = os.environ.get("TF_USE_LEGACY_KERAS")
     try:
         import tensorflow_model_optimization as tfmot
@@ -311,7 +311,8 @@ def qat_pixel_model(source, calibration_data, data_dir=None, steps=20,
     calibrate_ranges(quantized, tf_keras_model, images, batch_size)
     if steps:
         batches = calibration.training_batches(
-            calibration_data, data_dir, source.test_scale, source.crop, batch_size)
+            calibration_data, data_dir, source.test_scale, source.crop,
+            batch_size)
         quantized.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0)
     return quantized
 

@@ -36,17 +36,16 @@ import json
 import os
 import sys
 
+import keras
 from absl import app
 from absl import flags
 
-import keras
-
 import keras_vgg
+from export import calibration
 from export import common
+from export import litert
 from export import tf_keras_bridge
 from export import tflite_localizer
-from export import calibration
-from export import litert
 from keras_vgg import atomic
 from keras_vgg.layers import preprocessing_conv
 from pipelines import entry

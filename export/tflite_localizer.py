@@ -153,8 +153,8 @@ def export_tflite_localizer(source, output, quantize="none", int8_io=False,
     report = {}
     if calibration_data is not None and verify_images:
         images = calibration.calibration_images(
-            calibration_data, "validation", data_dir, source.test_scale, source.crop,
-            verify_images)
+            calibration_data, "validation", data_dir, source.test_scale,
+            source.crop, verify_images)
         report = verify_tflite(flatbuffer, keras_model, images)
         report.update(quantize=quantize, int8_io=bool(int8_io),
                       input_size=source.crop, regression=source.regression,

@@ -17,9 +17,8 @@ Biases, BN, pooling and activations are not counted (as in the paper's and
     # 15_470_264_320, keras_vgg.count_macs("D")
 """
 
-import numpy as np
-
 import keras
+import numpy as np
 from keras import layers
 
 from keras_vgg import chain as chain_lib

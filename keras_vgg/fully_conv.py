@@ -44,10 +44,10 @@ def fully_convolutional(model, average=False, name=None):
     Raises:
         ValueError: the model has no Flatten->Dense head, or is not a chain.
 
-    Example:
-    >>> fcn = keras_vgg.fully_convolutional(keras_vgg.VGG16())
-    >>> fcn(np.zeros((1, 384, 384, 3))).shape
-    (1, 6, 6, 1000)
+    Example::
+
+        fcn = keras_vgg.fully_convolutional(keras_vgg.VGG16())
+        fcn(np.zeros((1, 384, 384, 3))).shape   # (1, 6, 6, 1000)
     """
     chain = chain_lib.layer_chain(model, "fully_convolutional")
     flatten_at = [i for i, layer in enumerate(chain)

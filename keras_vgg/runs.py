@@ -120,7 +120,7 @@ def check_test_scale(q: Any, crop: int, what: str = "test scale") -> int:
     return q
 
 
-# -- reading a run --------------------------------------------------------------
+# -- reading a run ---------------------------------------------------------
 
 def normalize_training_config(config: dict | None) -> dict:
     """A training config dict with the keys and spellings of this version
@@ -176,7 +176,7 @@ def load_model_file(path: str, what: str = "--model") -> keras.Model:
     return model
 
 
-# -- the run ----------------------------------------------------------------------
+# -- the run ---------------------------------------------------------------
 
 @dataclasses.dataclass
 class Run:

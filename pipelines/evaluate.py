@@ -55,8 +55,8 @@ from keras_vgg import cost
 from keras_vgg import runs
 from pipelines import augment
 from pipelines import entry
-from pipelines import protocols as protocol_lib
 from pipelines import localize
+from pipelines import protocols as protocol_lib
 from pipelines import sources
 from pipelines.report import format_table
 

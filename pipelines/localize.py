@@ -38,6 +38,7 @@ from pipelines import entry
 from pipelines import protocols as protocol_lib
 from pipelines import sources
 
+
 def center_crop_box(localizer, image, class_index):
     """The central-crop protocol's box (image-normalised corners) for one
     raw RGB image and a class."""
@@ -94,8 +95,9 @@ def dense_boxes(localizers, classifier_fcns, image, scales, classes,
                 scores = s if scores is None else scores + s
             scores = scores / len(classifier_fcns)
             for loc in localizers:
-                box_map = np.asarray(loc.fully_convolutional()(protocol_lib.preprocess(
-                    x, loc.preprocessing), training=False))[0]
+                box_map = np.asarray(loc.fully_convolutional()(
+                    protocol_lib.preprocess(x, loc.preprocessing),
+                    training=False))[0]
                 if box_map.shape[:2] != scores.shape[:2]:
                     raise ValueError(
                         f"Localiser {loc.name!r} and the classifier give "
@@ -183,8 +185,8 @@ def evaluate_localization(localizers, classifiers=(), dataset="builtin",
                              for c in clfs for q in scales], axis=0)
             top5 = list(np.argsort(-probs)[:5])
         if protocol == "center":
-            guesses = {c: np.mean([center_crop_box(l, image, c)
-                                   for l in locs], axis=0)
+            guesses = {c: np.mean([center_crop_box(loc, image, c)
+                                   for loc in locs], axis=0)
                        for c in set(top5) | {label}}
         else:
             merged = dense_boxes(locs, fcns, image, scales,

@@ -17,7 +17,6 @@ import json
 from keras_vgg import configs
 from keras_vgg import runs
 
-
 TASKS = ("classification", "localization")
 # British spellings accepted on input, written in the US spelling.
 TASK_ALIASES = {"localisation": "localization"}

@@ -21,10 +21,10 @@ Example:
 
 import os
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-import keras
 from keras_vgg import atomic
 from keras_vgg import runs
 from pipelines import entry

@@ -17,10 +17,10 @@ of the FC layers alone (`freeze_body`).
 
 import contextlib
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-import keras
 import keras_vgg
 from keras_vgg import runs
 from pipelines import box_loss

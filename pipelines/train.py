@@ -26,16 +26,17 @@ import dataclasses
 import json
 import os
 
+import keras
+from absl import flags
+
 # Op determinism is process-wide and TF exports no public switch back off.
 from tensorflow.python.framework import config as tf_config
 
-from absl import flags
-
-import keras
 from pipelines import distribute
 from pipelines import entry
 from pipelines import recipes
 from pipelines import sources
+
 # Public names of this module from before the trainer was split by task.
 from pipelines.tasks import PAPER_INIT_LAYERS  # noqa: F401
 from pipelines.tasks import build_model  # noqa: F401

@@ -18,10 +18,10 @@ import math
 import os
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-import keras
 import keras_vgg
 from keras_vgg import atomic
 from keras_vgg import runs

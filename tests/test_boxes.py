@@ -135,7 +135,7 @@ def test_window_corners_hand_made():
 
 def test_select_class_boxes_in_graph():
     out = np.arange(2 * 3 * 4, dtype="float32").reshape(2, 12)
-    got = _in_graph(lambda o, l: boxes.select_class_boxes(o, l, "pcr"),
+    got = _in_graph(lambda o, ls: boxes.select_class_boxes(o, ls, "pcr"),
                     out, np.array([2, 0]))
     np.testing.assert_array_equal(got, [[8, 9, 10, 11], [12, 13, 14, 15]])
 

@@ -13,10 +13,7 @@ import pytest
 import keras_vgg
 
 # Modules whose examples cannot run yet; each entry says why.
-PENDING = {
-    "keras_vgg.fully_conv": "its example builds and runs the full-size "
-                            "VGG16: to become a plain code block",
-}
+PENDING = {}
 
 MODULES = sorted(
     [keras_vgg.__name__]

@@ -4,11 +4,11 @@ protocols, scales and ensembles, the CLI's JSON, errors, MAC counts."""
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
 import keras_vgg
 from keras_vgg import cost
 from pipelines import evaluate
@@ -96,10 +96,13 @@ def test_evaluate_matches_the_protocols_and_counts_skips(runs, examples):
     for image, label in zip(images, labels):
         single = protocols.average([protocols.single_crop(m, image, s)
                             for m, s in ((model0, 40), (model1, 48))])
+        # The lambdas run at once, inside this iteration.
         dense = protocols.ensemble(lambda t: protocols.multi_scale(
-            lambda q: protocols.dense(t[1], image, q), scales[t[2]]), pairs)
+            lambda q: protocols.dense(t[1], image, q),  # noqa: B023
+            scales[t[2]]), pairs)
         multi = protocols.ensemble(lambda t: protocols.multi_scale(
-            lambda q: protocols.multi_crop(t[0], image, q), scales[t[2]]), pairs)
+            lambda q: protocols.multi_crop(t[0], image, q),  # noqa: B023
+            scales[t[2]]), pairs)
         probs = {"single": single, "dense": dense, "multicrop": multi,
                  "combined": (dense + multi) / 2}
         for name, p in probs.items():
@@ -134,8 +137,8 @@ def test_given_scales_and_noflip(runs, examples):
     assert r["gmacs_per_image"] * 1e9 == pytest.approx(
         50 * cost.count_macs(model0, (CROP, CROP, 3)))
     expected = [int(np.argmax(protocols.multi_scale(
-        lambda q: protocols.multi_crop(model0, i, q, flip=False), [32, 48])) != y)
-        for i, y in zip(images[:2], labels[:2])]
+        lambda q: protocols.multi_crop(model0, i, q, flip=False),  # noqa: B023
+        [32, 48])) != y) for i, y in zip(images[:2], labels[:2])]
     assert r["top1_error"] == pytest.approx(np.mean(expected))
 
 

@@ -10,11 +10,11 @@ import pytest
 import tf_keras
 
 import keras_vgg
-from keras_vgg import vgg
 from export import common
 from export import litert
 from export import tf_keras_bridge
 from export import tflite
+from keras_vgg import vgg
 from pipelines import synthetic
 from tests import tiny_run
 

@@ -1,9 +1,9 @@
 """pipelines.scoremap: the figure, its labels and the command line."""
 
+import keras
 import numpy as np
 import pytest
 
-import keras
 import keras_vgg
 from keras_vgg import runs
 from pipelines import protocols

@@ -7,12 +7,12 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
 
-import keras
 from pipelines import recipes
 from pipelines import sources
 from pipelines import synthetic
