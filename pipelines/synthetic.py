@@ -303,7 +303,12 @@ def write_builtin(cache_dir=None, num_train=600, num_val=150, seed=0):
 
 def _swap_into_place(staging, cache_dir, wanted):
     """Renames `staging` to `cache_dir`; renames are atomic on one file
-    system, so readers see either the old complete dataset or the new one."""
+    system, so readers see either the old complete dataset or the new one.
+
+    Not `keras_vgg.atomic.atomic_directory`: the cache is shared by
+    processes that may build the same dataset at once (test workers, the
+    workers of a multi-worker run), and a finished identical copy must win
+    rather than be replaced or raise."""
     old = None
     if cache_dir.exists():
         if read_marker(cache_dir) == wanted:
