@@ -67,6 +67,7 @@ CONSOLE_SCRIPTS = [
     "vgg-scoremap=pipelines.scoremap:run",
     "vgg-localize=pipelines.localize:run",
     "vgg-demo=pipelines.demo:run",
+    "vgg-layer-table=pipelines.layer_table:run",
     "vgg-export-savedmodel=export.saved_model:run",
     "vgg-export-serving=export.serving:run",
     "vgg-export-tflite=export.tflite:run",

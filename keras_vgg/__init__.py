@@ -13,6 +13,11 @@ from keras_vgg.configs import CONFIGS
 from keras_vgg.configs import count_macs
 from keras_vgg.configs import count_params
 from keras_vgg.configs import get_config
+from keras_vgg.features import FeatureInfo
+from keras_vgg.features import LayerRow
+from keras_vgg.features import feature_extractor
+from keras_vgg.features import feature_info
+from keras_vgg.features import layer_table
 from keras_vgg.fully_conv import fully_convolutional
 from keras_vgg.imagenet import class_names
 from keras_vgg.imagenet import decode_predictions
@@ -36,6 +41,8 @@ from keras_vgg.weights import load_weights
 
 __all__ = [
     "CONFIGS",
+    "FeatureInfo",
+    "LayerRow",
     "LocalResponseNormalization",
     "Preprocessing",
     "VGG",
@@ -54,9 +61,12 @@ __all__ = [
     "count_macs",
     "count_params",
     "decode_predictions",
+    "feature_extractor",
+    "feature_info",
     "fully_convolutional",
     "get_config",
     "get_weight_set",
+    "layer_table",
     "load_weights",
     "preprocess_input",
     "runs",

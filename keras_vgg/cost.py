@@ -26,7 +26,9 @@ from keras_vgg import chain as chain_lib
 _CONVS = (layers.Conv1D, layers.Conv2D, layers.Conv3D)
 
 
-def _layer_macs(layer, in_shape, out_shape):
+def layer_macs(layer, in_shape, out_shape):
+    """MACs of one layer for one example, from its input and output
+    shapes (with a batch axis of 1)."""
     if isinstance(layer, layers.DepthwiseConv2D):
         positions = int(np.prod(out_shape[1:-1]))
         return (positions * int(np.prod(layer.kernel_size))
@@ -49,7 +51,7 @@ def _walk(model, shape):
             macs, out = _walk(layer, shape)
         else:
             out = tuple(layer.compute_output_shape(shape))
-            macs = _layer_macs(layer, shape, out)
+            macs = layer_macs(layer, shape, out)
         if isinstance(layer, layers.Dense):
             kernel_in = layer.kernel.shape[0]
             if shape[-1] != kernel_in:
