@@ -24,6 +24,8 @@ from keras_vgg.imagenet import decode_predictions
 from keras_vgg.layers import LocalResponseNormalization
 from keras_vgg.layers import Preprocessing
 from keras_vgg.localizer import VGGLocalizer
+from keras_vgg.losses import PerceptualLoss
+from keras_vgg.losses import StyleLoss
 from keras_vgg.preprocessing import preprocess_input
 from keras_vgg.version import __version__
 from keras_vgg.vgg import VGG
@@ -43,6 +45,8 @@ __all__ = [
     "CONFIGS",
     "FeatureInfo",
     "LayerRow",
+    "PerceptualLoss",
+    "StyleLoss",
     "LocalResponseNormalization",
     "Preprocessing",
     "VGG",

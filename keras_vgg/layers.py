@@ -123,6 +123,15 @@ class Preprocessing(keras.layers.Layer):
         return config
 
 
+
+def input_preprocessing(model):
+    """The preprocessing a model applies itself: "none" when it holds a
+    `Preprocessing` layer (it takes raw pixels), else None (the caller
+    applies its weights' mode)."""
+    if any(isinstance(layer, Preprocessing) for layer in model.layers):
+        return "none"
+    return None
+
 def preprocessing_conv(mode, name="preprocessing"):
     """The weights' preprocessing `mode` ("caffe" or "torch") as a fixed,
     built 1x1 `keras.layers.Conv2D` (channel permutation and scale as the

@@ -343,11 +343,8 @@ def from_model(model: keras.Model, name: str | None = None,
     else:
         names = _class_names(directory, config, count, task, name)
     if preprocessing is None:
-        if any(isinstance(layer, vgg_layers.Preprocessing)
-               for layer in model.layers):
-            preprocessing = "none"
-        else:
-            preprocessing = config.get("preprocessing") or "caffe"
+        preprocessing = (vgg_layers.input_preprocessing(model)
+                         or config.get("preprocessing") or "caffe")
     vgg_preprocessing.check_mode(preprocessing)
     return Run(model=model, name=name, directory=directory,
                training_config=config, class_names=names, crop=crop,
