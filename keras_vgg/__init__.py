@@ -27,6 +27,9 @@ from keras_vgg.localizer import VGGLocalizer
 from keras_vgg.losses import PerceptualLoss
 from keras_vgg.losses import StyleLoss
 from keras_vgg.preprocessing import preprocess_input
+from keras_vgg.transforms import EvalTransform
+from keras_vgg.transforms import eval_transform
+from keras_vgg.transforms import load_images
 from keras_vgg.version import __version__
 from keras_vgg.vgg import VGG
 from keras_vgg.vgg import VGG11
@@ -43,6 +46,7 @@ from keras_vgg.weights import load_weights
 
 __all__ = [
     "CONFIGS",
+    "EvalTransform",
     "FeatureInfo",
     "LayerRow",
     "PerceptualLoss",
@@ -65,12 +69,14 @@ __all__ = [
     "count_macs",
     "count_params",
     "decode_predictions",
+    "eval_transform",
     "feature_extractor",
     "feature_info",
     "fully_convolutional",
     "get_config",
     "get_weight_set",
     "layer_table",
+    "load_images",
     "load_weights",
     "preprocess_input",
     "runs",
