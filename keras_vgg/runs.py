@@ -35,10 +35,13 @@ from typing import Any
 
 import keras
 
+from keras_vgg import configs
 from keras_vgg import imagenet
 from keras_vgg import layers as vgg_layers
 from keras_vgg import localizer as localizer_lib
 from keras_vgg import preprocessing as vgg_preprocessing
+from keras_vgg import vgg
+from keras_vgg import weights as weights_lib
 from keras_vgg.fully_conv import fully_convolutional
 
 MODEL_FILE = "model.keras"
@@ -349,6 +352,38 @@ def from_model(model: keras.Model, name: str | None = None,
     return Run(model=model, name=name, directory=directory,
                training_config=config, class_names=names, crop=crop,
                preprocessing=preprocessing, task=task, regression=regression)
+
+
+def from_weights(architecture: str, weights: str,
+                 batch_norm: bool = False, classes: int = 1000) -> Run:
+    """The `Run` of a Table 1 network built with a weight set or file (no
+    training run): named "<architecture>:<weights>", with the weights'
+    preprocessing and ImageNet's class names for 1000 classes.
+
+    Raises:
+        ValueError: naming `--architecture` or `--weights`.
+    """
+    try:
+        configs.get_config(architecture)
+    except ValueError as e:
+        raise ValueError(f"--architecture: {e}") from e
+    if weights is None or not (weights in weights_lib.WEIGHT_NAMES
+                               or weights_lib.is_weight_file(weights)):
+        raise ValueError(
+            f"--weights={weights!r} is neither a weight set name "
+            f"({list(weights_lib.WEIGHT_NAMES)}) nor an existing weight "
+            "file.")
+    try:
+        model = vgg.VGG(architecture, weights=weights, batch_norm=batch_norm,
+                        classes=classes)
+    except ValueError as e:
+        raise ValueError(f"--architecture={architecture!r} "
+                         f"--weights={weights!r}: {e}") from e
+    return from_model(model, name=f"{architecture}:{weights}",
+                      training_config={
+                          "architecture": architecture,
+                          "preprocessing": weights_lib.preprocessing_for(
+                              weights)})
 
 
 def load_run(source: Any, what: str = "--model",
