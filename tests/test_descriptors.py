@@ -58,6 +58,7 @@ def _folder(root):
     return f"folder:{root}"
 
 
+@pytest.mark.slow
 def test_features_cli_skips_bad_images_and_round_trips(tmp_path,
                                                        classifier):
     run_dir, _ = tiny_run.write_run(str(tmp_path / "run"))
@@ -76,6 +77,7 @@ def test_features_cli_skips_bad_images_and_round_trips(tmp_path,
         features.load(str(tmp_path / "run" / "class_names.txt"))
 
 
+@pytest.mark.slow
 def test_linear_probe_learns_and_checks_its_inputs(tmp_path):
     rng = np.random.RandomState(0)
     centers = rng.normal(0, 1, (3, 16))
