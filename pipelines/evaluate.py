@@ -41,7 +41,10 @@ excluded); shared work is timed once ("combined" = dense + multicrop time).
 Images are evaluated one per step: the dense network's output depends on
 the image's size and borders, so images of different sizes are never
 padded into one batch.  Undecodable images are skipped and counted
-(`images_skipped`).
+(`images_skipped`); a dataset with no decodable image is an error.  The
+dataset's labels are matched to the models' classes by name (folder, tfds
+or class_names.txt names against the run's), whatever order either lists
+them in (`pipelines.sources.class_mapping`).
 """
 
 import json

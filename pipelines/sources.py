@@ -26,6 +26,10 @@ Spec forms accepted by `load_source`:
                          objects ("voc") takes its largest object's class,
                          and skips images without objects
 
+Paths (DIR, GLOB, `data_dir`) may start with "~" and hold $VARIABLES
+(`expand_path`).  Where a dataset meets a model, its labels are matched to
+the model's classes by name (`match_classes`).
+
 Example:
 >>> source = load_source("folder:/data/flowers", split="validation")
 >>> source.class_names[:2], source.num_examples
