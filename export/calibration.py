@@ -10,8 +10,12 @@ from pipelines import augment
 from pipelines import sources
 
 
-def _dataset(spec, split, data_dir, scale, crop, batch_size):
+def _dataset(spec, split, data_dir, scale, crop, batch_size, run=None):
     source = sources.load_source(spec, split, data_dir=data_dir)
+    if run is not None:
+        source = sources.match_classes(
+            source, run.class_names, run.num_classes,
+            f"--calibration_data={spec!r}", f"model {run.name!r}")
     return augment.make_dataset(source, training=False,
                                 batch_size=batch_size, scale=scale,
                                 crop=crop, preprocessing="none",
@@ -36,10 +40,14 @@ def calibration_images(spec="builtin", split="train", data_dir=None,
 
 
 def training_batches(spec, data_dir=None, scale=256, crop=224,
-                     batch_size=16, split="train"):
+                     batch_size=16, split="train", run=None):
     """Endless (pixels [0, 255] float32, labels int64) batches of `split`
     from the pipeline of `calibration_images` (evaluation rescale to
-    `scale`, central `crop`), for QAT fine-tuning."""
-    dataset = _dataset(spec, split, data_dir, scale, crop, batch_size)
+    `scale`, central `crop`), for QAT fine-tuning.
+
+    `run`: the `keras_vgg.runs.Run` being fine-tuned: the labels become
+    its class indices, matched by name (`sources.match_classes`; a
+    ValueError when the dataset has classes the model lacks)."""
+    dataset = _dataset(spec, split, data_dir, scale, crop, batch_size, run)
     return dataset.map(
         lambda x, y: (tf.cast(x, tf.float32), tf.cast(y, tf.int64))).repeat()

@@ -338,6 +338,36 @@ def read_safetensors(path, model):
                                     last.filters)
 
 
+def read_weight_file(path: str, model: keras.Model) -> dict:
+    """{layer key: arrays} of a weight file, by its extension; a ValueError
+    naming the file and what is wrong with it for a missing, truncated or
+    garbage file (h5py and safetensors name neither)."""
+    if not os.path.isfile(path):
+        raise ValueError(f"Weight file not found: {path!r}")
+    if path.endswith(".safetensors"):
+        reader, kind = (lambda: read_safetensors(path, model)), "safetensors"
+    elif path.endswith((".h5", ".hdf5", ".keras.h5")):
+        reader, kind = (lambda: read_h5(path)), "HDF5"
+    else:
+        raise ValueError(
+            f"Unknown weight file format: {path!r}. Expected '.h5' (legacy "
+            "Keras), '.weights.h5' (Keras 3) or '.safetensors' (timm or "
+            "torchvision)."
+        )
+    try:
+        return reader()
+    except ValueError as e:
+        if path in str(e):
+            raise
+        raise ValueError(f"Weight file {path!r}: {e}") from e
+    except Exception as e:  # h5py's OSError/KeyError, SafetensorError, ...
+        size = os.path.getsize(path)
+        raise ValueError(
+            f"Cannot read the weight file {path!r} ({size} bytes) as "
+            f"{kind}: it is truncated, corrupt or not a {kind} weight file "
+            f"({type(e).__name__}: {str(e).strip()[:300]})") from e
+
+
 @dataclasses.dataclass
 class LoadReport:
     """What `load_weights` did: layers loaded, model layers with weights the
@@ -368,18 +398,7 @@ def load_weights(model: keras.Model, path: str | os.PathLike,
             the model is in it, or a layer's weights have another shape.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"Weight file not found: {path!r}")
-    if path.endswith(".safetensors"):
-        entries = read_safetensors(path, model)
-    elif path.endswith((".h5", ".hdf5", ".keras.h5")):
-        entries = read_h5(path)
-    else:
-        raise ValueError(
-            f"Unknown weight file format: {path!r}. Expected '.h5' (legacy "
-            "Keras), '.weights.h5' (Keras 3) or '.safetensors' (timm or "
-            "torchvision)."
-        )
+    entries = read_weight_file(path, model)
     if skip_head:
         entries = {k: v for k, v in entries.items()
                    if k not in ("fc1", "fc2", "predictions")

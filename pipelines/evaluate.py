@@ -41,7 +41,10 @@ excluded); shared work is timed once ("combined" = dense + multicrop time).
 Images are evaluated one per step: the dense network's output depends on
 the image's size and borders, so images of different sizes are never
 padded into one batch.  Undecodable images are skipped and counted
-(`images_skipped`).
+(`images_skipped`); a dataset with no decodable image is an error.  The
+dataset's labels are matched to the models' classes by name (folder, tfds
+or class_names.txt names against the run's), whatever order either lists
+them in (`pipelines.sources.class_mapping`).
 """
 
 import json
@@ -147,18 +150,46 @@ def _decode(example):
 
 
 def _open_dataset(dataset, split, data_dir):
-    """(tf.data.Dataset of examples, num_classes or None, name)."""
+    """(`sources.Source`, name) of the `dataset` argument; a bare
+    tf.data.Dataset is a source whose classes nothing names."""
     if isinstance(dataset, str):
         source = sources.load_source(dataset, split, data_dir=data_dir,
                                      shuffle_files=False)
-        return source.dataset, source.num_classes, dataset
+        return source, dataset
     if isinstance(dataset, sources.Source):
-        return dataset.dataset, dataset.num_classes, "source"
+        return dataset, "source"
     if isinstance(dataset, tf.data.Dataset):
-        return dataset, None, "dataset"
+        return sources.Source(dataset, None, None, None), "dataset"
     raise ValueError("`dataset` must be a spec string, a sources.Source or "
                      "a tf.data.Dataset of {'encoded', 'label', 'bbox'} "
                      f"examples. Received: {type(dataset).__name__}")
+
+
+def _model_classes(loaded):
+    """The class names (or None) and count the models of an ensemble share;
+    ValueError when they differ (their probabilities are averaged class by
+    class)."""
+    counts = {m.num_classes for m in loaded}
+    named = [m for m in loaded if m.class_names]
+    if len(counts) > 1 or any(m.class_names != named[0].class_names
+                              for m in named):
+        raise ValueError("The models of an ensemble must have the same "
+                         "classes in the same order; they have " + ", ".join(
+                             f"{m.name!r}: {m.num_classes}"
+                             + (f" {m.class_names[:5]}..." if m.class_names
+                                else "") for m in loaded))
+    return (named[0].class_names if named else None), counts.pop()
+
+
+def _no_images_error(dataset_name, split, source, skipped):
+    """The ValueError of an evaluation that decoded no image."""
+    if not skipped:
+        return ValueError(f"The dataset {dataset_name!r} ({split}) gave no "
+                          "images.")
+    sample = f" (e.g. {source.paths[0]!r})" if source.paths else ""
+    return ValueError(
+        f"The dataset {dataset_name!r} ({split}) gave no decodable image: "
+        f"{skipped} skipped as undecodable{sample}.")
 
 
 class _Cost:
@@ -204,7 +235,8 @@ def evaluate(models, dataset, protocols=PROTOCOLS, scales=None,
             averaged (an ensemble); they must have the same classes.
         dataset: a `pipelines.sources` spec ("builtin", "tfrecord:GLOB",
             "folder:DIR", a tfds name), a `Source`, or a tf.data.Dataset of
-            {"encoded", "label", ...} examples.
+            {"encoded", "label", ...} examples.  Its labels are matched to
+            the models' classes by name where both sides have names.
         protocols: names among "single", "dense", "multicrop", "combined"
             (list or comma-separated string).
         scales: the test scales Q for every protocol and model (averaged
@@ -225,7 +257,9 @@ def evaluate(models, dataset, protocols=PROTOCOLS, scales=None,
     Raises:
         ValueError: a missing or unreadable model, a model without a
             rewritable head (dense, combined), Q smaller than the crop, an
-            unknown protocol, or models / dataset with different classes.
+            unknown protocol, models with different classes, a dataset with
+            classes the models lack (classes are matched by name: see
+            `sources.class_mapping`), or no decodable image.
     """
     names = parse_protocols(protocols)
     scales = _parse_scales(scales)
@@ -235,12 +269,7 @@ def evaluate(models, dataset, protocols=PROTOCOLS, scales=None,
         raise ValueError("`models` is empty: give at least one model.")
     loaded = [runs.load_classifier(m, preprocessing=preprocessing)
               for m in models]
-    classes = {m.num_classes for m in loaded}
-    if len(classes) > 1:
-        raise ValueError("The models of an ensemble must have the same "
-                         "classes; they have " + ", ".join(
-                             f"{m.name!r}: {m.num_classes}" for m in loaded))
-    num_classes = classes.pop()
+    class_names, num_classes = _model_classes(loaded)
     parts = sorted({part for n in names for part in _PARTS[n]})
     part_scales = {part: [scales_for(m, part, scales) for m in loaded]
                    for part in parts}
@@ -251,12 +280,10 @@ def evaluate(models, dataset, protocols=PROTOCOLS, scales=None,
         raise ValueError(f"`max_images` must be >= 1. Received: "
                          f"max_images={max_images!r}")
 
-    examples, source_classes, dataset_name = _open_dataset(dataset, split,
-                                                           data_dir)
-    if source_classes is not None and source_classes != num_classes:
-        raise ValueError(
-            f"The dataset {dataset_name!r} has {source_classes} classes, "
-            f"the model(s) {num_classes}.")
+    source, dataset_name = _open_dataset(dataset, split, data_dir)
+    examples = sources.match_classes(
+        source, class_names, num_classes, f"The dataset {dataset_name!r}",
+        "the model(s)").dataset
     if max_images is not None:
         examples = examples.take(max_images)
     counter = augment.SkipCounter()
@@ -292,6 +319,8 @@ def evaluate(models, dataset, protocols=PROTOCOLS, scales=None,
         images += 1
         if verbose and images % verbose == 0:
             print(f"  {images} images", flush=True)
+    if not images:
+        raise _no_images_error(dataset_name, split, source, counter.count)
 
     results = []
     for n in names:

@@ -127,6 +127,30 @@ def _hit(box, truth):
                                             > 0.5))
 
 
+def _matched_source(source, models, dataset):
+    """`source` with its labels as the class indices the localisers and
+    classifiers share (`sources.match_classes`, by name); ValueError when
+    two models order their classes differently."""
+    named = [m for m in models if m.class_names]
+    for m in named[1:]:
+        if m.class_names != named[0].class_names:
+            raise ValueError(
+                f"{named[0].name!r} and {m.name!r} list their classes "
+                f"differently ({named[0].class_names[:5]}... and "
+                f"{m.class_names[:5]}...): box and class indices would not "
+                "agree.")
+    counts = {m.num_classes for m in models if m.num_classes}
+    if len(counts) > 1:
+        raise ValueError("The localisers and classifiers have different "
+                         "class counts: " + ", ".join(
+                             f"{m.name!r}: {m.num_classes}" for m in models
+                             if m.num_classes))
+    return sources.match_classes(
+        source, named[0].class_names if named else None,
+        counts.pop() if counts else None, f"The dataset {dataset!r}",
+        "the model(s)")
+
+
 def evaluate_localization(localizers, classifiers=(), dataset="builtin",
                           protocol="center", scales=None, data_dir=None,
                           split="validation", max_images=None, flip=False):
@@ -160,8 +184,9 @@ def evaluate_localization(localizers, classifiers=(), dataset="builtin",
     fcns = [c.fully_convolutional() for c in clfs]
     scales = [int(q) for q in (scales or sorted({loc.test_scale
                                                      for loc in locs}))]
-    source = sources.load_source(dataset, split, data_dir=data_dir,
-                                 shuffle_files=False)
+    source = _matched_source(
+        sources.load_source(dataset, split, data_dir=data_dir,
+                            shuffle_files=False), locs + clfs, dataset)
     counted = wrong = wrong5 = 0
     start = time.perf_counter()
     # An element that fails (a folder image whose size cannot be read for

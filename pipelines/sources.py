@@ -26,6 +26,10 @@ Spec forms accepted by `load_source`:
                          objects ("voc") takes its largest object's class,
                          and skips images without objects
 
+Paths (DIR, GLOB, `data_dir`) may start with "~" and hold $VARIABLES
+(`expand_path`).  Where a dataset meets a model, its labels are matched to
+the model's classes by name (`match_classes`).
+
 Example:
 >>> source = load_source("folder:/data/flowers", split="validation")
 >>> source.class_names[:2], source.num_examples
@@ -33,13 +37,16 @@ Example:
 """
 
 import dataclasses
+import difflib
 import os
 import pathlib
+import re
 import zlib
 
 import numpy as np
 import tensorflow as tf
 
+from keras_vgg import imagenet
 from pipelines import box_files
 from pipelines import synthetic
 
@@ -59,11 +66,15 @@ class Source:
         num_classes: int, or None when unknown.
         num_examples: examples in one pass, or None when counting would mean
             reading every file (TFRecords).
+        paths: the image files in the order the dataset reads them
+            without file shuffling (folder sources), else None: lets an
+            error name a file.
     """
     dataset: tf.data.Dataset
     class_names: tuple | None
     num_classes: int | None
     num_examples: int | None
+    paths: tuple | None = None
 
 
 def element_spec():
@@ -117,9 +128,11 @@ def load_source(spec, split="train", data_dir=None, val_fraction=0.1,
                          f"spec={spec!r}")
     if shuffle_files is None:
         shuffle_files = split in ("train", "training")
+    data_dir = expand_path(data_dir)
     if spec == "builtin":
         return _builtin(split, data_dir, seed, shuffle_files)
     kind, _, rest = spec.partition(":")
+    rest = expand_path(rest) if kind in ("tfrecord", "folder") else rest
     if kind == "tfrecord":
         return _tfrecord(spec, rest, _split_name(split, spec), seed,
                          shuffle_files, label_offset)
@@ -129,6 +142,23 @@ def load_source(spec, split="train", data_dir=None, val_fraction=0.1,
     if kind == "tfds":
         return _tfds(spec, rest, split, data_dir, seed, shuffle_files)
     return _tfds(spec, spec, split, data_dir, seed, shuffle_files)
+
+
+def expand_path(path):
+    """`path` with "~" and environment variables expanded, as a shell
+    would: the one place every path a source takes (`data_dir`,
+    "folder:DIR", "tfrecord:GLOB") is expanded, so that README's
+    `--data_dir=~/tensorflow_datasets` reaches tfds as a real folder.
+    None stays None.
+
+    Example (HOME=/home/me)::
+
+        expand_path("~/tensorflow_datasets")  # '/home/me/tensorflow_datasets'
+        expand_path("$DATA/in1k/{split}-*")   # '/data/in1k/{split}-*'
+    """
+    if path is None:
+        return None
+    return os.path.expandvars(os.path.expanduser(os.fspath(path)))
 
 
 def _split_name(split, spec):
@@ -148,6 +178,96 @@ def _boxes(boxes):
 
 def _empty_boxes():
     return _boxes(tf.zeros([0, 4], tf.float32))
+
+
+# -- where a dataset meets a model -----------------------------------------
+
+def _placeholder_names(names):
+    """Names that say nothing: None, or the "0", "1", ... that
+    `pipelines.train` writes for a dataset without class names."""
+    return not names or list(names) == [str(i) for i in range(len(names))]
+
+
+def _comparable(names):
+    """The names with ImageNet's WordNet ids ("n01440764", tfds and folder
+    names) as its class names ("tench", what a model without a names file
+    is given), so that either spelling matches the other."""
+    lemma = dict(imagenet.class_index())
+    return [lemma.get(n, n) for n in names]
+
+
+def _listed(names, limit=10):
+    names = sorted(names)
+    more = f", ... ({len(names)} in all)" if len(names) > limit else ""
+    return "[" + ", ".join(map(repr, names[:limit])) + more + "]"
+
+
+def class_mapping(dataset_names, model_names, num_classes=None,
+                  dataset="the dataset", model="the model"):
+    """How a dataset's labels become a model's class indices.
+
+    Classes are matched by name: the dataset's label i is the model's class
+    `mapping[i]`, whatever order each side lists them in (folders are read
+    in sorted order, a model keeps the order it was trained with), and a
+    dataset may hold only some of the model's classes.  When either side
+    has no names (TFRecords without a class_names.txt; a model of
+    `pipelines.train` on such data, whose names are "0", "1", ...), labels
+    are taken as they are and only the counts are compared.
+
+    Args:
+        dataset_names: the dataset's class names by label, or None.
+        model_names: the model's class names by index, or None.
+        num_classes: the model's class count, checked when names are not
+            (None: unknown).
+        dataset, model: how the message names each side.
+
+    Returns:
+        None when labels are already the model's indices, else an int64
+        array: mapping[dataset label] = model index.
+
+    Raises:
+        ValueError: the dataset has classes the model lacks (listing what
+            each side lacks), or, without names, the counts differ.
+    """
+    if _placeholder_names(dataset_names) or _placeholder_names(model_names):
+        count = len(dataset_names) if dataset_names else None
+        if count is not None and num_classes and count != num_classes:
+            raise ValueError(f"{dataset} has {count} classes, {model} "
+                             f"{num_classes}.")
+        return None
+    ours, theirs = _comparable(dataset_names), _comparable(model_names)
+    index = {name: i for i, name in enumerate(theirs)}
+    missing = [n for n in ours if n not in index]
+    if missing:
+        raise ValueError(
+            f"{dataset} and {model} have different classes: {model} lacks "
+            f"{_listed(missing)}; {dataset} lacks "
+            f"{_listed(set(theirs) - set(ours))}. "
+            f"{dataset}: {_listed(ours)}; {model}: {_listed(theirs)}.")
+    mapping = np.asarray([index[n] for n in ours], np.int64)
+    if np.array_equal(mapping, np.arange(len(mapping))) and (
+            len(mapping) == len(theirs)):
+        return None
+    return mapping
+
+
+def match_classes(source, model_names, num_classes=None,
+                  dataset="the dataset", model="the model"):
+    """`source` with its labels as the model's class indices (see
+    `class_mapping`): the one place a dataset's labels meet a model."""
+    mapping = class_mapping(source.class_names, model_names, num_classes,
+                            dataset, model)
+    if mapping is None:
+        return source
+    table = tf.constant(mapping)
+
+    def remap(example):
+        return dict(example, label=tf.gather(table, example["label"]))
+
+    names = tuple(model_names) if model_names else None
+    return dataclasses.replace(
+        source, dataset=source.dataset.map(remap), class_names=names,
+        num_classes=len(names) if names else num_classes)
 
 
 # -- builtin ----------------------------------------------------------------
@@ -186,7 +306,6 @@ def _tfrecord_files(spec, pattern, split):
     ("train-00000-of-01024"); any other GLOB is used as given, whatever the
     split.
     """
-    pattern = os.path.expanduser(pattern)
     if not pattern:
         raise ValueError(f"`spec`={spec!r} names no files: expected "
                          "'tfrecord:GLOB'.")
@@ -277,7 +396,6 @@ def _folder_split(spec, directory, val_fraction, seed):
 
 
 def _folder(spec, directory, split, val_fraction, seed, shuffle_files):
-    directory = os.path.expanduser(directory)
     if not directory or not os.path.isdir(directory):
         raise ValueError(f"`spec`={spec!r}: {directory!r} is not a folder.")
     classes, splits = _folder_split(spec, directory, val_fraction, seed)
@@ -305,7 +423,8 @@ def _folder(spec, directory, split, val_fraction, seed, shuffle_files):
                 "bbox": _normalized_boxes(encoded, boxes, in_pixels)}
 
     dataset = dataset.map(example, num_parallel_calls=tf.data.AUTOTUNE)
-    return Source(dataset, tuple(classes), len(classes), len(paths))
+    return Source(dataset, tuple(classes), len(classes), len(paths),
+                  paths=tuple(paths))
 
 
 def _ragged_boxes(rows):
@@ -382,6 +501,53 @@ def _objects_to_label_and_boxes(labels, boxes):
     return label, tf.boolean_mask(boxes, tf.equal(labels, label))
 
 
+_SPEC_KINDS = ("builtin", "folder", "tfrecord", "tfds")
+
+
+def unknown_dataset_message(spec, tfds_names=()):
+    """One line for a dataset name that is none of the spec forms, with the
+    close matches among them and `tfds_names`.
+
+    Example::
+
+        unknown_dataset_message("imagnet2012", ["imagenet2012", "mnist"])
+        # "Unknown dataset 'imagnet2012'. Did you mean 'imagenet2012'? Give
+        #  builtin, folder:DIR, tfrecord:GLOB or a tfds name."
+    """
+    kind, colon, rest = spec.partition(":")
+    if kind == "tfds" and colon:
+        kind, colon, rest = rest.partition(":")
+    # The builder's name: "name/config:version" -> "name".
+    base = re.split(r"[/:]", kind, maxsplit=1)[0]
+    close = difflib.get_close_matches(
+        base, list(_SPEC_KINDS[:3]) + list(tfds_names), n=3, cutoff=0.75)
+    guesses = [spec.replace(base, match, 1) if match != "builtin"
+               else "builtin" for match in close]
+    guesses = [g + (":DIR" if g == "folder" else ":GLOB" if g == "tfrecord"
+                    else "") for g in dict.fromkeys(guesses)]
+    hint = (" Did you mean " + " or ".join(repr(g) for g in guesses) + "?"
+            if guesses else "")
+    return (f"Unknown dataset {spec!r}.{hint} Give builtin, folder:DIR, "
+            "tfrecord:GLOB or a tfds name.")
+
+
+def _tfds_builder(tfds, spec, name, data_dir):
+    """`tfds.builder(name)`, or a ValueError of one line: tfds' own
+    message for an unknown name lists every dataset it has (hundreds of
+    lines, twice in a chained traceback)."""
+    try:
+        return tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        pass  # raised below, outside this handler: no chained traceback
+    except Exception as error:  # a bad version, config or name string
+        known = tfds.list_builders(with_community_datasets=False)
+        if re.split(r"[/:]", name, maxsplit=1)[0] in known:
+            reason = str(error).strip().splitlines()[0][:300]
+            raise ValueError(f"`spec`={spec!r}: {reason}") from None
+    raise ValueError(unknown_dataset_message(
+        spec, tfds.list_builders(with_community_datasets=False)))
+
+
 def _tfds(spec, name, split, data_dir, seed, shuffle_files):
     """A tfds dataset with an `image` and either a ClassLabel `label` or,
     failing that, objects with a ClassLabel `label` and a `bbox` (voc):
@@ -390,13 +556,7 @@ def _tfds(spec, name, split, data_dir, seed, shuffle_files):
     tfds only knows the split's size)."""
     import tensorflow_datasets as tfds  # heavy: only when a tfds spec is used
 
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except Exception as error:  # tfds raises several types for bad names
-        raise ValueError(
-            f"Unknown dataset `spec`={spec!r}: not 'builtin', "
-            "'tfrecord:GLOB', 'folder:DIR' or a TensorFlow Datasets name "
-            f"({type(error).__name__}: {error})") from error
+    builder = _tfds_builder(tfds, spec, name, data_dir)
     features = builder.info.features
     objects = features["objects"] if "objects" in features else None
     objects = getattr(objects, "feature", objects)  # inside a Sequence

@@ -3,6 +3,7 @@ protocols, scales and ensembles, the CLI's JSON, errors, MAC counts."""
 
 import json
 import os
+import pathlib
 
 import keras
 import numpy as np
@@ -13,6 +14,7 @@ import keras_vgg
 from keras_vgg import cost
 from pipelines import evaluate
 from pipelines import protocols
+from pipelines import sources
 from tests.tiny_run import CLASS_NAMES
 from tests.tiny_run import CROP
 from tests.tiny_run import pixels
@@ -200,6 +202,86 @@ def test_bad_inputs_raise_clear_errors(runs, examples, tmp_path):
         evaluate.evaluate([model0, other], dataset, "single")
     with pytest.raises(ValueError, match="--model"):
         evaluate.cli(["--dataset=builtin"])
+
+
+# The model's classes in an order where no class keeps its index when a
+# folder of them is read in sorted order (circle, square, star, triangle).
+DERANGED = ["square", "triangle", "circle", "star"]
+
+
+def _write_run_named(directory, names, seed=0):
+    """A tiny run whose class_names.txt lists `names`."""
+    directory, model = write_run(directory, seed=seed)
+    config = json.loads(open(os.path.join(directory,
+                                          "training_config.json")).read())
+    config["class_names"] = list(names)
+    with open(os.path.join(directory, "training_config.json"), "w") as f:
+        json.dump(config, f)
+    with open(os.path.join(directory, "class_names.txt"), "w") as f:
+        f.write("\n".join(names) + "\n")
+    return directory, model
+
+
+def _folder_of_predictions(root, model, folder_names, count=8):
+    """`count` PNGs, each in the folder of the class `model` predicts for it
+    (single crop at Q=40): by the model's own classes every label is
+    right."""
+    for i in range(count):
+        image = np.floor(pixels(36 + 3 * i, 44, seed=20 + i))
+        label = int(np.argmax(protocols.single_crop(model, image, 40)))
+        path = root / folder_names[label] / f"{i}.png"
+        os.makedirs(path.parent, exist_ok=True)
+        keras.utils.save_img(str(path), image.astype(np.uint8), scale=False)
+    for name in folder_names:            # every class has a folder
+        os.makedirs(root / name, exist_ok=True)
+        if not os.listdir(root / name):
+            keras.utils.save_img(str(root / name / "pad.png"),
+                                 np.floor(pixels(40, 40, seed=99)),
+                                 scale=False)
+
+
+def test_folder_classes_are_matched_to_the_model_by_name(tmp_path):
+    run, model = _write_run_named(str(tmp_path / "run"), DERANGED)
+    folder = tmp_path / "images"
+    _folder_of_predictions(folder, model, DERANGED)
+    # The images of the folder's train split, as the evaluation reads them.
+    files = [pathlib.Path(p) for p in sources.load_source(
+        f"folder:{folder}", "train", shuffle_files=False).paths]
+    predicted = [int(np.argmax(protocols.single_crop(
+        model, keras.utils.img_to_array(keras.utils.load_img(str(f))), 40)))
+        for f in files]
+    by_name = np.mean([p != DERANGED.index(f.parent.name)
+                       for p, f in zip(predicted, files)])
+    by_position = np.mean([p != sorted(DERANGED).index(f.parent.name)
+                           for p, f in zip(predicted, files)])
+    assert by_name < 0.5 < by_position      # the two readings differ
+    [r] = evaluate.evaluate(run, f"folder:{folder}", "single",
+                            split="train")
+    assert r["images"] == len(files) and r["images_skipped"] == 0
+    assert r["top1_error"] == pytest.approx(by_name)
+
+
+def test_folder_with_other_class_names_is_refused(runs, tmp_path):
+    (run0, _), _ = runs
+    for name in ["circle", "square", "hexagon", "star"]:
+        os.makedirs(tmp_path / name)
+        keras.utils.save_img(str(tmp_path / name / "a.png"),
+                             pixels(36, 36), scale=False)
+    with pytest.raises(ValueError, match=r"different classes: the model\(s\) "
+                       r"lacks \['hexagon'\]; .* lacks \['triangle'\]"):
+        evaluate.evaluate(run0, f"folder:{tmp_path}", "single",
+                          split="train")
+
+
+def test_only_undecodable_images_is_an_error(runs, tmp_path):
+    (run0, _), _ = runs
+    for name in CLASS_NAMES:
+        os.makedirs(tmp_path / name)
+        (tmp_path / name / "x.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"gave no decodable image: 4 "
+                       r"skipped as undecodable \(e\.g\. '.*circle/x\.png'"):
+        evaluate.evaluate(run0, f"folder:{tmp_path}", "single",
+                          split="train")
 
 
 def test_count_macs_of_vgg16_is_the_config_formula():

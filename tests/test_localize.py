@@ -190,3 +190,45 @@ def test_cli_writes_a_png(tmp_path):
     with open(output, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert not [n for n in os.listdir(tmp_path) if ".tmp" in n]
+
+
+def _named_pcr_localizer(names):
+    """A 2-class PCR localiser named `names`: class 0's box is the left
+    half of the window, class 1's the whole window."""
+    loc = constant_localizer(regression="pcr", classes=2)
+    layer = loc.model.get_layer("boxes")
+    kernel, bias = layer.get_weights()
+    bias[0:4] = [0.25, 0.5, 0.5, 1.0]
+    bias[4:8] = [0.5, 0.5, 1.0, 1.0]
+    layer.set_weights([kernel, bias])
+    return runs.from_model(loc.model, name="named",
+                           class_names=names).with_q(32)
+
+
+def _two_box_folder(root):
+    """one/one.png with the whole image as its box, two/two.png with its
+    left half; folders read in sorted order: one = 0, two = 1."""
+    import tensorflow as tf
+
+    for name in ("one", "two"):
+        (root / name).mkdir()
+        tf.io.write_file(str(root / name / f"{name}.png"),
+                         tf.io.encode_png(tf.zeros((32, 32, 3), tf.uint8)))
+    (root / "boxes.csv").write_text("filename,xmin,ymin,xmax,ymax\n"
+                                    "one.png,0,0,32,32\n"
+                                    "two.png,0,0,16,32\n")
+
+
+def test_localization_matches_classes_by_name(tmp_path):
+    # The model lists "two" first: by position each image would take the
+    # other class's box (IoU 0.5, a miss); by name both hit.
+    _two_box_folder(tmp_path)
+    result = localize.evaluate_localization(
+        [_named_pcr_localizer(["two", "one"])], dataset=f"folder:{tmp_path}",
+        split="train", protocol="center")
+    assert result["images"] == 2 and result["localization_error"] == 0.0
+    with pytest.raises(ValueError, match=r"the model\(s\) lacks \['two'\]; "
+                       r".* lacks \['three'\]"):
+        localize.evaluate_localization(
+            [_named_pcr_localizer(["one", "three"])],
+            dataset=f"folder:{tmp_path}", split="train", protocol="center")

@@ -461,3 +461,81 @@ def test_tfds_without_any_label_is_a_value_error(tmp_path, name):
     with tfds.testing.mock_data(num_examples=1, data_dir=str(tmp_path)):
         with pytest.raises(ValueError, match=f"{name}.*'objects/label'"):
             sources.load_source(f"tfds:{name}", data_dir=str(tmp_path))
+
+
+# -- paths, unknown names, classes matched by name ---------------------------
+
+def test_paths_expand_home_and_environment_variables(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    (home / "pets" / "cat").mkdir(parents=True)
+    (home / "pets" / "cat" / "a.png").write_bytes(_encode(_pixels(), "PNG"))
+    jpeg = _encode(_pixels(), "JPEG")
+    (home / "records").mkdir()
+    _write_records(home / "records" / "train-00000-of-00001",
+                   [(jpeg, 0, [])])
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("RECORDS", str(home / "records"))
+    folder = sources.load_source("folder:~/pets", val_fraction=0)
+    assert folder.paths == (str(home / "pets" / "cat" / "a.png"),)
+    records = sources.load_source("tfrecord:$RECORDS/{split}-*")
+    assert [int(ex["label"]) for ex in records.dataset] == [0]
+    small = functools.partial(synthetic.write_builtin, num_train=5,
+                              num_val=5)
+    monkeypatch.setattr(synthetic, "write_builtin", small)
+    sources.load_source("builtin", data_dir="~/cache")
+    assert (home / "cache" / synthetic.CLASS_NAMES_FILE).is_file()
+    assert not (tmp_path / "~").exists()
+
+
+@pytest.mark.parametrize("spec, guess", [
+    ("imagnet2012", "'imagenet2012'"),
+    ("tfds:imagenete", "'tfds:imagenette'"),
+    ("fodler:/data/flowers", "'folder:/data/flowers'"),
+    ("biultin", "'builtin'"),
+])
+def test_unknown_dataset_is_one_line_with_close_matches(spec, guess):
+    pytest.importorskip("tensorflow_datasets")
+    with pytest.raises(ValueError) as info:
+        sources.load_source(spec)
+    message = str(info.value)
+    assert message.startswith(f"Unknown dataset {spec!r}. Did you mean "
+                              f"{guess}")
+    assert message.endswith("Give builtin, folder:DIR, tfrecord:GLOB or a "
+                            "tfds name.")
+    assert "\n" not in message and len(message) < 200
+    # Nothing chained: the traceback does not repeat tfds' list of names.
+    assert info.value.__cause__ is None
+    assert info.value.__context__ is None or info.value.__suppress_context__
+
+
+def test_class_mapping_by_name():
+    # Same classes, another order: dataset label -> model index.
+    np.testing.assert_array_equal(sources.class_mapping(
+        ["cat", "dog", "fox"], ["fox", "cat", "dog"]), [1, 2, 0])
+    assert sources.class_mapping(["cat", "dog"], ["cat", "dog"]) is None
+    # Some of the model's classes: still by name.
+    np.testing.assert_array_equal(sources.class_mapping(
+        ["dog"], ["cat", "dog"]), [1])
+    # ImageNet's WordNet ids (tfds, folders) meet its class names (a model
+    # without a names file).
+    np.testing.assert_array_equal(sources.class_mapping(
+        ["n01443537", "n01440764"], ["tench", "goldfish"]), [1, 0])
+    with pytest.raises(ValueError, match=r"the model lacks \['emu'\]; the "
+                       r"dataset lacks \['fox'\]"):
+        sources.class_mapping(["cat", "emu"], ["cat", "fox"])
+    # A side without names: only the counts.
+    assert sources.class_mapping(None, ["a", "b"], 2) is None
+    assert sources.class_mapping(["b", "a"], ["0", "1"], 2) is None
+    with pytest.raises(ValueError, match="has 3 classes, the model 2"):
+        sources.class_mapping(["a", "b", "c"], None, 2)
+
+
+def test_match_classes_remaps_the_labels(tmp_path):
+    for name in ("b", "c", "a"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "x.png").write_bytes(_encode(_pixels(), "PNG"))
+    source = sources.load_source(f"folder:{tmp_path}", val_fraction=0,
+                                 shuffle_files=False)
+    matched = sources.match_classes(source, ["c", "a", "b"])
+    assert matched.class_names == ("c", "a", "b")
+    assert [int(ex["label"]) for ex in matched.dataset] == [1, 2, 0]

@@ -216,6 +216,32 @@ def test_no_matching_layer(tmp_path):
         keras_vgg.VGG11(weights=path, include_top=False)
 
 
+def _tiny(**kwargs):
+    return keras_vgg.VGG("A", width_multiplier=0.125, include_top=False,
+                         input_shape=(32, 32, 3), **kwargs)
+
+
+def test_truncated_h5_names_the_file(tmp_path):
+    path = save_legacy_h5(_tiny(), tmp_path / "cut.h5")
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[:len(data) // 2])
+    with pytest.raises(ValueError, match=r"weight file '.*cut\.h5' "
+                       r"\(\d+ bytes\) as HDF5: it is truncated") as info:
+        weights_lib.load_weights(_tiny(), path)
+    assert "truncated" in str(info.value.__cause__)   # h5py's own words
+    with pytest.raises(ValueError, match=r"cut\.h5"):
+        _tiny(weights=path)
+
+
+@pytest.mark.parametrize("name, kind", [("junk.safetensors", "safetensors"),
+                                        ("junk.weights.h5", "HDF5")])
+def test_garbage_weight_file_names_the_file(tmp_path, name, kind):
+    path = tmp_path / name
+    path.write_bytes(b"this is not a weight file" * 4)
+    with pytest.raises(ValueError, match=rf"{name}' \(100 bytes\) as {kind}"):
+        weights_lib.load_weights(_tiny(), str(path))
+
+
 # --- named weight sets (the download is replaced by a local file) ----------
 
 
