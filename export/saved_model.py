@@ -4,9 +4,10 @@ Everything after the request is in the graph: decoding (JPEG, PNG, BMP,
 GIF up to `--max_pixels` and `--max_aspect_ratio`, checked from the header
 before decoding; anything beyond is refused with InvalidArgumentError, the
 REST API's HTTP 400, naming the limit and the image's size), rescaling the
-smallest side to Q, the weights' preprocessing, and the paper's dense evaluation (the FC head rewritten as convolutions,
-class scores averaged over the score map, optionally averaged with the
-horizontally flipped image).
+smallest side to Q, the weights' preprocessing, and the paper's dense
+evaluation (the FC head rewritten as convolutions, class scores averaged
+over the score map, optionally averaged with the horizontally flipped
+image).
 
 Signatures:
     serving_default(images: string [N])          encoded image files
