@@ -173,7 +173,7 @@ def test_help_lists_every_flag():
     # absl's --help exits with status 1.
     result = subprocess.run([sys.executable, "-m", "export.tflite", "--help"],
                             capture_output=True, text=True, timeout=120)
-    for flag in ("--model", "--overwrite", "--architecture", "--weights",
+    for flag in ("--model", "--[no]overwrite", "--architecture", "--weights",
                  "--classifier", "--q:", "--quantize", "--output"):
         assert flag in result.stdout, flag
     assert "<none|fp16|dynamic|int8|qat>" in result.stdout
