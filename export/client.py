@@ -15,6 +15,8 @@ Example (library):
 
 import base64
 import json
+import sys
+import urllib.error
 import urllib.request
 
 from absl import app
@@ -46,13 +48,38 @@ def rest_url(base_url, model, version=None):
 def predict_rest(base_url, model, encoded_images, version=None,
                  signature_name=DEFAULT_SIGNATURE, timeout=60):
     """POSTs the request; returns the list of per-image prediction dicts
-    (`probabilities`, `top_k_labels`, `top_k_scores`, `top_k_indices`)."""
+    (`probabilities`, `top_k_labels`, `top_k_scores`, `top_k_indices`).
+
+    Raises:
+        ServerError: the server answered with an HTTP error; its message
+            is the server's (`{"error": "..."}`), e.g. the image limit an
+            image broke, rather than the bare "Bad Request".
+    """
     body = rest_request_body(encoded_images, signature_name).encode()
+    url = rest_url(base_url, model, version)
     request = urllib.request.Request(
-        rest_url(base_url, model, version), data=body,
-        headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read())["predictions"]
+        url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())["predictions"]
+    except urllib.error.HTTPError as e:
+        raise ServerError(f"{url}: HTTP {e.code}: "
+                          f"{server_message(e.read(), e.reason)}") from None
+
+
+class ServerError(Exception):
+    """The server refused a request; the message is the server's."""
+
+
+def server_message(body, reason):
+    """The error text of a TF-Serving REST error body (`{"error": "..."}`),
+    else the body itself (at most 1000 characters), else `reason`."""
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        text = json.loads(text)["error"]
+    except (ValueError, KeyError, TypeError):
+        pass
+    return str(text)[:1000] or str(reason)
 
 
 def grpc_request(encoded_images, model, version=None,
@@ -76,15 +103,20 @@ def grpc_request(encoded_images, model, version=None,
 def predict_grpc(target, model, encoded_images, version=None,
                  signature_name=DEFAULT_SIGNATURE, timeout=60):
     """Sends the request to `host:port`; returns per-image prediction dicts
-    like `predict_rest`."""
+    like `predict_rest` (ServerError with the server's message when the
+    call fails)."""
     import grpc
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
     channel = grpc.insecure_channel(target)
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-    response = stub.Predict(grpc_request(encoded_images, model, version,
-                                         signature_name), timeout)
+    try:
+        response = stub.Predict(grpc_request(encoded_images, model, version,
+                                             signature_name), timeout)
+    except grpc.RpcError as e:
+        raise ServerError(f"{target}: {e.code().name}: {e.details()}") \
+            from None
     outputs = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
     n = len(encoded_images)
     return [{k: v[i].tolist() for k, v in outputs.items()} for i in range(n)]
@@ -131,12 +163,16 @@ def main(argv):
     for path in paths:
         with open(path, "rb") as f:
             images.append(f.read())
-    if fv.url:
-        predictions = predict_rest(fv.url, fv.model, images, fv.version,
-                                   fv.signature)
-    else:
-        predictions = predict_grpc(fv.grpc, fv.model, images, fv.version,
-                                   fv.signature)
+    try:
+        if fv.url:
+            predictions = predict_rest(fv.url, fv.model, images, fv.version,
+                                       fv.signature)
+        else:
+            predictions = predict_grpc(fv.grpc, fv.model, images,
+                                       fv.version, fv.signature)
+    except ServerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(format_predictions(paths, predictions))
     return 0
 

@@ -17,12 +17,15 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import keras
 from absl import flags
+from absl import logging
 
 import keras_vgg
+from export import dense
 from keras_vgg import runs
 from keras_vgg import weights as weights_lib
 
@@ -197,9 +200,9 @@ def define_model_flags(flag_values=None):
     fv = flag_values or flags.FLAGS
     flags.DEFINE_string("model", None, "Training run directory or .keras "
                         "file to export.", flag_values=fv)
-    flags.DEFINE_string("architecture", None, "Table 1 configuration (A, "
-                        "B, C, D, E), with --weights, instead of --model.",
-                        flag_values=fv)
+    flags.DEFINE_enum("architecture", None, list(keras_vgg.CONFIGS),
+                      "Table 1 configuration, with --weights, instead of "
+                      "--model.", case_sensitive=False, flag_values=fv)
     flags.DEFINE_alias("config", "architecture", flag_values=fv)
     flags.DEFINE_string("weights", None, "Weight set name (imagenet, "
                         "tv_in1k) or weight file, with --architecture.",
@@ -223,12 +226,39 @@ def define_model_flags(flag_values=None):
 
 
 def define_serving_flags(flag_values=None):
-    """--top_k and --flip, shared by the SavedModel and serving exporters."""
+    """--top_k, --flip and the image limits, shared by the SavedModel and
+    serving exporters."""
     fv = flag_values or flags.FLAGS
     flags.DEFINE_integer("top_k", 5, "Top classes in the outputs.",
                          flag_values=fv)
     flags.DEFINE_bool("flip", True, "Average with the flipped image.",
                       flag_values=fv)
+    flags.DEFINE_integer(
+        "max_pixels", dense.MAX_PIXELS, "Largest image (height x width "
+        "pixels) the served model decodes; larger ones are refused from "
+        "their header, before decoding.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_float(
+        "max_aspect_ratio", dense.MAX_ASPECT_RATIO, "Most elongated image "
+        "(long side / short side) the served model accepts; rescaled to Q "
+        "an image costs Q^2 times this.", lower_bound=1.0, flag_values=fv)
+
+
+@contextlib.contextmanager
+def quiet_tensorflow():
+    """TensorFlow's INFO logging (signature notes, asset paths, converter
+    notes: dozens of lines per export) held back for the block: absl's
+    verbosity at WARNING, unless `--verbosity` / `-v` was given, which then
+    decides as everywhere else."""
+    if flags.FLAGS["verbosity"].present:
+        yield
+        return
+    old = logging.get_verbosity()
+    # absl counts up from FATAL: the lesser verbosity is the quieter one.
+    logging.set_verbosity(min(old, logging.WARNING))
+    try:
+        yield
+    finally:
+        logging.set_verbosity(old)
 
 
 def model_from_flags(fv=None):

@@ -1,12 +1,121 @@
-"""The dense protocol as TensorFlow graph pieces: rescaling to Q and the
-fully convolutional classifier with flip, for every image size.  The
-SavedModel's classifier (`export.saved_model`) and the localiser's scorer
-(`export.localizer`) are built on it."""
+"""The dense protocol as TensorFlow graph pieces: bounded decoding,
+rescaling to Q and the fully convolutional classifier with flip, for every
+image size.  The SavedModel's classifier (`export.saved_model`) and the
+localiser's scorer (`export.localizer`) are built on it.
+
+Images sent to a server are untrusted: a 140-byte PNG can claim 1 x 20000
+pixels, which rescaled so that its smallest side is Q becomes Q x 20000 Q
+(16 GB for a small model).  So the size an image's header claims is checked
+against `max_pixels` and `max_aspect_ratio` before anything is decoded.
+"""
 
 import tensorflow as tf
 
 import keras_vgg
 from keras_vgg import preprocessing as vgg_preprocessing
+
+# Defaults of the limits a server puts on an image.  4096 x 4096 (16.8 MP)
+# holds the photos of phones and most cameras (12-16 MP); decoded to float32
+# such an image is 200 MB, which a server can afford per request.  After
+# rescaling to Q an image costs Q^2 x its aspect ratio: 4 admits every
+# photo format (4:3, 16:9, 21:9, 3:1 panoramas) for at most 4 times the
+# work of a square image, where 1 x 20000 would cost 20000 times.
+MAX_PIXELS = 4096 * 4096
+MAX_ASPECT_RATIO = 4.0
+# The header bytes read below (BMP's height ends at byte 26).
+_HEADER_BYTES = 26
+
+
+def _header(encoded):
+    """The first bytes of `encoded` as int64 [26], zero-padded when the file
+    is shorter (then the decoder refuses it)."""
+    padded = tf.strings.join([encoded, tf.constant(b"\0" * _HEADER_BYTES)])
+    head = tf.strings.substr(padded, 0, _HEADER_BYTES)
+    return tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
+
+
+def _unsigned(header, start, count, little_endian):
+    """The unsigned integer of `count` bytes at `start`."""
+    order = range(count) if little_endian else reversed(range(count))
+    value = tf.constant(0, tf.int64)
+    for shift, i in enumerate(order):
+        value += tf.bitwise.left_shift(header[start + i],
+                                       tf.constant(8 * shift, tf.int64))
+    return value
+
+
+def header_size(encoded):
+    """(height, width) int64 that the header of one encoded image claims,
+    read without decoding: JPEG by `tf.image.extract_jpeg_shape`, PNG from
+    IHDR (bytes 16-24, big-endian width, height), GIF from the logical
+    screen (bytes 6-10, little-endian; what TensorFlow decodes to), BMP from
+    bytes 18-26 (little-endian signed; negative height means top-down).
+    (-1, -1) for any other bytes.
+
+    Written here because TensorFlow reads only JPEG headers without
+    decoding; the offsets are those of the formats' specifications, the
+    magic numbers those `tf.io.decode_image` tells the formats by.
+    """
+    header = _header(encoded)
+    magic = tf.strings.substr(tf.strings.join([encoded, "\0" * 8]), 0, 8)
+    png = tf.equal(magic, b"\x89PNG\r\n\x1a\n")
+    gif = tf.equal(tf.strings.substr(magic, 0, 4), b"GIF8")
+    bmp = tf.equal(tf.strings.substr(magic, 0, 2), b"BM")
+
+    def signed(value):
+        return tf.abs(tf.where(value >= 2**31, value - 2**32, value))
+
+    png_hw = tf.stack([_unsigned(header, 20, 4, False),
+                       _unsigned(header, 16, 4, False)])
+    gif_hw = tf.stack([_unsigned(header, 8, 2, True),
+                       _unsigned(header, 6, 2, True)])
+    bmp_hw = tf.stack([signed(_unsigned(header, 22, 4, True)),
+                       signed(_unsigned(header, 18, 4, True))])
+    other = tf.where(png, png_hw, tf.where(
+        gif, gif_hw, tf.where(bmp, bmp_hw, tf.constant([-1, -1], tf.int64))))
+    return tf.cond(
+        tf.io.is_jpeg(encoded),
+        lambda: tf.image.extract_jpeg_shape(encoded, tf.int64)[:2],
+        lambda: other)
+
+
+def check_size(size, max_pixels, max_aspect_ratio):
+    """Assert ops refusing (InvalidArgumentError, naming the limit and the
+    size) an image of `size` (height, width) above the limits; (-1, -1),
+    an unknown format, is refused too."""
+    size = tf.cast(size, tf.int64)
+    h, w = size[0], size[1]
+    hf, wf = tf.cast(h, tf.float64), tf.cast(w, tf.float64)
+    described = tf.strings.format("{}x{}", (h, w))
+    known = tf.debugging.Assert(
+        tf.reduce_all(size >= 0),
+        ["not a JPEG, PNG, GIF or BMP image (the formats whose size is "
+         "checked before decoding)"])
+    # float64: a header may claim 2^32 x 2^32, whose product overflows int64.
+    pixels = tf.debugging.Assert(
+        hf * wf <= float(max_pixels),
+        [tf.strings.join([
+            "image of ", described, " pixels (height x width) is larger "
+            f"than max_pixels={int(max_pixels)}"])])
+    aspect = tf.debugging.Assert(
+        tf.maximum(hf, wf) <= float(max_aspect_ratio) * tf.minimum(hf, wf),
+        [tf.strings.join([
+            "image of ", described, " pixels (height x width) is more "
+            f"elongated than max_aspect_ratio={float(max_aspect_ratio):g}"])])
+    return [known, pixels, aspect]
+
+
+def check_limits(max_pixels, max_aspect_ratio):
+    """The limits as (int, float); ValueError naming the flag when one is
+    not a positive number (an aspect ratio is at least 1)."""
+    if isinstance(max_pixels, bool) or int(max_pixels) != max_pixels \
+            or max_pixels < 1:
+        raise ValueError(f"--max_pixels={max_pixels!r}: must be a positive "
+                         "integer.")
+    if not float(max_aspect_ratio) >= 1.0:
+        raise ValueError(f"--max_aspect_ratio={max_aspect_ratio!r}: must be "
+                         "at least 1 (long side / short side).")
+    return int(max_pixels), float(max_aspect_ratio)
 
 
 def rescale(images, q):
@@ -35,9 +144,13 @@ class DenseClassifier:
         q: test scale (default `source.test_scale`).
         flip: average with the horizontally flipped image.
         top_k: how many top classes to return (at most the class count).
+        max_pixels, max_aspect_ratio: the largest image (height x width)
+            and the most elongated (long side / short side) accepted; an
+            image beyond them is refused before it is decoded.
     """
 
-    def __init__(self, source, q=None, flip=True, top_k=5):
+    def __init__(self, source, q=None, flip=True, top_k=5,
+                 max_pixels=MAX_PIXELS, max_aspect_ratio=MAX_ASPECT_RATIO):
         self.source = source
         self.q = int(q or source.test_scale)
         if self.q < source.crop:
@@ -45,6 +158,8 @@ class DenseClassifier:
                              f"{source.crop}.")
         self.flip = bool(flip)
         self.top_k = max(1, min(int(top_k), source.num_classes))
+        self.max_pixels, self.max_aspect_ratio = check_limits(
+            max_pixels, max_aspect_ratio)
         self.fcn = keras_vgg.fully_convolutional(source.model, average=True)
 
     def classify_same_size(self, pixels):
@@ -58,11 +173,18 @@ class DenseClassifier:
                               training=False)) / 2.0
         return p
 
+    def check_size(self, size):
+        """Assert ops for an image of `size` (height, width): see
+        `check_size`."""
+        return check_size(size, self.max_pixels, self.max_aspect_ratio)
+
     def decode(self, encoded):
         """One encoded image -> float32 (H, W, 3); InvalidArgumentError for
-        bytes that are no image."""
-        image = tf.io.decode_image(encoded, channels=3,
-                                   expand_animations=False)
+        bytes that are no image and for an image beyond the limits, whose
+        header is read before anything is decoded."""
+        with tf.control_dependencies(self.check_size(header_size(encoded))):
+            image = tf.io.decode_image(encoded, channels=3,
+                                       expand_animations=False)
         return tf.cast(image, tf.float32)
 
     def classify_encoded(self, encoded):

@@ -2,14 +2,19 @@
 (`export.tflite`) and the localiser (`export.tflite_localizer`) exports:
 `convert` a Keras model to flatbuffer bytes with one of `QUANTIZE`, run a
 .tflite classifier (`LiteModel`), and compare it with the Keras model it
-came from (`verify`, written beside the file at `verification_path`).
+came from (`verify`, written beside the file at `verification_path`);
+`write_verified` places a file only once it has been checked.
 """
 
+import json
 import os
 import time
 
 import numpy as np
 import tensorflow as tf
+
+from export import common
+from keras_vgg import atomic
 
 QUANTIZE = ("none", "fp16", "dynamic", "int8", "qat")
 
@@ -60,7 +65,8 @@ def convert(keras_model, quantize="none", representative=None,
         # dataset (its metrics pass does not look at the graph).
         if int8_io:
             converter.inference_input_type = tf.uint8
-    return converter.convert()
+    with common.quiet_tensorflow():
+        return converter.convert()
 
 
 def interpreter(model_content=None, model_path=None, num_threads=2):
@@ -94,19 +100,23 @@ class LiteModel:
     def __init__(self, model_content=None, model_path=None, num_threads=2):
         self.interpreter = interpreter(model_content, model_path,
                                        num_threads)
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        # Tensors are allocated at the first image's shape: a dynamic-size
+        # model's default input [1, 1, 1, 3] is smaller than the network's
+        # windows and fails XNNPack's "prepare", so it is never allocated.
+        self._shape = None
+
+    def _set_shape(self, shape):
+        if tuple(shape) == self._shape:
+            return
+        if tuple(shape) != tuple(self.input["shape"]):
+            self.interpreter.resize_tensor_input(self.input["index"],
+                                                 list(shape))
         self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
-        self._shape = tuple(self.input["shape"])
-
-    def _set_shape(self, shape):
-        if tuple(shape) != self._shape:
-            self.interpreter.resize_tensor_input(self.input["index"],
-                                                 list(shape))
-            self.interpreter.allocate_tensors()
-            self.input = self.interpreter.get_input_details()[0]
-            self.output = self.interpreter.get_output_details()[0]
-            self._shape = tuple(shape)
+        self._shape = tuple(shape)
 
     def predict_one(self, image):
         x = np.asarray(image, np.float32)[None]
@@ -164,3 +174,27 @@ def verification_path(output):
     """Where the verification JSON of .tflite file `output` goes."""
     root, ext = os.path.splitext(output)
     return (root if ext == ".tflite" else output) + ".verification.json"
+
+
+def write_verified(output, flatbuffer, check, overwrite=False):
+    """Writes `flatbuffer` to `output` only once `check` has passed.
+
+    The file is written beside `output` under a temporary name; `check`
+    (bytes -> verification dict, or {} for none) runs; its dict goes to
+    `verification_path(output)`, then the file is renamed to `output`.  A
+    check that raises leaves neither at `output`, where a device build
+    would pick up a model nobody ran.  Returns the dict.
+    """
+    json_path = verification_path(output)
+    with atomic.atomic_path(output, overwrite=overwrite) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(flatbuffer)
+        report = check(flatbuffer)
+        if report:
+            atomic.atomic_write_file(json_path,
+                                     json.dumps(report, indent=2) + "\n",
+                                     overwrite=True)
+        elif os.path.exists(json_path):
+            # It described the file this one replaces.
+            os.remove(json_path)
+    return report

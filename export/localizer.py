@@ -103,19 +103,27 @@ def class_boxes(corners, indices, regression):
 class DenseLocalizer:
     """The dense protocol in the graph; the interface `export.saved_model.
     ServingModule` reads (`variables`, `predict_same_size`,
-    `predict_encoded`), like `export.dense.DenseClassifier`.
+    `predict_encoded`, `check_size` and the limits), like
+    `export.dense.DenseClassifier`.
 
     Args:
         source: a `common.LocalizerSource`.
-        q, flip, top_k: as `DenseClassifier`.
+        q, flip, top_k, max_pixels, max_aspect_ratio: as
+            `DenseClassifier`.
     """
 
-    def __init__(self, source, q=None, flip=True, top_k=5):
+    def __init__(self, source, q=None, flip=True, top_k=5,
+                 max_pixels=dense.MAX_PIXELS,
+                 max_aspect_ratio=dense.MAX_ASPECT_RATIO):
         self.source = source
         self.classifier = dense.DenseClassifier(
-            source.classifier, q=q, flip=flip, top_k=top_k)
+            source.classifier, q=q, flip=flip, top_k=top_k,
+            max_pixels=max_pixels, max_aspect_ratio=max_aspect_ratio)
         self.q, self.flip = self.classifier.q, self.classifier.flip
         self.top_k = self.classifier.top_k
+        self.max_pixels = self.classifier.max_pixels
+        self.max_aspect_ratio = self.classifier.max_aspect_ratio
+        self.check_size = self.classifier.check_size
         fcn = self.classifier.fcn
         # One pass gives both the score map (rating each position's boxes)
         # and the averaged probabilities.

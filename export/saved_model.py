@@ -1,16 +1,20 @@
 """A SavedModel that classifies images end to end, for TF-Serving and tf.
 
-Everything after the request is in the graph: decoding (JPEG, PNG, BMP, GIF
-of any size), rescaling the smallest side to Q, the weights' preprocessing,
-and the paper's dense evaluation (the FC head rewritten as convolutions,
-class scores averaged over the score map, optionally averaged with the
-horizontally flipped image).
+Everything after the request is in the graph: decoding (JPEG, PNG, BMP,
+GIF up to `--max_pixels` and `--max_aspect_ratio`, checked from the header
+before decoding; anything beyond is refused with InvalidArgumentError, the
+REST API's HTTP 400, naming the limit and the image's size), rescaling the
+smallest side to Q, the weights' preprocessing, and the paper's dense
+evaluation (the FC head rewritten as convolutions, class scores averaged
+over the score map, optionally averaged with the horizontally flipped
+image).
 
 Signatures:
     serving_default(images: string [N])          encoded image files
     predict_images(images: uint8|float32 [N, H, W, 3])  RGB pixels [0, 255]
-        (predict_images_uint8 is the same for uint8 pixels)
-Outputs (both):
+        (predict_images_uint8 is the same for uint8 pixels; both refuse
+        pixels beyond the same limits)
+Outputs (all):
     probabilities [N, classes], top_k_indices int32 [N, k],
     top_k_scores [N, k], top_k_labels string [N, k]
     and, for a localiser exported with its classifier (`--classifier`),
@@ -60,6 +64,9 @@ class ServingModule(tf.Module):
     (once through the Keras wrapper, once as the TF variable), doubling a
     VGG16 SavedModel to 1.1 GB.  Here only the underlying TF variables are
     tracked, once.
+
+    The image limits are stored with it, as the variables `max_pixels` and
+    `max_aspect_ratio` (`tf.saved_model.load(path).max_pixels.numpy()`).
     """
 
     def __init__(self, classifier, labels_file):
@@ -73,6 +80,12 @@ class ServingModule(tf.Module):
                 self.labels_asset, tf.int64,
                 tf.lookup.TextFileIndex.LINE_NUMBER, tf.string,
                 tf.lookup.TextFileIndex.WHOLE_LINE), default_value="")
+        # What the graph checks, kept readable in the SavedModel.
+        self.max_pixels = tf.Variable(classifier.max_pixels, dtype=tf.int64,
+                                      trainable=False, name="max_pixels")
+        self.max_aspect_ratio = tf.Variable(
+            classifier.max_aspect_ratio, dtype=tf.float64, trainable=False,
+            name="max_aspect_ratio")
         # Not tracked (the list above is): avoids the duplicate.
         self.__dict__["_classifier"] = classifier
         images = tf.TensorSpec([None], tf.string, name=INPUT_KEY)
@@ -97,6 +110,11 @@ class ServingModule(tf.Module):
         return self._labelled(self._classifier.predict_encoded(images))
 
     def _pixels(self, images):
+        # Pixels sent as a tensor are bounded like encoded images: a
+        # 1 x 20000 tensor rescaled to Q costs as much as that PNG.
+        with tf.control_dependencies(
+                self._classifier.check_size(tf.shape(images)[1:3])):
+            images = tf.identity(images)
         return self._labelled(self._classifier.predict_same_size(images))
 
     def signatures(self):
@@ -108,33 +126,41 @@ class ServingModule(tf.Module):
         }
 
 
-def write_saved_model(source, path, q=None, flip=True, top_k=5):
+def write_saved_model(source, path, q=None, flip=True, top_k=5,
+                      max_pixels=dense.MAX_PIXELS,
+                      max_aspect_ratio=dense.MAX_ASPECT_RATIO):
     """Writes the SavedModel to `path` (not atomic: `export_saved_model` is).
     The class names are the asset `assets/class_names.txt`, one per line in
     class order.  `source`: a classifier `keras_vgg.runs.Run`, or a
-    `common.LocalizerSource` (outputs `boxes` too).  Returns the
-    `dense.DenseClassifier` (`localizer.DenseLocalizer`)."""
+    `common.LocalizerSource` (outputs `boxes` too).  `max_pixels`,
+    `max_aspect_ratio`: the largest and most elongated image accepted (see
+    `export.dense`).  Returns the `dense.DenseClassifier`
+    (`localizer.DenseLocalizer`)."""
+    limits = dict(q=q, flip=flip, top_k=top_k, max_pixels=max_pixels,
+                  max_aspect_ratio=max_aspect_ratio)
     if isinstance(source, common.LocalizerSource):
         # A localiser with its classifier: boxes in the outputs too.
-        classifier = localizer.DenseLocalizer(source, q=q, flip=flip,
-                                              top_k=top_k)
+        classifier = localizer.DenseLocalizer(source, **limits)
     else:
-        classifier = dense.DenseClassifier(source, q=q, flip=flip,
-                                           top_k=top_k)
+        classifier = dense.DenseClassifier(source, **limits)
     with tempfile.TemporaryDirectory() as tmp:
         labels_file = os.path.join(tmp, "class_names.txt")
         with open(labels_file, "w", encoding="utf-8") as f:
             f.write("\n".join(str(n).replace("\n", " ")
                               for n in source.class_names) + "\n")
         module = ServingModule(classifier, labels_file)
-        tf.saved_model.save(module, path, signatures=module.signatures())
+        with common.quiet_tensorflow():
+            tf.saved_model.save(module, path,
+                                signatures=module.signatures())
     return classifier
 
 
 def export_saved_model(source, output, q=None, flip=True, top_k=5,
-                       overwrite=False):
+                       overwrite=False, max_pixels=dense.MAX_PIXELS,
+                       max_aspect_ratio=dense.MAX_ASPECT_RATIO):
     """Writes the SavedModel for `source` (a `Run`, a run dir or a
-    .keras path) to directory `output`, atomically.
+    .keras path) to directory `output`, atomically.  The arguments are
+    `write_saved_model`'s.
 
     Returns:
         The output path.
@@ -142,7 +168,9 @@ def export_saved_model(source, output, q=None, flip=True, top_k=5,
     if not common.is_export_source(source):
         source = common.load_export_model(source, q=q)
     with atomic.atomic_directory(output, overwrite=overwrite) as tmp:
-        write_saved_model(source, tmp, q=q, flip=flip, top_k=top_k)
+        write_saved_model(source, tmp, q=q, flip=flip, top_k=top_k,
+                          max_pixels=max_pixels,
+                          max_aspect_ratio=max_aspect_ratio)
     return output
 
 
@@ -152,6 +180,8 @@ def define_flags(flag_values=None):
     flags.DEFINE_string("output", None, "SavedModel directory to write.",
                         flag_values=fv)
     common.define_serving_flags(fv)
+    # So that --help lists common's flags with this command's own flags.
+    flags.adopt_module_key_flags(common, flag_values=fv)
 
 
 def main(argv):
@@ -162,7 +192,9 @@ def main(argv):
     try:
         source = common.model_from_flags(fv)
         export_saved_model(source, fv.output, q=fv.q, flip=fv.flip,
-                           top_k=fv.top_k, overwrite=fv.overwrite)
+                           top_k=fv.top_k, overwrite=fv.overwrite,
+                           max_pixels=fv.max_pixels,
+                           max_aspect_ratio=fv.max_aspect_ratio)
     except (ValueError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

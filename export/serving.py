@@ -4,8 +4,10 @@ warmup requests, a Dockerfile and a docker-compose.yml.
 Layout written under `--base_dir` (default models/):
 
     models.config                  ModelServerConfig (text proto), every model
-    Dockerfile                     FROM tensorflow/serving, COPY the models
-    docker-compose.yml             the server on ports 8500 (gRPC), 8501 (REST)
+    Dockerfile                     FROM tensorflow/serving, COPY the models,
+                                   serve every model of models.config
+    docker-compose.yml             the same server on this directory, ports
+                                   8500 (gRPC), 8501 (REST)
     <name>/<version>/              the SavedModel of `export.saved_model`
     <name>/<version>/assets.extra/tf_serving_warmup_requests
                                    PredictionLog records TF-Serving replays on
@@ -24,6 +26,7 @@ Example (library):
 ...                           "models", name="vgg_demo")
 """
 
+import json
 import os
 import re
 import sys
@@ -34,6 +37,7 @@ from absl import flags
 
 from export import client
 from export import common
+from export import dense
 from export import saved_model
 from keras_vgg import atomic
 from pipelines import entry
@@ -43,6 +47,8 @@ CONFIG_FILE = "models.config"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # TF-Serving's container image; pin a version for production builds.
 SERVING_IMAGE = "tensorflow/serving"
+# Where the image looks for models.
+CONTAINER_BASE = "/models"
 
 
 def versions(base_dir, name):
@@ -78,16 +84,21 @@ def write_warmup(path, model_name, encoded_images):
             writer.write(log.SerializeToString())
 
 
-def model_server_config(base_dir, container_base="/models"):
-    """The ModelServerConfig text listing every model under `base_dir` that
-    has at least one numeric version."""
+def served_models(base_dir):
+    """The names of the models under `base_dir` that have at least one
+    numeric version: what models.config, the Dockerfile and the compose
+    file serve."""
+    return [name for name in sorted(os.listdir(base_dir))
+            if _NAME.match(name) and versions(base_dir, name)]
+
+
+def model_server_config(base_dir, container_base=CONTAINER_BASE):
+    """The ModelServerConfig text listing every model of `served_models`."""
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
     config = model_server_config_pb2.ModelServerConfig()
-    for name in sorted(os.listdir(base_dir)):
-        if not _NAME.match(name) or not versions(base_dir, name):
-            continue
+    for name in served_models(base_dir):
         model = config.model_config_list.config.add()
         model.name = name
         model.base_path = f"{container_base}/{name}"
@@ -95,39 +106,56 @@ def model_server_config(base_dir, container_base="/models"):
     return text_format.MessageToString(config)
 
 
-def dockerfile(name):
+def server_arguments():
+    """tensorflow_model_server's arguments: every model of models.config
+    (the image's entrypoint serves one model, $MODEL_NAME, without it),
+    the file re-read each minute so that a model exported later is served
+    without a restart."""
+    return [f"--model_config_file={CONTAINER_BASE}/{CONFIG_FILE}",
+            "--model_config_file_poll_wait_seconds=60"]
+
+
+def dockerfile(names):
+    """A Dockerfile serving the models `names` (and models.config)."""
+    copies = "".join(f"COPY {name} {CONTAINER_BASE}/{name}\n"
+                     for name in names)
     return f"""\
-# TF-Serving with the models of this directory baked in.
-#   docker build -t {name}-serving .
-#   docker run -p 8500:8500 -p 8501:8501 {name}-serving
+# TF-Serving with the models of this directory baked in: {", ".join(names)}.
+#   docker build -t vgg-serving .
+#   docker run -p 8500:8500 -p 8501:8501 vgg-serving
 FROM {SERVING_IMAGE}
-COPY {CONFIG_FILE} /models/{CONFIG_FILE}
-COPY {name} /models/{name}
-ENV MODEL_NAME={name}
+COPY {CONFIG_FILE} {CONTAINER_BASE}/{CONFIG_FILE}
+{copies}CMD {json.dumps(server_arguments())}
 """
 
 
-def docker_compose(name):
+def docker_compose(names):
+    """A docker-compose.yml serving this directory: every model of
+    models.config (`names`, for the comment)."""
+    urls = "".join(f"#   http://localhost:8501/v1/models/{name}\n"
+                   for name in names)
+    command = "".join(f"      - \"{a}\"\n" for a in server_arguments())
     return f"""\
 # docker compose up   (from this directory): TF-Serving on this directory,
-# gRPC on 8500, REST on 8501 (http://localhost:8501/v1/models/{name}).
-# New version directories are picked up without a restart.
+# gRPC on 8500, REST on 8501, serving every model of {CONFIG_FILE}:
+{urls}# New versions, and models added to {CONFIG_FILE}, are picked up without a
+# restart.
 services:
-  {name}:
+  tf-serving:
     image: {SERVING_IMAGE}
     ports:
       - "8500:8500"
       - "8501:8501"
     volumes:
-      - ./:/models:ro
-    environment:
-      - MODEL_NAME={name}
-"""
+      - ./:{CONTAINER_BASE}:ro
+    command:
+{command}"""
 
 
 def export_for_serving(source, base_dir="models", name="vgg16", version=None,
                        overwrite=False, q=None, flip=True, top_k=5,
-                       warmup=None):
+                       warmup=None, max_pixels=dense.MAX_PIXELS,
+                       max_aspect_ratio=dense.MAX_ASPECT_RATIO):
     """Writes `<base_dir>/<name>/<version>/` and the serving files.
 
     Args:
@@ -137,6 +165,8 @@ def export_for_serving(source, base_dir="models", name="vgg16", version=None,
         overwrite: replace an existing `version`.
         warmup: encoded images for the warmup requests (default
             `warmup_images()`).
+        q, flip, top_k, max_pixels, max_aspect_ratio: as
+            `export.saved_model.write_saved_model`.
 
     Returns:
         The version directory.
@@ -160,15 +190,17 @@ def export_for_serving(source, base_dir="models", name="vgg16", version=None,
     if warmup is None:
         warmup = warmup_images()
     with atomic.atomic_directory(target, overwrite=overwrite) as tmp:
-        saved_model.write_saved_model(source, tmp, q=q, flip=flip,
-                                      top_k=top_k)
+        saved_model.write_saved_model(
+            source, tmp, q=q, flip=flip, top_k=top_k, max_pixels=max_pixels,
+            max_aspect_ratio=max_aspect_ratio)
         write_warmup(os.path.join(tmp, WARMUP_FILE), name, warmup)
     atomic.atomic_write_file(os.path.join(base_dir, CONFIG_FILE),
                              model_server_config(base_dir), overwrite=True)
+    names = served_models(base_dir)
     atomic.atomic_write_file(os.path.join(base_dir, "Dockerfile"),
-                             dockerfile(name), overwrite=True)
+                             dockerfile(names), overwrite=True)
     atomic.atomic_write_file(os.path.join(base_dir, "docker-compose.yml"),
-                             docker_compose(name), overwrite=True)
+                             docker_compose(names), overwrite=True)
     return target
 
 
@@ -182,6 +214,8 @@ def define_flags(flag_values=None):
     flags.DEFINE_integer("version", None, "Version (default: newest + 1).",
                          flag_values=fv)
     common.define_serving_flags(fv)
+    # So that --help lists common's flags with this command's own flags.
+    flags.adopt_module_key_flags(common, flag_values=fv)
 
 
 def main(argv):
@@ -191,7 +225,8 @@ def main(argv):
         source = common.model_from_flags(fv)
         path = export_for_serving(source, fv.base_dir, fv.name, fv.version,
                                   fv.overwrite, q=fv.q, flip=fv.flip,
-                                  top_k=fv.top_k)
+                                  top_k=fv.top_k, max_pixels=fv.max_pixels,
+                                  max_aspect_ratio=fv.max_aspect_ratio)
     except (ValueError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

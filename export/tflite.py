@@ -32,7 +32,6 @@ Usage:
         --calibration_data=builtin --output=/tmp/vgg_int8.tflite
 """
 
-import json
 import os
 import sys
 
@@ -46,7 +45,6 @@ from export import common
 from export import litert
 from export import tf_keras_bridge
 from export import tflite_localizer
-from keras_vgg import atomic
 from keras_vgg.layers import preprocessing_conv
 from pipelines import entry
 from pipelines.report import format_table
@@ -75,7 +73,8 @@ def export_tflite(source, output, quantize="none", dynamic_size=False,
                   int8_io=False, calibration_data="builtin",
                   calibration_steps=100, data_dir=None, verify_images=50,
                   qat_steps=20, overwrite=False, top_k=5):
-    """Converts, writes `output` atomically, verifies, writes the JSON.
+    """Converts, verifies, writes the JSON and `output` (only once
+    verified: `litert.write_verified`).
 
     Args:
         source: a classifier `keras_vgg.runs.Run` or a run dir / .keras
@@ -120,9 +119,10 @@ def export_tflite(source, output, quantize="none", dynamic_size=False,
     else:
         flatbuffer = litert.convert(keras_model, quantize, representative,
                                     int8_io)
-    atomic.atomic_write_file(output, flatbuffer, overwrite=overwrite)
-    report = {}
-    if calibration_data is not None and verify_images:
+
+    def check(flatbuffer):
+        if calibration_data is None or not verify_images:
+            return {}
         # Dynamic models are checked at Q x Q (a size other than the crop).
         size = q if dynamic_size else crop
         images = calibration.calibration_images(
@@ -132,15 +132,16 @@ def export_tflite(source, output, quantize="none", dynamic_size=False,
                       int8_io=bool(int8_io), input_size=size,
                       output=os.path.abspath(output),
                       calibration_data=calibration_data)
-        atomic.atomic_write_file(litert.verification_path(output),
-                                 json.dumps(report, indent=2) + "\n",
-                                 overwrite=True)
-    return report
+        return report
+
+    return litert.write_verified(output, flatbuffer, check, overwrite)
 
 
 def define_flags(flag_values=None):
     fv = flag_values or flags.FLAGS
     common.define_model_flags(fv)
+    # So that --help lists common's flags with this command's own flags.
+    flags.adopt_module_key_flags(common, flag_values=fv)
     flags.DEFINE_string("output", None, ".tflite file to write.",
                         flag_values=fv)
     flags.DEFINE_enum("quantize", "none", litert.QUANTIZE, "Quantisation.",

@@ -6,7 +6,6 @@ Signature outputs: `probabilities`, `top_k_indices`, `top_k_scores` and
 read them with `interpreter.get_signature_runner()(pixels=x)`.
 """
 
-import json
 import os
 import time
 
@@ -15,7 +14,6 @@ import numpy as np
 
 from export import calibration
 from export import litert
-from keras_vgg import atomic
 from keras_vgg import boxes as box_lib
 from keras_vgg import layers as vgg_layers
 
@@ -131,9 +129,9 @@ def export_tflite_localizer(source, output, quantize="none", int8_io=False,
                             data_dir=None, verify_images=50, top_k=5,
                             overwrite=False):
     """`export.tflite.export_tflite` for a `LocalizerSource`: converts the
-    crop model, writes `output` atomically, verifies it with LiteRT and
-    writes the JSON beside it.  Returns the verification dict ({} when not
-    verified)."""
+    crop model, verifies it with LiteRT, writes the JSON beside `output` and
+    then `output` (`litert.write_verified`).  Returns the verification
+    dict ({} when not verified)."""
     if quantize == "qat":
         raise ValueError("--quantize=qat is for classifiers; a localiser "
                          "exports with none, fp16, dynamic or int8.")
@@ -149,9 +147,10 @@ def export_tflite_localizer(source, output, quantize="none", int8_io=False,
             calibration_steps)
     flatbuffer = litert.convert(keras_model, quantize, representative,
                                 int8_io)
-    atomic.atomic_write_file(output, flatbuffer, overwrite=overwrite)
-    report = {}
-    if calibration_data is not None and verify_images:
+
+    def check(flatbuffer):
+        if calibration_data is None or not verify_images:
+            return {}
         images = calibration.calibration_images(
             calibration_data, "validation", data_dir, source.test_scale,
             source.crop, verify_images)
@@ -160,7 +159,6 @@ def export_tflite_localizer(source, output, quantize="none", int8_io=False,
                       input_size=source.crop, regression=source.regression,
                       output=os.path.abspath(output),
                       calibration_data=calibration_data)
-        atomic.atomic_write_file(litert.verification_path(output),
-                                 json.dumps(report, indent=2) + "\n",
-                                 overwrite=True)
-    return report
+        return report
+
+    return litert.write_verified(output, flatbuffer, check, overwrite)

@@ -2,8 +2,12 @@
 images of several formats and sizes, corrupt images, the REST b64 body."""
 
 import base64
+import io
 import json
 import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -24,13 +28,22 @@ def run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def exported(run, tmp_path_factory):
-    """The default export (Q=40 from the run, flip) and one at Q=crop
-    without flip, loaded."""
+def default_path(run, tmp_path_factory):
+    """The default export's directory (Q=40 from the run, flip, the default
+    image limits)."""
+    directory, _ = run
+    return saved_model.export_saved_model(
+        common.load_export_model(directory),
+        str(tmp_path_factory.mktemp("sm_default") / "default"))
+
+
+@pytest.fixture(scope="module")
+def exported(run, default_path, tmp_path_factory):
+    """The default export and one at Q=crop without flip, loaded."""
     directory, _ = run
     base = tmp_path_factory.mktemp("sm")
     source = common.load_export_model(directory)
-    default = saved_model.export_saved_model(source, str(base / "default"))
+    default = default_path
     plain = saved_model.export_saved_model(source, str(base / "plain"),
                                            q=tiny_run.CROP, flip=False)
     return (tf.saved_model.load(default, tags=["serve"]),
@@ -203,3 +216,148 @@ def test_class_names_are_an_asset(run, tmp_path):
     names = [n.decode() for n in out["top_k_labels"].numpy()[0]]
     assert names == [tiny_run.CLASS_NAMES[i]
                      for i in out["top_k_indices"].numpy()[0]]
+
+
+# -- untrusted images are bounded --------------------------------------------
+
+def _jpeg_claiming(height, width):
+    """A small JPEG whose frame header (SOF0) claims height x width."""
+    jpeg = bytearray(tf.io.encode_jpeg(np.zeros((8, 8, 3), np.uint8)).numpy())
+    sof = jpeg.index(b"\xff\xc0")
+    jpeg[sof + 5:sof + 9] = height.to_bytes(2, "big") + width.to_bytes(
+        2, "big")
+    return bytes(jpeg)
+
+
+def _png(pixels):
+    return tf.io.encode_png(pixels).numpy()
+
+
+def _pil_encoded(pixels, image_format):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, image_format)
+    return buffer.getvalue()
+
+
+# Run in a fresh process so that its peak memory is the probes' alone: the
+# unbounded decoder took 16 GB (1 x 20000) and 21 GB (2 x 50000) here.
+_PROBE = textwrap.dedent("""
+    import resource, sys
+    import numpy as np, tensorflow as tf
+    from tests import test_export_saved_model as t
+    served = tf.saved_model.load(sys.argv[1])
+    probes = {
+        "1x20000": t._png(np.zeros((1, 20000, 3), np.uint8)),
+        "2x50000": t._png(np.zeros((2, 50000, 3), np.uint8)),
+        "jpeg": t._jpeg_claiming(60000, 60000),
+        "webp": b"RIFF\\x00\\x00\\x00\\x00WEBPVP8 ",
+    }
+    for name, image in probes.items():
+        try:
+            served.signatures["serving_default"](images=tf.constant([image]))
+            print(name, "ACCEPTED")
+        except tf.errors.InvalidArgumentError as e:
+            print(name, "REFUSED", e.message.replace("\\n", " "))
+    print("maxrss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+""")
+
+
+@pytest.mark.slow
+def test_oversized_images_refused_before_decoding(default_path):
+    result = subprocess.run([sys.executable, "-c", _PROBE, default_path],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines())
+    assert lines["1x20000"].startswith("REFUSED")
+    assert "image of 1x20000 pixels" in lines["1x20000"]
+    assert "max_aspect_ratio=4" in lines["1x20000"]
+    assert "image of 2x50000 pixels" in lines["2x50000"]
+    assert "image of 60000x60000 pixels" in lines["jpeg"]
+    assert f"max_pixels={4096 * 4096}" in lines["jpeg"]
+    assert "not a JPEG, PNG, GIF or BMP image" in lines["webp"]
+    assert int(lines["maxrss_kb"]) < 1024 * 1024, lines["maxrss_kb"]
+
+
+def test_limits_are_exported_and_applied(run, tmp_path):
+    directory, _ = run
+    out = saved_model.export_saved_model(
+        common.load_export_model(directory), str(tmp_path / "sm"),
+        max_pixels=2000, max_aspect_ratio=2.0)
+    served = tf.saved_model.load(out)
+    assert served.max_pixels.numpy() == 2000
+    assert served.max_aspect_ratio.numpy() == 2.0
+    signature = served.signatures["serving_default"]
+
+    def refusal(pixels):
+        with pytest.raises(tf.errors.InvalidArgumentError) as e:
+            signature(images=tf.constant([_png(pixels)]))
+        return e.value.message
+
+    assert "image of 50x41 pixels (height x width) is larger than " \
+        "max_pixels=2000" in refusal(np.zeros((50, 41, 3), np.uint8))
+    assert "image of 20x41 pixels (height x width) is more elongated than " \
+        "max_aspect_ratio=2" in refusal(np.zeros((20, 41, 3), np.uint8))
+    # At the limits: accepted.
+    ok = signature(images=tf.constant([_png(
+        np.zeros((25, 50, 3), np.uint8))]))
+    assert ok["probabilities"].shape == (1, 4)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="image of 10x30 pixels"):
+        served.signatures["predict_images"](
+            images=tf.zeros([1, 10, 30, 3], tf.float32))
+    with pytest.raises(ValueError, match="--max_aspect_ratio"):
+        saved_model.export_saved_model(
+            common.load_export_model(directory), str(tmp_path / "bad"),
+            max_aspect_ratio=0.5)
+    assert not os.path.exists(tmp_path / "bad")
+
+
+def test_gif_and_bmp_decode_as_before(exported):
+    """Formats whose size is read from their own header bytes: the outputs
+    are those of their pixels, and the header reading gives their size."""
+    from export import dense
+
+    default, _, _ = exported
+    pixels = tiny_run.pixels(45, 61, seed=5).astype(np.uint8)
+    for image_format in ("GIF", "BMP"):
+        encoded = _pil_encoded(pixels, image_format)
+        assert dense.header_size(tf.constant(encoded)).numpy().tolist() == \
+            [45, 61]
+        decoded = tf.io.decode_image(encoded, channels=3,
+                                     expand_animations=False)
+        got = default.signatures["serving_default"](
+            images=tf.constant([encoded]))["probabilities"]
+        expected = default.signatures["predict_images_uint8"](
+            images=decoded[None])["probabilities"]
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-6)
+    # A top-down BMP stores a negative height.
+    bmp = bytearray(_pil_encoded(pixels, "BMP"))
+    bmp[22:26] = (-45).to_bytes(4, "little", signed=True)
+    assert dense.header_size(tf.constant(bytes(bmp))).numpy().tolist() == \
+        [45, 61]
+
+
+@pytest.mark.slow
+def test_cli_is_quiet_and_takes_the_limits(run, tmp_path):
+    directory, _ = run
+    out = str(tmp_path / "sm")
+    result = subprocess.run(
+        [sys.executable, "-m", "export.saved_model", f"--model={directory}",
+         f"--output={out}", "--max_pixels=5000", "--max_aspect_ratio=3"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    console = result.stdout + result.stderr
+    assert "signature_serialization" not in console
+    assert "Assets written" not in console
+    served = tf.saved_model.load(out)
+    assert served.max_pixels.numpy() == 5000
+    assert served.max_aspect_ratio.numpy() == 3.0
+    # absl's --verbosity still brings TensorFlow's notes back.
+    loud = subprocess.run(
+        [sys.executable, "-m", "export.saved_model", f"--model={directory}",
+         f"--output={tmp_path / 'loud'}", "--verbosity=0"],
+        capture_output=True, text=True, timeout=300)
+    assert loud.returncode == 0, loud.stderr[-3000:]
+    assert "signature_serialization" in loud.stdout + loud.stderr

@@ -49,8 +49,31 @@ def test_layout(repository):
     assert "COPY tiny /models/tiny" in docker
     compose = open(os.path.join(base, "docker-compose.yml")).read()
     for needed in ('"8500:8500"', '"8501:8501"', "./:/models",
-                   "MODEL_NAME=tiny"):
+                   '"--model_config_file=/models/models.config"'):
         assert needed in compose
+
+
+def test_every_model_is_served(source, repository, tmp_path):
+    """Two exports of different names into one base dir: models.config,
+    the Dockerfile and the compose file all serve both."""
+    import shutil
+
+    base = str(tmp_path / "models")
+    shutil.copytree(repository[0], base)
+    serving.export_for_serving(source, base, name="second",
+                               warmup=serving.warmup_images(((40, 40),)))
+    config = open(os.path.join(base, "models.config")).read()
+    assert 'name: "second"' in config and 'name: "tiny"' in config
+    docker = open(os.path.join(base, "Dockerfile")).read()
+    assert "COPY tiny /models/tiny" in docker
+    assert "COPY second /models/second" in docker
+    assert "COPY models.config /models/models.config" in docker
+    assert 'CMD ["--model_config_file=/models/models.config"' in docker
+    assert "MODEL_NAME" not in docker
+    compose = open(os.path.join(base, "docker-compose.yml")).read()
+    assert "MODEL_NAME" not in compose
+    assert '- "--model_config_file=/models/models.config"' in compose
+    assert "/v1/models/tiny" in compose and "/v1/models/second" in compose
 
 
 def test_models_config_parses(repository):
@@ -166,3 +189,47 @@ def test_format_predictions_with_boxes():
         ["a.jpg"], [{"top_k_labels": [b"cat"], "top_k_scores": [0.75],
                      "boxes": [[0.1, 0.2, 0.5, 0.75]]}])
     assert text == "a.jpg: cat 0.750 [0.100 0.200 0.500 0.750]"
+
+
+def test_client_prints_the_server_error(tmp_path):
+    """A REST error (TF-Serving's JSON `{"error": ...}` with HTTP 400) is
+    shown as the server's message, not as "Bad Request"."""
+    import http.server
+    import threading
+
+    message = ("assertion failed: [image of 1x20000 pixels (height x "
+               "width) is more elongated than max_aspect_ratio=4]")
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"error": message}).encode()
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Refuse)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        with pytest.raises(client.ServerError) as e:
+            client.predict_rest(url, "tiny", [b"png"], timeout=30)
+        assert str(e.value).endswith(f"HTTP 400: {message}")
+        image = tmp_path / "long.png"
+        image.write_bytes(b"png")
+        result = subprocess.run(
+            [sys.executable, "-m", "export.client", f"--url={url}",
+             "--model=tiny", str(image)],
+            capture_output=True, text=True, timeout=120)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 1
+    assert f"HTTP 400: {message}" in result.stderr
+    assert "Bad Request" not in result.stderr

@@ -3,6 +3,8 @@ the Keras model on the built-in dataset's validation images (LiteRT)."""
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -123,3 +125,56 @@ def test_refuses_to_overwrite(source, data_dir, tmp_path):
     assert output.read_bytes() == b"keep"
     with pytest.raises(ValueError, match="--int8_io"):
         litert.convert(tflite.pixel_model(source), "dynamic", int8_io=True)
+
+
+@pytest.mark.slow
+def test_cli_dynamic_size_end_to_end(data_dir, tmp_path):
+    """`--dynamic_size` through the command line: LiteRT verification runs
+    at Q x Q (its default [1, 1, 1, 3] input failed XNNPack), and the file
+    and its JSON are written."""
+    run_dir, _ = tiny_run.write_run(str(tmp_path / "run"))
+    output = str(tmp_path / "dyn.tflite")
+    result = subprocess.run(
+        [sys.executable, "-m", "export.tflite", f"--model={run_dir}",
+         "--dynamic_size", f"--output={output}", "--calibration_data=builtin",
+         f"--data_dir={data_dir}", "--verify_images=4"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(litert.verification_path(output)) as f:
+        report = json.load(f)
+    assert report["dynamic_size"] and report["input_size"] == 40
+    assert report["max_abs_prob_diff"] < 1e-4
+    lite = litert.LiteModel(model_path=output)
+    assert lite.input["shape_signature"].tolist() == [-1, -1, -1, 3]
+    assert lite.predict(tiny_run.pixels(45, 50)[None]).shape == (1, 4)
+
+
+@pytest.mark.slow
+def test_failed_verification_leaves_nothing(source, data_dir, tmp_path,
+                                            monkeypatch):
+    def fail(*args, **kwargs):
+        raise RuntimeError("failed to prepare")
+
+    monkeypatch.setattr(litert, "verify", fail)
+    with pytest.raises(RuntimeError, match="failed to prepare"):
+        _export(source, data_dir, tmp_path, "none")
+    assert os.listdir(tmp_path) == []
+    # An old file is kept when its replacement fails.
+    output = tmp_path / "none.tflite"
+    output.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        _export(source, data_dir, tmp_path, "none", overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["none.tflite"]
+    assert output.read_bytes() == b"old"
+
+
+@pytest.mark.slow
+def test_help_lists_every_flag():
+    # absl's --help exits with status 1.
+    result = subprocess.run([sys.executable, "-m", "export.tflite", "--help"],
+                            capture_output=True, text=True, timeout=120)
+    for flag in ("--model", "--[no]overwrite", "--architecture", "--weights",
+                 "--classifier", "--q:", "--quantize", "--output"):
+        assert flag in result.stdout, flag
+    assert "<none|fp16|dynamic|int8|qat>" in result.stdout
+    assert "<A|A-LRN|B|C|D|E>" in result.stdout
