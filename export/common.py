@@ -83,33 +83,6 @@ def _class_names_for(run, class_names):
         run, class_names=[f"class_{i}" for i in range(run.num_classes)])
 
 
-def _model_from_weights(architecture, weights, batch_norm, classes):
-    if weights is None:
-        raise ValueError("--architecture needs --weights (a weight set name "
-                         f"such as {list(weights_lib.WEIGHT_NAMES)} or a "
-                         "weight file).")
-    try:
-        keras_vgg.get_config(architecture)
-    except ValueError as e:
-        raise ValueError(f"--architecture: {e}") from e
-    if not (weights in weights_lib.WEIGHT_NAMES
-            or weights_lib.is_weight_file(weights)):
-        raise ValueError(
-            f"--weights={weights!r} is neither a weight set name "
-            f"({list(weights_lib.WEIGHT_NAMES)}) nor an existing weight "
-            "file.")
-    try:
-        model = keras_vgg.VGG(architecture, weights=weights,
-                              batch_norm=batch_norm, classes=classes)
-    except ValueError as e:
-        raise ValueError(f"--architecture={architecture!r} "
-                         f"--weights={weights!r}: {e}") from e
-    return runs.from_model(
-        model, name=f"{architecture}:{weights}", training_config={
-            "architecture": architecture,
-            "preprocessing": weights_lib.preprocessing_for(weights)})
-
-
 def load_export_model(model=None, architecture=None, weights=None,
                       batch_norm=False, classes=1000, class_names=None,
                       q=None) -> runs.Run:
@@ -138,7 +111,11 @@ def load_export_model(model=None, architecture=None, weights=None,
         raise ValueError("Give --model (a run directory or .keras file) or "
                          "--architecture with --weights.")
     if model is None:
-        run = _model_from_weights(architecture, weights, batch_norm, classes)
+        if weights is None:
+            raise ValueError("--architecture needs --weights (a weight set "
+                             f"name such as {list(weights_lib.WEIGHT_NAMES)} "
+                             "or a weight file).")
+        run = runs.from_weights(architecture, weights, batch_norm, classes)
     else:
         run = runs.load_run(model, "--model")
     if run.task != "classification":

@@ -310,9 +310,10 @@ def qat_pixel_model(source, calibration_data, data_dir=None, steps=20,
         max(1, calibration_steps))
     calibrate_ranges(quantized, tf_keras_model, images, batch_size)
     if steps:
+        # Labels matched to the model's classes by name.
         batches = calibration.training_batches(
             calibration_data, data_dir, source.test_scale, source.crop,
-            batch_size)
+            batch_size, run=source)
         quantized.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0)
     return quantized
 
