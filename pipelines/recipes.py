@@ -12,6 +12,7 @@ letter ("A", "A-LRN", "B", "C", "D", "E"); a *config* is keras_vgg's
 """
 
 import dataclasses
+import difflib
 import json
 
 from keras_vgg import configs
@@ -182,8 +183,14 @@ RECIPES["demo_loc"] = dataclasses.replace(
 
 
 def get_recipe(name):
-    """The `TrainConfig` of the recipe `name` (a key of `RECIPES`)."""
+    """The `TrainConfig` of the recipe `name` (a key of `RECIPES`).
+
+    An unknown name is a ValueError that suggests the closest recipe, if one
+    is close (a typo), else lists them all.
+    """
     if name not in RECIPES:
-        raise ValueError(f"Unknown `recipe`={name!r}. Expected one of "
-                         f"{sorted(RECIPES)}.")
+        close = difflib.get_close_matches(str(name), RECIPES, n=1)
+        hint = (f"Did you mean {close[0]!r}?" if close else
+                f"Expected one of {sorted(RECIPES)}.")
+        raise ValueError(f"Unknown `recipe`={name!r}. {hint}")
     return RECIPES[name]
