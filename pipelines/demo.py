@@ -96,8 +96,10 @@ def train_demo(model_dir, data_dir):
           f"the built-in dataset into {model_dir}:\n")
     if os.path.isdir(model_dir):
         shutil.rmtree(model_dir)
+    start = time.perf_counter()
     metrics = train.train(cfg, dataset="builtin", model_dir=model_dir,
                           data_dir=data_dir, verbose=1)
+    minutes, seconds = divmod(round(time.perf_counter() - start), 60)
     print()
     rows = [(h["epoch"], f"{h['train_loss']:.3f}",
              f"{h['val_top1_accuracy']:.3f}", f"{h['learning_rate']:g}")
@@ -107,8 +109,9 @@ def train_demo(model_dir, data_dir):
     print(f"\nval top-1 {metrics['val_top1_accuracy']:.3f} (chance "
           f"{1 / 5:.3f}), {metrics['steps']} steps, "
           f"{metrics['images_per_second']:.0f} images/s, "
-          f"{metrics['images_skipped']} images skipped; "
-          f"model in {os.path.join(model_dir, 'model.keras')}")
+          f"{metrics['images_skipped']} images skipped, trained in "
+          f"{minutes} min {seconds} s; model in "
+          f"{os.path.join(model_dir, 'model.keras')}")
     return metrics
 
 
