@@ -165,9 +165,8 @@ for _s in (256, 384):
         architecture="D", task="localization", scale_min=_s, scale_max=_s,
         learning_rate=1e-3)
 # A narrow net A with BN on the built-in dataset: 30 epochs of 18 steps,
-# 6 min 26 s measured on 2 cores shared with three other jobs (load ~6;
-# `make demo` prints the time of each run: expect about a third of that on
-# 2 quiet cores).
+# 6 min 26 s measured on 2 cores shared with three other jobs (load average
+# about 6), so less on quiet cores; `make demo` prints the time of its run.
 # Its 150 validation images swing by +-10 points from epoch to epoch at
 # lr 0.005; patience 3 lets the plateau rule drop the rate for the last
 # epoch (val top-1 0.893 at epoch 30, against 0.587 with patience 8).
