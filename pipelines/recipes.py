@@ -188,12 +188,12 @@ RECIPES["demo_loc"] = dataclasses.replace(
 def get_recipe(name):
     """The `TrainConfig` of the recipe `name` (a key of `RECIPES`).
 
-    An unknown name is a ValueError that suggests the closest recipe, if one
-    is close (a typo), else lists them all.
+    An unknown name is a ValueError that suggests the closest recipe when
+    one is close (a typo), then lists them all.
     """
     if name not in RECIPES:
         close = difflib.get_close_matches(str(name), RECIPES, n=1)
-        hint = (f"Did you mean {close[0]!r}?" if close else
-                f"Expected one of {sorted(RECIPES)}.")
-        raise ValueError(f"Unknown `recipe`={name!r}. {hint}")
+        hint = f"Did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"Unknown `recipe`={name!r}. {hint}Expected one of "
+                         f"{sorted(RECIPES)}.")
     return RECIPES[name]
