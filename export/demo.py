@@ -15,7 +15,6 @@ import time
 
 import numpy as np
 import tensorflow as tf
-from absl import app
 from absl import flags
 
 from export import calibration
@@ -23,6 +22,7 @@ from export import common
 from export import saved_model
 from export import serving
 from export import tflite
+from pipelines import entry
 from pipelines.report import format_table
 
 FLAGS = flags.FLAGS
@@ -88,9 +88,18 @@ def main(argv):
                         "max |Δp|", "time"], rows))
 
 
-if __name__ == "__main__":
-    # Defined here, not at import: tests import this module beside others
-    # that define --data_dir.
+def _define_flags():
+    # Defined when run, not at import: tests import this module beside
+    # others that define --data_dir.
     flags.DEFINE_string("run", "runs/demo", "Training run to export.")
     flags.DEFINE_string("data_dir", None, "Cache of the built-in dataset.")
-    app.run(main)
+
+
+def run():
+    """The command line, as `python -m export.demo` (`make demo`) runs it."""
+    _define_flags()
+    entry.run(main, __name__)
+
+
+if __name__ == "__main__":
+    run()

@@ -233,11 +233,23 @@ def evaluate_localization(localizers, classifiers=(), dataset="builtin",
     return result
 
 
+# Classes under this probability are left out of the figure (the best one
+# is always drawn): below 5% a box is a guess for a class the classifier
+# rules out, and its label would cover the boxes of the likely ones.
+MIN_FIGURE_PROBABILITY = 0.05
+
+
 def localization_figure(localizer, classifier, image_path, scales=None,
-                        top=3, flip=True):
+                        top=3, flip=True,
+                        min_probability=MIN_FIGURE_PROBABILITY):
     """A matplotlib Figure: the image with the dense protocol's best box for
     each of the classifier's `top` classes, labelled with class and score
-    (`flip`: the mirrored image's boxes and scores too)."""
+    (`flip`: the mirrored image's boxes and scores too).
+
+    Classes under `min_probability` are left out, except the best one; the
+    best box and its label are drawn last, on top of the others.  The title
+    names the image and the two models.
+    """
     import matplotlib
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
@@ -251,25 +263,40 @@ def localization_figure(localizer, classifier, image_path, scales=None,
     probs = np.mean([protocol_lib.dense(clf.fcn, image, q, flip=flip,
                              preprocessing=clf.preprocessing)[0]
                      for q in scales], axis=0)
-    best = list(np.argsort(-probs)[:top])
+    ranked = np.argsort(-probs, kind="stable")[:top]
+    best = [int(c) for rank, c in enumerate(ranked)
+            if rank == 0 or probs[c] >= min_probability]
     merged = dense_boxes([loc], [clf.fully_convolutional()],
                          image, scales, best, clf.preprocessing, flip=flip)
     names = clf.class_names or [str(i) for i in range(len(probs))]
-    fig = Figure(figsize=(6, 6 * image.shape[0] / image.shape[1]))
+    fig = Figure(figsize=(6, 6 * image.shape[0] / image.shape[1] + 0.5))
     ax = fig.add_subplot(1, 1, 1)
     ax.imshow(image)
     ax.axis("off")
     h, w = image.shape[:2]
     colours = ["#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00"]
-    for rank, c in enumerate(best):
+    # Lowest rank first, so the best box and label end up on top.
+    for rank, c in reversed(list(enumerate(best))):
         y0, x0, y1, x1 = box_lib.to_pixels(merged[c][0][0], h, w)
         colour = colours[rank % len(colours)]
         ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False,
                                edgecolor=colour, linewidth=2))
         ax.text(x0, max(y0 - 4, 8), f"{names[c]} {probs[c]:.2f}",
                 color="white", backgroundcolor=colour, fontsize=9)
+    ax.set_title(f"{_base_name(image_path)}: localiser "
+                 f"{_base_name(loc.name)}, classifier "
+                 f"{_base_name(clf.name)}, Q={'/'.join(map(str, scales))}",
+                 fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _base_name(path):
+    """A run's or file's short name: "runs/loc/model.keras" -> "loc"."""
+    path = str(path).rstrip("/")
+    if path.endswith("/model.keras"):
+        path = path[:-len("/model.keras")]
+    return path.rsplit("/", 1)[-1]
 
 
 def main(argv):
@@ -282,7 +309,8 @@ def main(argv):
         raise app.UsageError("give exactly one IMAGE")
     fig = localization_figure(f.model, f.classifier, argv[1],
                               scales=[int(q) for q in f.scales] or None,
-                              top=f.top, flip=f.flip)
+                              top=f.top, flip=f.flip,
+                              min_probability=f.min_probability)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
@@ -302,6 +330,9 @@ def run():
     flags.DEFINE_string("output", "localization.png", "PNG to write.")
     flags.DEFINE_list("scales", [], "Test scales Q (default: the run's).")
     flags.DEFINE_integer("top", 3, "Classes to draw.")
+    flags.DEFINE_float("min_probability", MIN_FIGURE_PROBABILITY,
+                       "Leave out classes under this probability (the best "
+                       "one is always drawn).")
     flags.DEFINE_bool("flip", True, "Add the mirrored image's boxes and "
                       "scores (--noflip: not).")
     flags.mark_flags_as_required(["model", "classifier"])

@@ -1,7 +1,7 @@
 """Class score maps of dense evaluation, drawn over the image.
 
     python -m pipelines.scoremap IMAGE --model=runs/a --output=out.png \\
-        [--q=384] [--top=3]
+        [--q=448] [--top=3]
 
 The fully convolutional network (section 3.2) gives, at every position of
 its score map, the classifier's softmax on one crop x crop window of the
@@ -72,6 +72,21 @@ def score_maps(loaded, image, q, flip=True):
     return score_map, probabilities, rescaled[0].numpy(), geometry
 
 
+def default_q(loaded):
+    """The test scale a score-map figure uses unless told: the larger of the
+    run's own Q and twice its crop.
+
+    At the run's own Q the map is often a single position (the `demo` run
+    tests at Q = crop = 64; a model without a config at S = 256 * crop /
+    224, under crop + stride), which shows nothing about where a class is.
+    At Q = 2 * crop the short side holds crop / stride + 1 positions (3 for
+    a 64 crop, 8 for VGG's 224 crop) and each window covers half of the
+    image's short side: Q = 448 for VGG, within the paper's test scales
+    (256 to 512).
+    """
+    return max(loaded.test_scale, 2 * loaded.crop)
+
+
 def score_map_figure(model, image_path, q=None, top=3, preprocessing=None,
                      class_names=None, flip=True):
     """A matplotlib Figure (Agg canvas) of the dense class score maps of the
@@ -81,7 +96,8 @@ def score_map_figure(model, image_path, q=None, top=3, preprocessing=None,
         model: a run directory, `.keras` path, Keras classifier (with its
             Flatten/Dense head and softmax) or `keras_vgg.runs.Run`.
         image_path: the image file.
-        q: test scale Q; default the run's (`keras_vgg.runs`).
+        q: test scale Q; default `default_q(run)`: the larger of the run's
+            own Q and twice its crop.
         top: how many classes to draw.
         preprocessing: override the run's preprocessing mode.
         class_names: override the class names.
@@ -96,7 +112,8 @@ def score_map_figure(model, image_path, q=None, top=3, preprocessing=None,
     loaded = runs.load_classifier(model, preprocessing=preprocessing)
     if not isinstance(top, int) or top < 1:
         raise ValueError(f"`top` must be a positive int. Received: {top!r}")
-    q = loaded.with_q(q, "q").test_scale
+    q = loaded.with_q(default_q(loaded) if q is None else q,
+                      "q").test_scale
     image = load_image(image_path)
     score_map, probabilities, rescaled, (stride, window) = score_maps(
         loaded, image, q, flip)
@@ -108,7 +125,9 @@ def score_map_figure(model, image_path, q=None, top=3, preprocessing=None,
     height, width = rescaled.shape[:2]
     rows, cols = score_map.shape[:2]
     half = stride / 2
-    # Position (i, j) at the centre of its window, each cell stride wide.
+    # Position (i, j) scores the window x window box at (stride * i,
+    # stride * j) of the rescaled image: its cell, stride wide, is centred
+    # on that window's centre (stride * i + window / 2, ...).
     extent = (window / 2 - half, window / 2 + stride * (cols - 1) + half,
               window / 2 + stride * (rows - 1) + half, window / 2 - half)
     panels = len(classes) + 1
@@ -154,8 +173,9 @@ def define_flags(flag_values=None):
                         "training run directory.", flag_values=fv)
     flags.DEFINE_string("output", "scoremap.png", "The PNG to write.",
                         flag_values=fv)
-    flags.DEFINE_integer("q", None, "Test scale Q; default the run's single "
-                         "test scale.", flag_values=fv)
+    flags.DEFINE_integer("q", None, "Test scale Q; default the larger of "
+                         "the run's test scale and twice its crop (a map of "
+                         "several positions).", flag_values=fv)
     flags.DEFINE_integer("top", 3, "Classes to draw.", flag_values=fv)
     flags.DEFINE_enum("preprocessing", None, ["caffe", "torch", "none"],
                       "Override the model's preprocessing.", flag_values=fv)

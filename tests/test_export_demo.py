@@ -30,3 +30,14 @@ def test_export_demo_writes_every_artifact(tmp_path):
 def test_export_demo_needs_a_run(tmp_path):
     with pytest.raises(ValueError, match="pipelines.demo"):
         demo.export_demo(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_export_demo_command_reports_a_missing_run_in_one_line(tmp_path):
+    from tests.test_entry import cli
+
+    result = cli("export.demo", f"--run={tmp_path}")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: --run={str(tmp_path)!r} holds no model.keras: run "
+        "`python -m pipelines.demo` first."]

@@ -139,7 +139,9 @@ def test_localization_error_hand_made_folder(tmp_path):
 
 
 
-def test_figure_draws_the_dense_boxes(tmp_path):
+@pytest.mark.slow
+def test_figure_draws_the_best_box_last_and_leaves_out_unlikely_classes(
+        tmp_path):
     import tensorflow as tf
     from matplotlib.patches import Rectangle
 
@@ -151,23 +153,35 @@ def test_figure_draws_the_dense_boxes(tmp_path):
     image = np.round(tiny_run.pixels(60, 90, seed=7)).astype("uint8")
     path = str(tmp_path / "image.png")
     tf.io.write_file(path, tf.io.encode_png(image))
-    fig = localize.localization_figure(loc, cls, path, top=2)
-    boxes = [p for p in fig.axes[0].patches if isinstance(p, Rectangle)]
-    assert len(boxes) == 2
-    # The first rectangle is the best class's merged box, in pixels.
     clf = runs.load_classifier(cls)
     probs = protocols.dense(clf.fcn, image.astype("float32"), 40,
-                             flip=True, preprocessing="caffe")[0]
-    best = int(np.argmax(probs))
+                            flip=True, preprocessing="caffe")[0]
+    ranked = np.argsort(-probs)
+    # A threshold between the 2nd and 3rd class: of top=3, two are drawn.
+    threshold = (probs[ranked[1]] + probs[ranked[2]]) / 2
+    fig = localize.localization_figure(loc, cls, path, top=3,
+                                       min_probability=threshold)
+    ax = fig.axes[0]
+    boxes = [p for p in ax.patches if isinstance(p, Rectangle)]
+    labels = [t.get_text() for t in ax.texts]
+    names = tiny_run.CLASS_NAMES
+    assert labels == [f"{names[c]} {probs[c]:.2f}" for c in ranked[1::-1]]
+    assert len(boxes) == 2
+    # The last rectangle, drawn on top, is the best class's merged box.
+    best = int(ranked[0])
     merged = localize.dense_boxes(
         [runs.load_localizer(loc)],
         [clf.fully_convolutional()], image.astype("float32"),
         [40], [best], flip=True)[best]
     y0, x0, y1, x1 = merged[0][0] * [60, 90, 60, 90]
-    np.testing.assert_allclose(boxes[0].get_xy(), (x0, y0), atol=1e-6)
-    np.testing.assert_allclose(boxes[0].get_width(), x1 - x0, atol=1e-6)
-    labels = [t.get_text() for t in fig.axes[0].texts]
-    assert labels[0] == f"{tiny_run.CLASS_NAMES[best]} {probs[best]:.2f}"
+    np.testing.assert_allclose(boxes[-1].get_xy(), (x0, y0), atol=1e-6)
+    np.testing.assert_allclose(boxes[-1].get_width(), x1 - x0, atol=1e-6)
+    assert ax.get_title() == ("image.png: localiser loc, classifier cls, "
+                              "Q=40")
+    # Above every probability: the best class alone.
+    fig = localize.localization_figure(loc, cls, path, top=3,
+                                       min_probability=0.99)
+    assert [t.get_text() for t in fig.axes[0].texts] == [labels[-1]]
 
 
 def test_cli_writes_a_png(tmp_path):

@@ -1,5 +1,7 @@
 """pipelines.scoremap: the figure, its labels and the command line."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -77,3 +79,58 @@ def test_class_names_and_errors(run, tmp_path):
         scoremap.score_map_figure(directory, str(bad))
     with pytest.raises(ValueError, match="Q=20"):
         scoremap.score_map_figure(directory, image, q=20)
+
+
+def _heat_cell_centres(ax, rows, cols):
+    """(x, y) centres at which the overlay draws cells (0, 0) and
+    (rows - 1, cols - 1)."""
+    left, right, bottom, top = ax.get_images()[1].get_extent()
+    width, height = (right - left) / cols, (bottom - top) / rows
+    return ((left + width / 2, top + height / 2),
+            (left + width * (cols - 0.5), top + height * (rows - 0.5)))
+
+
+def test_default_q_gives_a_map_with_cells_on_their_windows(run):
+    # A crop-32 model without a training config tests at Q = 37: a 1x1
+    # map.  The figure's default is 2 * crop = 64: on the 70x90 image,
+    # 64x82 and a 2x2 map of 32-pixel windows every 32 pixels.
+    _, model, image = run
+    loaded = runs.load_classifier(model)
+    assert loaded.test_scale == 37 and scoremap.default_q(loaded) == 64
+    fig = scoremap.score_map_figure(model, image, top=1)
+    axes = [ax for ax in fig.axes if ax.get_images()]
+    assert "Q=64: 64x82" in axes[0].get_title()
+    assert "score map 2x2" in axes[0].get_title()
+    heat = axes[1].get_images()[1].get_array()
+    assert heat.shape == (2, 2)
+    # Cell (i, j) is centred on the window at (32 i, 32 j), side 32.
+    first, last = _heat_cell_centres(axes[1], 2, 2)
+    np.testing.assert_allclose(first, (16, 16))
+    np.testing.assert_allclose(last, (32 + 16, 32 + 16))
+    # An explicit q still wins: at Q=40 the map is 1x1.
+    fig = scoremap.score_map_figure(model, image, q=40, top=1)
+    assert "score map 1x1" in fig.axes[0].get_title()
+
+
+@pytest.mark.slow
+def test_cli_console_shows_only_the_result(run, tmp_path):
+    # As a user runs it: none of TensorFlow's settings from this process.
+    import os
+    import subprocess
+    import sys
+
+    directory, _, image = run
+    output = tmp_path / "scores.png"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_VGG_VERBOSE")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.scoremap", image,
+         f"--model={directory}", f"--output={output}", "--top=1"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout == f"Score maps written to {output}\n"
+    noise = [line for line in result.stderr.splitlines()
+             if "cuda" in line.lower() or "onednn" in line.lower()
+             or re.match(r"[IWE]\d{4} ", line)]
+    assert noise == []
+    assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
