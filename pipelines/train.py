@@ -8,14 +8,23 @@ shell over it.  What is trained is a task (`pipelines.tasks`: the network,
 its loss and metrics); how the learning rate falls is `pipelines.schedule`;
 the loop is `pipelines.trainer`.
 
-What a run leaves in `--model_dir`:
-- `checkpoints/`: model, optimizer, step, epoch and learning-rate state,
-  every `checkpoint_every` steps and at each epoch end
-  (`tf.train.CheckpointManager`).  The same command resumes from the last one;
+What a run leaves in `--model_dir` (created once the run really starts: a
+failed start leaves nothing behind):
+- `training_config.json` and `class_names.txt`, written when it starts;
+- `checkpoints/`: model, optimizer, step, epoch, learning-rate state and the
+  per-epoch history, every `checkpoint_every` steps, at each epoch end and
+  on SIGTERM (`tf.train.CheckpointManager`);
 - `logs/`: TensorBoard scalars (loss, top-1/top-5, learning rate, images/s)
   and a few augmented training images;
-- `model.keras`, `training_config.json`, `class_names.txt` and
-  `metrics.json` when the run ends.
+- `model.keras` and `metrics.json` when the run ends.  `metrics.json`'s
+  `history` holds every epoch of the run, and `images_per_second` is the
+  training throughput of the whole run, resumes included.
+
+The same command resumes from the last readable checkpoint and says so.
+Only `run_dir.SAFE_CHANGES` (learning rate, max epochs / steps, ...) may
+differ on a resume: they are applied from the resume step and recorded in
+`training_config.json`'s `changes`; any other difference is refused.  A
+finished run is left as it is.
 
 Resume is exact in deterministic mode (`--deterministic --seed=N`): every
 epoch's input is a function of (seed, epoch), and the batches of an epoch
@@ -24,17 +33,20 @@ already trained are skipped on restart.
 
 import dataclasses
 import json
-import os
+import sys
 
 import keras
+import tensorflow as tf
 from absl import flags
 
 # Op determinism is process-wide and TF exports no public switch back off.
 from tensorflow.python.framework import config as tf_config
 
+from pipelines import augment
 from pipelines import distribute
 from pipelines import entry
 from pipelines import recipes
+from pipelines import run_dir
 from pipelines import sources
 
 # Public names of this module from before the trainer was split by task.
@@ -44,6 +56,7 @@ from pipelines.tasks import freeze_body  # noqa: F401
 from pipelines.tasks import initialize_from  # noqa: F401
 from pipelines.trainer import Trainer
 from pipelines.trainer import TrainingDiverged  # noqa: F401
+from pipelines.trainer import TrainingPreempted
 
 
 def _follow_op_determinism(deterministic):
@@ -89,17 +102,47 @@ def train(recipe_or_cfg, dataset="builtin", model_dir="runs/train",
     if cfg.seed is not None:
         keras.utils.set_random_seed(cfg.seed)
     _follow_op_determinism(cfg.deterministic)
-    os.makedirs(model_dir, exist_ok=True)
     seed = cfg.seed or 0
-    train_source = sources.load_source(
-        dataset, "train", data_dir=data_dir, seed=seed,
-        shuffle_files=False if cfg.deterministic else None)
-    val_source = sources.load_source(val_dataset or dataset, "validation",
-                                     data_dir=data_dir, seed=seed)
-    trainer = Trainer(
-        cfg, train_source, val_source, model_dir, strategy,
-        init_from=init_from, verbose=verbose)
+    with run_dir.removed_on_failure(model_dir):
+        train_source = sources.load_source(
+            dataset, "train", data_dir=data_dir, seed=seed,
+            shuffle_files=False if cfg.deterministic else None)
+        val_source = sources.load_source(val_dataset or dataset, "validation",
+                                         data_dir=data_dir, seed=seed)
+        _check_decodable(train_source, dataset, "train", cfg)
+        _check_decodable(val_source, val_dataset or dataset, "validation",
+                         cfg)
+        trainer = Trainer(
+            cfg, train_source, val_source, model_dir, strategy,
+            init_from=init_from, verbose=verbose)
     return trainer.run()
+
+
+def _check_decodable(source, spec, split, cfg):
+    """Raises a ValueError naming `spec` when none of its images decodes
+    (reading stops at the first good one)."""
+    counter = augment.SkipCounter()
+    ds = augment.make_dataset(source, training=False, batch_size=1,
+                              scale=cfg.validation_scale, crop=cfg.crop,
+                              preprocessing=cfg.preprocessing,
+                              skip_counter=counter)
+    try:
+        next(iter(ds))
+    except StopIteration:
+        raise ValueError(
+            f"No decodable image in {spec} ({split}): {counter.count} files "
+            "skipped" + _examples(counter) + ".") from None
+    except tf.errors.InvalidArgumentError as e:
+        if "in a row" not in str(e):
+            raise
+        raise ValueError(
+            f"{spec} ({split}): the first {counter.count} images read could "
+            "not be decoded" + _examples(counter) + ".") from None
+
+
+def _examples(counter):
+    bad = getattr(counter, "bad_files", None)
+    return f", e.g. {bad[0]}" if bad else ""
 
 
 # -- command line -----------------------------------------------------------
@@ -174,10 +217,18 @@ def config_from_flags(flag_values):
 def main(argv):
     del argv
     fv = flags.FLAGS
-    metrics = train(config_from_flags(fv), dataset=fv.dataset,
-                    model_dir=fv.model_dir, data_dir=fv.data_dir,
-                    val_dataset=fv.val_dataset, strategy=fv.strategy,
-                    init_from=fv.init_from, tpu=fv.tpu)
+    try:
+        metrics = train(config_from_flags(fv), dataset=fv.dataset,
+                        model_dir=fv.model_dir, data_dir=fv.data_dir,
+                        val_dataset=fv.val_dataset, strategy=fv.strategy,
+                        init_from=fv.init_from, tpu=fv.tpu)
+    except TrainingPreempted as e:
+        print(e, file=sys.stderr, flush=True)
+        sys.exit(143)  # 128 + SIGTERM: stopped by the signal, not finished
+    except ValueError as e:
+        # Bad input (a setting, a dataset, a model dir): one line, no trace.
+        print(f"Error: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
     summary = {k: v for k, v in metrics.items() if k != "history"}
     print(json.dumps(summary, indent=2))
 

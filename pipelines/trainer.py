@@ -8,14 +8,23 @@ then serves OneDevice, Mirrored, MultiWorkerMirrored and TPU strategies.
 
 Checkpoints hold the model's variables, the optimizer, the loop's counters
 (`PROGRESS`) and the plateau schedule's state; the run resumes from the last
-one, and a non-finite loss rolls back to it.
+one, and a non-finite loss rolls back to it.  They also hold the per-epoch
+history and the training throughput, so that `metrics.json` describes the
+whole run however often it was resumed.  An unreadable latest checkpoint
+falls back to the one before it; SIGTERM checkpoints at the next step and
+stops (`TrainingPreempted`).  `pipelines.run_dir` keeps the directory's
+training config honest across resumes.
 """
 
 import collections
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import signal
+import sys
+import threading
 import time
 
 import keras
@@ -27,16 +36,27 @@ from keras_vgg import atomic
 from keras_vgg import runs
 from pipelines import augment
 from pipelines import distribute
+from pipelines import run_dir
 from pipelines import tasks
 from pipelines.schedule import PlateauSchedule
 
 # The loop's own counters; with the schedule's variables, they are the
 # checkpoint's keys beside `model_variables` and `optimizer`.
-PROGRESS = ("step", "epoch", "epoch_start_step", "images_skipped")
+PROGRESS = ("step", "epoch", "epoch_start_step", "images_skipped",
+            "images_trained")
+
+
+def _warn(message):
+    print(f"WARNING: {message}", file=sys.stderr, flush=True)
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite and rolling back did not help."""
+
+
+class TrainingPreempted(RuntimeError):
+    """SIGTERM arrived: a checkpoint was saved at the step reached; the same
+    command resumes from it."""
 
 
 def _kernels(model):
@@ -68,6 +88,7 @@ class _EpochResult:
     images: int = 0
     finished: bool = False
     diverged: bool = False
+    preempted: bool = False
 
     def add(self, loss_sum, metric_sums, images):
         self.loss_sum += loss_sum
@@ -109,6 +130,8 @@ class Trainer:
         self.steps_per_epoch = self._steps_per_epoch()
         self.skip_counter = augment.SkipCounter()
         self.task = tasks.make_task(cfg, self.num_classes)
+        self._sigterm = False
+        self._prepare_dirs()
         self._build()
         self._restore_or_initialize(init_from)
         self.writer = (tf.summary.create_file_writer(
@@ -147,8 +170,16 @@ class Trainer:
                 self.schedule = PlateauSchedule.from_train_config(cfg)
                 self.progress = {name: tf.Variable(0, dtype=tf.int64)
                                  for name in PROGRESS}
+                # Seconds spent in training steps, over the whole run.
+                self.train_seconds = tf.Variable(0.0, dtype=tf.float64)
         finally:
             keras.mixed_precision.set_global_policy("float32")
+        # The per-epoch records (JSON), checkpointed with the weights so that
+        # a resume, a rollback or a fallback keeps exactly the epochs that
+        # the restored state trained.  A host variable (made outside the
+        # strategy's scope): strings need no mirroring.
+        self.history = tf.Variable("[]", dtype=tf.string)
+        self._pending_images = self._pending_seconds = 0
         self._batch_norms = [
             layer for layer in self.model.layers
             if isinstance(layer, keras.layers.BatchNormalization)]
@@ -159,27 +190,114 @@ class Trainer:
             for layer in self._batch_norms:
                 layer.synchronized = True
 
+    def _prepare_dirs(self):
+        """Creates the model dir (the run really starts here) and removes
+        what an interrupted write left in it."""
+        self.checkpoint_dir = os.path.join(
+            distribute.worker_dir(self.model_dir), "checkpoints")
+        if self.chief:
+            os.makedirs(self.model_dir, exist_ok=True)
+        dirs = [self.checkpoint_dir] + ([self.model_dir] if self.chief
+                                        else [])
+        for path in run_dir.remove_stale_temp_files(*dirs):
+            _warn(f"removed {path}, left by an interrupted write.")
+
     def _restore_or_initialize(self, init_from):
-        """Resumes from the model dir's last checkpoint, else starts from
-        `init_from` (if given)."""
-        cfg = self.cfg
+        """Resumes from the model dir's last readable checkpoint (checking
+        and recording the settings), else starts from `init_from` (if
+        given).  Writes `training_config.json` and `class_names.txt`."""
         # Keras 3 models are not tracked by tf.train.Checkpoint as a whole:
         # list every variable (BN statistics and dropout seeds included).
         self.checkpoint = tf.train.Checkpoint(
             model_variables=list(self.model.variables),
             optimizer=self.optimizer, **self.progress,
+            train_seconds=self.train_seconds, history=self.history,
             **self.schedule.checkpoint_children())
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint,
-            os.path.join(distribute.worker_dir(self.model_dir),
-                         "checkpoints"),
-            max_to_keep=cfg.keep_checkpoints)
-        self.restored = self.manager.latest_checkpoint is not None
+        self._make_manager()
+        config_path = os.path.join(self.model_dir, runs.CONFIG_FILE)
+        config = self._training_config()
+        stored = run_dir.read_json(config_path)
+        changes = []
+        if self.manager.latest_checkpoint is not None:
+            # Before restoring: another architecture would not even restore.
+            if stored is None:
+                _warn(f"{config_path} is missing: the settings of the run "
+                      "being resumed cannot be checked.")
+            config, changes = run_dir.reconcile_config(stored or {}, config,
+                                                       None)
+        else:
+            config["changes"] = []
+        restored = self._restore_latest()
+        self.restored = restored is not None
         if self.restored:
-            self.checkpoint.restore(self.manager.latest_checkpoint)
+            self._announce_resume(restored, changes)
         elif init_from:
-            tasks.initialize_from(self.model, init_from, cfg.architecture)
+            tasks.initialize_from(self.model, init_from, self.cfg.architecture)
         self._sync_learning_rate()
+        if self.chief and config != stored:
+            atomic.atomic_write_file(config_path, json.dumps(config,
+                                                             indent=2))
+            atomic.atomic_write_file(
+                os.path.join(self.model_dir, runs.CLASS_NAMES_FILE),
+                "\n".join(config["class_names"]) + "\n")
+
+    def _make_manager(self):
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, self.checkpoint_dir,
+            max_to_keep=self.cfg.keep_checkpoints)
+
+    def _restore_latest(self):
+        """Restores the newest checkpoint that reads; returns its path (None
+        without checkpoints).  Unreadable ones (a truncated file) are named
+        in a warning, kept on disk and dropped from the manager's list."""
+        bad = []
+        for path in reversed(self.manager.checkpoints):
+            try:
+                self.checkpoint.restore(path)
+            except (tf.errors.OpError, IndexError, ValueError) as e:
+                _warn(f"checkpoint {path} is unreadable ({type(e).__name__}:"
+                      f" {e}); falling back to the one before it.")
+                bad.append(path)
+                continue
+            if bad:
+                # So that rollbacks and the next saves ignore the bad ones.
+                tf.compat.v1.train.update_checkpoint_state(
+                    self.checkpoint_dir, path, all_model_checkpoint_paths=[
+                        p for p in self.manager.checkpoints if p not in bad])
+                self._make_manager()
+            return path
+        if bad:
+            raise ValueError(
+                f"Every checkpoint in {self.checkpoint_dir} is unreadable "
+                f"({', '.join(bad)}): move them away to start over, or use "
+                "a new --model_dir.")
+        return None
+
+    def _announce_resume(self, path, changes):
+        """Says what is resumed, and applies and prints the changes."""
+        step = self._step()
+        for change in changes:
+            change["step"] = step
+        if self.verbose and self.chief:
+            epoch = int(self.progress["epoch"].numpy())
+            print(f"Resuming {self.model_dir} from {os.path.basename(path)}:"
+                  f" epoch {epoch + 1}, step {step}", flush=True)
+            for c in changes:
+                print(f"  {c['field']}: {c['from']} -> {c['to']} "
+                      f"(from step {step})", flush=True)
+        if any(c["field"] == "learning_rate" for c in changes):
+            # The rate asked for now wins over the checkpointed one.
+            self.schedule.learning_rate.assign(self.cfg.learning_rate)
+
+    def _training_config(self):
+        """`training_config.json`'s fields (read by `keras_vgg.runs`)."""
+        names = list(self.train_source.class_names or
+                     [str(i) for i in range(self.num_classes)])
+        config = dataclasses.asdict(self.cfg)
+        config.update(class_names=names, num_classes=self.num_classes,
+                      jittered=self.cfg.jittered,
+                      validation_scale=self.cfg.validation_scale)
+        return json.loads(json.dumps(config))
 
     def _sync_learning_rate(self):
         # The optimizer follows the schedule (after an update or a restore).
@@ -293,74 +411,136 @@ class Trainer:
 
     def run(self):
         """Trains until `max_epochs`, `max_steps` or the schedule's stop;
-        returns the metrics (the chief also writes the run's outputs)."""
+        returns the metrics (the chief also writes the run's outputs).  A
+        finished run is left as it is (its metrics are returned)."""
+        finished = self._finished_metrics()
+        if finished is not None:
+            return finished
         if self.chief and not self.restored:
             self._log_images(0)
-        max_steps = self._max_steps()
-        history, summary, stop_reason = [], None, None
-        rollbacks = images_trained = 0
-        start = time.perf_counter()
-        while self._step() < max_steps:
-            epoch = int(self.progress["epoch"].numpy())
-            result = self._train_epoch(epoch, max_steps)
-            images_trained += result.images
-            if result.diverged:
-                rollbacks += 1
-                self._roll_back(rollbacks)
-                continue
-            if not result.finished:
-                self._save()
-                stop_reason = "max_steps"
-                break
-            summary, record = self._end_epoch(epoch, result)
-            history.append(record)
-            stop = self.schedule.update(summary[self.task.monitor])
-            self._sync_learning_rate()
-            self._save()
-            if stop:
-                stop_reason = "plateau"
-                break
-        seconds = time.perf_counter() - start
-        if stop_reason is None:
-            stop_reason = ("max_steps" if self.cfg.max_steps and max_steps
-                           == self.cfg.max_steps else "max_epochs")
+        with self._checkpoint_on_sigterm():
+            summary, stop_reason = self._loop()
         if summary is None:
             summary = self.validate()
         self._save()
-        metrics = self._metrics(summary, stop_reason, history,
-                                images_trained / seconds if seconds else 0.0)
+        metrics = self._metrics(summary, stop_reason)
         if self.chief:
             self._write_outputs(metrics)
         return metrics
 
+    def _loop(self):
+        """The epochs; returns the last validation summary (or None) and
+        why training stopped."""
+        max_steps = self._max_steps()
+        summary, rollbacks = None, 0
+        while self._step() < max_steps:
+            self._stop_if_preempted()
+            epoch = int(self.progress["epoch"].numpy())
+            result = self._train_epoch(epoch, max_steps)
+            if result.diverged:
+                rollbacks += 1
+                self._roll_back(rollbacks)
+                continue
+            if result.preempted:
+                self._stop_if_preempted()
+            if not result.finished:
+                return summary, "max_steps"
+            summary, record = self._end_epoch(epoch, result)
+            history = json.loads(self.history.numpy())
+            self.history.assign(json.dumps(history + [record]))
+            stop = self.schedule.update(summary[self.task.monitor])
+            self._sync_learning_rate()
+            self._save()
+            if stop:
+                return summary, "plateau"
+        return summary, ("max_steps" if self.cfg.max_steps and max_steps
+                         == self.cfg.max_steps else "max_epochs")
+
+    def _finished_metrics(self):
+        """The metrics of a run that already finished with these settings,
+        else None."""
+        if not self.restored:
+            return None
+        metrics = run_dir.read_json(os.path.join(self.model_dir,
+                                                 "metrics.json"))
+        if (not metrics or metrics.get("steps") != self._step() or not (
+                metrics.get("stop_reason") == "plateau"
+                or self._step() >= self._max_steps())):
+            return None
+        if self.verbose and self.chief:
+            print(f"{self.model_dir} is finished ({metrics['stop_reason']} "
+                  f"at step {self._step()}): nothing to do; raise "
+                  "--max_epochs or --max_steps to train on.", flush=True)
+        return metrics
+
+    @contextlib.contextmanager
+    def _checkpoint_on_sigterm(self):
+        """While training, SIGTERM (how schedulers and preemptible machines
+        stop a job) only sets a flag: the loop checkpoints at the next step
+        boundary and raises `TrainingPreempted`.
+
+        Our own handler rather than `tf.distribute.experimental.
+        PreemptionCheckpointHandler`: that one needs a cluster resolver
+        (multi-worker or TPU), numbers checkpoints by its own run counter and
+        exits the process itself, while this loop runs under any strategy,
+        numbers checkpoints by step and is also called from notebooks.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set from the main thread
+            return
+
+        def handler(signum, frame):
+            del signum, frame
+            self._sigterm = True
+
+        previous = signal.signal(signal.SIGTERM, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous if previous is not None
+                          else signal.SIG_DFL)
+
+    def _stop_if_preempted(self):
+        if not self._sigterm:
+            return
+        self._save()
+        raise TrainingPreempted(
+            f"SIGTERM: saved {self.manager.latest_checkpoint} at step "
+            f"{self._step()}; the same command resumes from it.")
+
     def _train_epoch(self, epoch, max_steps):
         """Trains the rest of `epoch` (up to `max_steps`), checkpointing
-        every `checkpoint_every` steps; stops at a non-finite loss."""
+        every `checkpoint_every` steps; stops at a non-finite loss or at
+        SIGTERM."""
         cfg = self.cfg
         done = self._step() - int(self.progress["epoch_start_step"].numpy())
         iterator = iter(self._train_dataset(epoch, done * cfg.grad_accum))
+        verbose = self.verbose if self.chief else 0
+        if verbose == 1 and not sys.stdout.isatty():
+            verbose = 2  # one line per epoch: no redrawn bar in a log file
         progbar = keras.utils.Progbar(
-            self.steps_per_epoch, verbose=self.verbose if self.chief else 0,
+            self.steps_per_epoch, verbose=verbose,
             stateful_metrics=["loss", *self.task.display_names, "images/s",
                               "lr"])
         if self.verbose and self.chief:
-            print(f"Epoch {epoch + 1}/{cfg.max_epochs}")
+            print(f"Epoch {epoch + 1}/{cfg.max_epochs}", flush=True)
         result = _EpochResult()
-        start = time.perf_counter()
         while done < self.steps_per_epoch and self._step() < max_steps:
+            step_start = time.perf_counter()
             loss_sum, metric_sums = self._train_step(iterator)
             loss_sum = float(loss_sum)
             if not math.isfinite(loss_sum):
                 result.diverged = True
                 return result
+            self._pending_seconds += time.perf_counter() - step_start
+            self._pending_images += cfg.batch_size
             done += 1
             step = int(self.progress["step"].assign_add(1).numpy())
             result.add(loss_sum, metric_sums, cfg.batch_size)
             values = ([("loss", result.loss_sum / result.images)]
                       + self.task.train_display(result.metric_sums,
                                                 result.images)
-                      + [("images/s",
-                          result.images / (time.perf_counter() - start)),
+                      + [("images/s", self._images_per_second()),
                          ("lr", self.schedule.current_learning_rate)])
             progbar.update(done, values)
             with self.writer.as_default():
@@ -368,6 +548,9 @@ class Trainer:
                     tf.summary.scalar(f"train/{name}", value, step=step)
             if step % cfg.checkpoint_every == 0:
                 self._save()
+            if self._sigterm:
+                result.preempted = True
+                break
         result.finished = done >= self.steps_per_epoch
         return result
 
@@ -410,13 +593,25 @@ class Trainer:
         if self.verbose:
             print(f"\nNon-finite loss: rolling back to {latest}")
         self.checkpoint.restore(latest)
+        self._pending_images = self._pending_seconds = 0
         self._sync_learning_rate()
 
     def _save(self):
         self.progress["images_skipped"].assign(
             self.progress["images_skipped"].numpy() + self.skip_counter.count)
         self.skip_counter.reset()
+        self.progress["images_trained"].assign_add(self._pending_images)
+        self.train_seconds.assign_add(self._pending_seconds)
+        self._pending_images = self._pending_seconds = 0
         self.manager.save(checkpoint_number=self._step())
+
+    def _images_per_second(self):
+        """Training throughput over the whole run (every process that
+        trained it): images / seconds spent in training steps."""
+        seconds = float(self.train_seconds.numpy()) + self._pending_seconds
+        images = (int(self.progress["images_trained"].numpy())
+                  + self._pending_images)
+        return images / seconds if seconds else 0.0
 
     def _max_steps(self):
         total = self.cfg.max_epochs * self.steps_per_epoch
@@ -436,18 +631,20 @@ class Trainer:
 
     # -- outputs ----------------------------------------------------------
 
-    def _metrics(self, summary, stop_reason, history, images_per_second):
+    def _metrics(self, summary, stop_reason):
         progress, schedule = self.progress, self.schedule
         return {
             **summary,
             "images_skipped": int(progress["images_skipped"].numpy()),
             "steps": self._step(),
             "epochs": int(progress["epoch"].numpy()),
-            "images_per_second": images_per_second,
+            "images_trained": int(progress["images_trained"].numpy()),
+            # Of the whole run, resumes included (see _images_per_second).
+            "images_per_second": self._images_per_second(),
             "learning_rate": schedule.current_learning_rate,
             "lr_decreases": int(schedule.lr_decreases.numpy()),
             "stop_reason": stop_reason,
-            "history": history,
+            "history": json.loads(self.history.numpy()),
         }
 
     def _write_outputs(self, metrics):
@@ -464,15 +661,5 @@ class Trainer:
         finally:
             for layer, value in zip(self._batch_norms, synced):
                 layer.synchronized = value
-        names = list(self.train_source.class_names or
-                     [str(i) for i in range(self.num_classes)])
-        training = dataclasses.asdict(self.cfg)
-        training.update(class_names=names, num_classes=self.num_classes,
-                        jittered=self.cfg.jittered,
-                        validation_scale=self.cfg.validation_scale)
-        atomic.atomic_write_file(os.path.join(d, runs.CONFIG_FILE),
-                                 json.dumps(training, indent=2))
-        atomic.atomic_write_file(os.path.join(d, runs.CLASS_NAMES_FILE),
-                                 "\n".join(names) + "\n")
         atomic.atomic_write_file(os.path.join(d, "metrics.json"),
                                  json.dumps(metrics, indent=2))

@@ -278,3 +278,158 @@ def test_init_from_net_a_copies_the_papers_layers(tmp_path):
         net_d.get_layer("block1_conv2").get_weights()[0], before)
     with pytest.raises(ValueError, match="init_from"):
         train.initialize_from(net_d, str(tmp_path / "missing"), "D")
+
+
+# -- a run directory: resume, faults, failed starts --------------------------
+
+def _tiny(**changes):
+    fields = dict(TINY, architecture="A", steps_per_epoch=4, max_epochs=1)
+    fields.update(changes)
+    return recipes.TrainConfig(**fields)
+
+
+def _mtimes(path, names):
+    return {n: os.stat(path / n).st_mtime_ns for n in names}
+
+
+@pytest.mark.slow
+def test_rerun_refuses_other_settings_keeps_finished_applies_safe_changes(
+        tmp_path, data_dir, capsys):
+    run = tmp_path / "run"
+    train.train(_tiny(), model_dir=str(run), data_dir=data_dir, verbose=0)
+    config_before = (run / "training_config.json").read_text()
+    # Another recipe of the same architecture: refused, every field named.
+    with pytest.raises(ValueError, match=r"scale_min: 32 -> 36; "
+                       r"scale_max: 40 -> 44.*batch_size: 16 -> 8.*"
+                       r"new --model_dir"):
+        train.train(_tiny(scale_min=36, scale_max=44, batch_size=8),
+                    model_dir=str(run), data_dir=data_dir, verbose=0)
+    assert (run / "training_config.json").read_text() == config_before
+    # The same settings again: finished, nothing rewritten.
+    outputs = ("metrics.json", "model.keras")
+    before = _mtimes(run, outputs)
+    metrics = train.train(_tiny(), model_dir=str(run), data_dir=data_dir)
+    assert "is finished (max_epochs at step 4)" in capsys.readouterr().out
+    assert _mtimes(run, outputs) == before
+    assert len(metrics["history"]) == 1 and metrics["images_per_second"] > 0
+    # More epochs and another rate: applied from step 4 and recorded.
+    metrics = train.train(_tiny(max_epochs=2, learning_rate=0.05),
+                          model_dir=str(run), data_dir=data_dir)
+    out = capsys.readouterr().out
+    assert "Resuming " + str(run) + " from ckpt-4: epoch 2, step 4" in out
+    assert "learning_rate: 0.01 -> 0.05 (from step 4)" in out
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert [h["learning_rate"] for h in metrics["history"]] == [0.01, 0.05]
+    assert metrics["images_trained"] == 8 * 16
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["history"] == metrics["history"]
+    config = json.loads((run / "training_config.json").read_text())
+    assert (config["learning_rate"], config["max_epochs"]) == (0.05, 2)
+    assert config["changes"] == [
+        {"step": 4, "field": "learning_rate", "from": 0.01, "to": 0.05},
+        {"step": 4, "field": "max_epochs", "from": 1, "to": 2}]
+
+
+@pytest.mark.slow
+def test_unreadable_checkpoint_falls_back_and_stale_temp_files_go(
+        tmp_path, data_dir, capsys):
+    run = tmp_path / "run"
+    cfg = _tiny(steps_per_epoch=20, max_steps=10)
+    train.train(cfg, model_dir=str(run), data_dir=data_dir, verbose=0)
+    ckpts = run / "checkpoints"
+    data = ckpts / "ckpt-10.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:100])
+    # What kill -9 leaves mid-write, and a user's file that is no temp file.
+    (ckpts / "ckpt-12_temp").mkdir()
+    (ckpts / "ckpt-12_temp" / "part-00000-of-00001.index").write_text("x")
+    (ckpts / "checkpoint.tmp3f2a9c").write_text("x")
+    (run / ".metrics.json.tmp-k2j4.json").write_text("x")
+    (run / ".model.keras.old-ab12").mkdir()
+    (run / "notes.tmp.txt").write_text("mine")
+    trainer = train.Trainer(
+        dataclasses.replace(cfg, max_steps=12),
+        sources.load_source("builtin", "train", data_dir=data_dir),
+        sources.load_source("builtin", "validation", data_dir=data_dir),
+        str(run), verbose=0)
+    err = capsys.readouterr().err
+    assert f"checkpoint {ckpts / 'ckpt-10'} is unreadable" in err
+    assert trainer._step() == 5
+    assert sorted(os.listdir(run)) == sorted([
+        "checkpoints", "class_names.txt", "logs", "metrics.json",
+        "model.keras", "notes.tmp.txt", "training_config.json"])
+    assert not [f for f in os.listdir(ckpts) if "tmp" in f or "temp" in f]
+    assert trainer.run()["steps"] == 12
+
+
+def _bad_folder(root, per_class=10):
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            (root / name / f"{i}.jpg").write_bytes(b"not a jpeg")
+    return root
+
+
+def test_undecodable_folder_is_a_clear_error_and_leaves_no_model_dir(
+        tmp_path):
+    images = _bad_folder(tmp_path / "images")
+    new = tmp_path / "runs" / "new"
+    with pytest.raises(ValueError, match=r"No decodable image in folder:.*"
+                       r"images \(train\): 18 files skipped"):
+        train.train(_tiny(), dataset=f"folder:{images}", model_dir=str(new),
+                    verbose=0)
+    assert not (tmp_path / "runs").exists()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match="is not a folder"):
+        train.train(_tiny(), dataset=f"folder:{tmp_path / 'missing'}",
+                    model_dir=str(existing), verbose=0)
+    assert os.listdir(existing) == ["keep.txt"]
+
+
+def test_cli_bad_input_is_one_line_and_no_model_dir(tmp_path):
+    images = _bad_folder(tmp_path / "images")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.train",
+         f"--model_dir={tmp_path / 'run'}", f"--dataset=folder:{images}",
+         "--crop=32", "--scale_min=32", "--scale_max=40"],
+        env=_env(), cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "Error: No decodable image in folder:")
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_the_step_and_rerun_resumes(tmp_path, data_dir):
+    run = tmp_path / "run"
+    args = [a for a in _cli(run, data_dir) if not a.startswith(
+        ("--max_epochs", "--checkpoint_every"))]
+    args += ["--max_epochs=2", "--checkpoint_every=1000"]
+    proc = subprocess.Popen(args, env=_env(), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    # Mid-epoch 2: after epoch 1's checkpoint (step 30), before step 60.
+    marker = run / "checkpoints" / "ckpt-30.index"
+    deadline = time.time() + 120
+    while not marker.exists() and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    saved = int(err.split(" at step ")[-1].split(";")[0])
+    assert 30 < saved < 60, err[-2000:]
+    assert (run / "checkpoints" / f"ckpt-{saved}.index").exists()
+    assert not (run / "metrics.json").exists()
+    done = subprocess.run(args, env=_env(), cwd=ROOT, capture_output=True,
+                          text=True, check=True)
+    assert f"from ckpt-{saved}: epoch 2, step {saved}" in done.stdout
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["steps"] == 60
+    assert [h["step"] for h in metrics["history"]] == [30, 60]
+    # Not a terminal: one progress line per epoch, no redrawing.
+    assert "\r" not in done.stdout and "\x1b" not in done.stdout
+    assert sum(line.startswith("30/30 ") for line in
+               done.stdout.splitlines()) == 1
