@@ -37,7 +37,6 @@ Example (library):
 """
 
 import os
-import sys
 import tempfile
 
 import tensorflow as tf
@@ -189,15 +188,11 @@ def main(argv):
     fv = flags.FLAGS
     if not fv.output:
         raise app.UsageError("--output is required.")
-    try:
-        source = common.model_from_flags(fv)
-        export_saved_model(source, fv.output, q=fv.q, flip=fv.flip,
-                           top_k=fv.top_k, overwrite=fv.overwrite,
-                           max_pixels=fv.max_pixels,
-                           max_aspect_ratio=fv.max_aspect_ratio)
-    except (ValueError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    source = common.model_from_flags(fv)
+    export_saved_model(source, fv.output, q=fv.q, flip=fv.flip,
+                       top_k=fv.top_k, overwrite=fv.overwrite,
+                       max_pixels=fv.max_pixels,
+                       max_aspect_ratio=fv.max_aspect_ratio)
     boxes = ", boxes" if isinstance(source, common.LocalizerSource) else ""
     print(f"Wrote {fv.output} (Q={source.test_scale}, flip={fv.flip}, "
           f"{source.num_classes} classes{boxes})")

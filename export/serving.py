@@ -29,7 +29,6 @@ Example (library):
 import json
 import os
 import re
-import sys
 
 import numpy as np
 import tensorflow as tf
@@ -221,15 +220,11 @@ def define_flags(flag_values=None):
 def main(argv):
     del argv
     fv = flags.FLAGS
-    try:
-        source = common.model_from_flags(fv)
-        path = export_for_serving(source, fv.base_dir, fv.name, fv.version,
-                                  fv.overwrite, q=fv.q, flip=fv.flip,
-                                  top_k=fv.top_k, max_pixels=fv.max_pixels,
-                                  max_aspect_ratio=fv.max_aspect_ratio)
-    except (ValueError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    source = common.model_from_flags(fv)
+    path = export_for_serving(source, fv.base_dir, fv.name, fv.version,
+                              fv.overwrite, q=fv.q, flip=fv.flip,
+                              top_k=fv.top_k, max_pixels=fv.max_pixels,
+                              max_aspect_ratio=fv.max_aspect_ratio)
     print(f"Wrote {path}; serve with: docker compose -f "
           f"{os.path.join(fv.base_dir, 'docker-compose.yml')} up")
     return 0

@@ -33,7 +33,6 @@ Usage:
 """
 
 import os
-import sys
 
 import keras
 from absl import app
@@ -171,15 +170,11 @@ def main(argv):
     fv = flags.FLAGS
     if not fv.output:
         raise app.UsageError("--output is required.")
-    try:
-        source = common.model_from_flags(fv)
-        report = export_tflite(
-            source, fv.output, fv.quantize, fv.dynamic_size, fv.int8_io,
-            fv.calibration_data, fv.calibration_steps, fv.data_dir,
-            fv.verify_images, fv.qat_steps, fv.overwrite, fv.top_k)
-    except (ValueError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    source = common.model_from_flags(fv)
+    report = export_tflite(
+        source, fv.output, fv.quantize, fv.dynamic_size, fv.int8_io,
+        fv.calibration_data, fv.calibration_steps, fv.data_dir,
+        fv.verify_images, fv.qat_steps, fv.overwrite, fv.top_k)
     if report:
         keys = ("quantize", "size_bytes", "images", "top1_agreement",
                 "max_abs_prob_diff", "latency_ms", "keras_latency_ms")

@@ -225,10 +225,6 @@ def main(argv):
     except TrainingPreempted as e:
         print(e, file=sys.stderr, flush=True)
         sys.exit(143)  # 128 + SIGTERM: stopped by the signal, not finished
-    except ValueError as e:
-        # Bad input (a setting, a dataset, a model dir): one line, no trace.
-        print(f"Error: {e}", file=sys.stderr, flush=True)
-        sys.exit(1)
     summary = {k: v for k, v in metrics.items() if k != "history"}
     print(json.dumps(summary, indent=2))
 

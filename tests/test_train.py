@@ -396,7 +396,7 @@ def test_cli_bad_input_is_one_line_and_no_model_dir(tmp_path):
         env=_env(), cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith(
-        "Error: No decodable image in folder:")
+        "error: No decodable image in folder:")
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()
 
