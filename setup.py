@@ -74,6 +74,7 @@ CONSOLE_SCRIPTS = [
     "vgg-export-serving=export.serving:run",
     "vgg-export-tflite=export.tflite:run",
     "vgg-client=export.client:run",
+    "vgg-demo-export=export.demo:run",
 ]
 
 setup(
