@@ -68,19 +68,23 @@ class LocalizerSource:
 
 
 def _class_names_for(run, class_names):
-    """The names the artifact labels its outputs with: `--class_names`, the
-    run's, else ImageNet's for 1000 classes (`keras_vgg.runs`), else
-    class_0..class_{n-1}."""
+    """The run with `--class_names` when given, else as it is (its own
+    names, ImageNet's for 1000 classes, or None: see `output_labels`)."""
     if class_names is not None:
         names = runs.read_class_names(class_names, "--class_names")
         if len(names) != run.num_classes:
             raise ValueError(f"--class_names: {len(names)} class names for a "
                              f"model of {run.num_classes} classes.")
         return dataclasses.replace(run, class_names=names)
-    if run.class_names:
-        return run
-    return dataclasses.replace(
-        run, class_names=[f"class_{i}" for i in range(run.num_classes)])
+    return run
+
+
+def output_labels(source):
+    """The labels an artifact gives its outputs: the source's class names,
+    else class_0..class_{n-1} (kept out of the run itself, so that nothing
+    takes them for the classes' real names)."""
+    return list(source.class_names or
+                [f"class_{i}" for i in range(source.num_classes)])
 
 
 def load_export_model(model=None, architecture=None, weights=None,

@@ -146,7 +146,7 @@ def write_saved_model(source, path, q=None, flip=True, top_k=5,
         labels_file = os.path.join(tmp, "class_names.txt")
         with open(labels_file, "w", encoding="utf-8") as f:
             f.write("\n".join(str(n).replace("\n", " ")
-                              for n in source.class_names) + "\n")
+                              for n in common.output_labels(source)) + "\n")
         module = ServingModule(classifier, labels_file)
         with common.quiet_tensorflow():
             tf.saved_model.save(module, path,

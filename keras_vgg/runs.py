@@ -238,6 +238,20 @@ class Run:
         return test_scale(self.training_config, self.crop)
 
     @property
+    def figure_scale(self) -> int:
+        """The scale a score-map picture uses unless told: the larger of
+        the test scale and twice the crop.
+
+        At the run's own Q the map is often one position (the `demo` run
+        tests at Q = crop = 64; a model without a config at S = 256 * crop
+        / 224, under crop + stride), which shows nothing of where a class
+        is.  At Q = 2 * crop the short side holds crop / stride + 1
+        positions (3 for a 64 crop, 8 for VGG's 224) and each window covers
+        half of it: Q = 448 for VGG, within the paper's test scales.
+        """
+        return max(self.test_scale, 2 * self.crop)
+
+    @property
     def multi_scales(self) -> list[int]:
         """The multi-scale test scales (see the module doc)."""
         return multi_scales(self.training_config, self.crop)

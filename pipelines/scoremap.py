@@ -72,21 +72,6 @@ def score_maps(loaded, image, q, flip=True):
     return score_map, probabilities, rescaled[0].numpy(), geometry
 
 
-def default_q(loaded):
-    """The test scale a score-map figure uses unless told: the larger of the
-    run's own Q and twice its crop.
-
-    At the run's own Q the map is often a single position (the `demo` run
-    tests at Q = crop = 64; a model without a config at S = 256 * crop /
-    224, under crop + stride), which shows nothing about where a class is.
-    At Q = 2 * crop the short side holds crop / stride + 1 positions (3 for
-    a 64 crop, 8 for VGG's 224 crop) and each window covers half of the
-    image's short side: Q = 448 for VGG, within the paper's test scales
-    (256 to 512).
-    """
-    return max(loaded.test_scale, 2 * loaded.crop)
-
-
 def score_map_figure(model, image_path, q=None, top=3, preprocessing=None,
                      class_names=None, flip=True):
     """A matplotlib Figure (Agg canvas) of the dense class score maps of the
@@ -96,7 +81,7 @@ def score_map_figure(model, image_path, q=None, top=3, preprocessing=None,
         model: a run directory, `.keras` path, Keras classifier (with its
             Flatten/Dense head and softmax) or `keras_vgg.runs.Run`.
         image_path: the image file.
-        q: test scale Q; default `default_q(run)`: the larger of the run's
+        q: test scale Q; default `Run.figure_scale`: the larger of the run's
             own Q and twice its crop.
         top: how many classes to draw.
         preprocessing: override the run's preprocessing mode.
@@ -112,7 +97,7 @@ def score_map_figure(model, image_path, q=None, top=3, preprocessing=None,
     loaded = runs.load_classifier(model, preprocessing=preprocessing)
     if not isinstance(top, int) or top < 1:
         raise ValueError(f"`top` must be a positive int. Received: {top!r}")
-    q = loaded.with_q(default_q(loaded) if q is None else q,
+    q = loaded.with_q(loaded.figure_scale if q is None else q,
                       "q").test_scale
     image = load_image(image_path)
     score_map, probabilities, rescaled, (stride, window) = score_maps(

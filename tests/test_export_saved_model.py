@@ -244,14 +244,14 @@ def _pil_encoded(pixels, image_format):
 # Run in a fresh process so that its peak memory is the probes' alone: the
 # unbounded decoder took 16 GB (1 x 20000) and 21 GB (2 x 50000) here.
 _PROBE = textwrap.dedent("""
-    import resource, sys
+    import sys
     import numpy as np, tensorflow as tf
-    from tests import test_export_saved_model as t
+    from tests import test_export_saved_model as probes_lib
     served = tf.saved_model.load(sys.argv[1])
     probes = {
-        "1x20000": t._png(np.zeros((1, 20000, 3), np.uint8)),
-        "2x50000": t._png(np.zeros((2, 50000, 3), np.uint8)),
-        "jpeg": t._jpeg_claiming(60000, 60000),
+        "1x20000": probes_lib._png(np.zeros((1, 20000, 3), np.uint8)),
+        "2x50000": probes_lib._png(np.zeros((2, 50000, 3), np.uint8)),
+        "jpeg": probes_lib._jpeg_claiming(60000, 60000),
         "webp": b"RIFF\\x00\\x00\\x00\\x00WEBPVP8 ",
     }
     for name, image in probes.items():
@@ -260,7 +260,11 @@ _PROBE = textwrap.dedent("""
             print(name, "ACCEPTED")
         except tf.errors.InvalidArgumentError as e:
             print(name, "REFUSED", e.message.replace("\\n", " "))
-    print("maxrss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over fork
+    # and exec, so a child of a big test process would report the parent's.
+    with open("/proc/self/status") as f:
+        peak = [line.split()[1] for line in f if line.startswith("VmHWM")]
+    print("maxrss_kb", peak[0])
 """)
 
 

@@ -96,7 +96,7 @@ def test_default_q_gives_a_map_with_cells_on_their_windows(run):
     # 64x82 and a 2x2 map of 32-pixel windows every 32 pixels.
     _, model, image = run
     loaded = runs.load_classifier(model)
-    assert loaded.test_scale == 37 and scoremap.default_q(loaded) == 64
+    assert loaded.test_scale == 37 and loaded.figure_scale == 64
     fig = scoremap.score_map_figure(model, image, top=1)
     axes = [ax for ax in fig.axes if ax.get_images()]
     assert "Q=64: 64x82" in axes[0].get_title()
