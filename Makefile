@@ -23,11 +23,11 @@ demo: $(STAMP)
 
 # Every test, the slow ones included; the 15 slowest are listed at the end.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=15 tests
+	$(BIN)/python -m pytest -q -n 2 --durations=15 tests
 
 # The tests not marked `slow` (pytest.ini): a quick check while editing.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q -n 2 -m "not slow" tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
