@@ -376,11 +376,15 @@ class LoadReport:
     loaded: list
     missing: list
     unused: list
+    # Layers of the file whose shapes differ from the model's, left as they
+    # were (`skip_mismatch=True`): a new head of another class count.
+    mismatched: list = dataclasses.field(default_factory=list)
 
 
 def load_weights(model: keras.Model, path: str | os.PathLike,
                  skip_head: bool = False,
-                 exclude: Iterable[str] = ()) -> LoadReport:
+                 exclude: Iterable[str] = (),
+                 skip_mismatch: bool = False) -> LoadReport:
     """Loads a weight file into `model` by layer name.
 
     Args:
@@ -389,6 +393,10 @@ def load_weights(model: keras.Model, path: str | os.PathLike,
             (timm / torchvision state dict).
         skip_head: ignore `fc1`, `fc2` and `predictions` in the file.
         exclude: other layer names of the file to ignore.
+        skip_mismatch: leave a layer whose shapes differ from the file's
+            as it is (reported in `mismatched`) instead of raising, as
+            Keras' `load_weights(skip_mismatch=True)`: fine-tuning on
+            another number of classes keeps its new `predictions` layer.
 
     Returns:
         A `LoadReport`.
@@ -409,7 +417,7 @@ def load_weights(model: keras.Model, path: str | os.PathLike,
         layers = _class_order_keys(flat)
     else:
         layers = {layer.name: layer for layer in flat}
-    loaded, unused = [], []
+    loaded, unused, mismatched = [], [], []
     for lname, arrays in entries.items():
         layer = layers.get(lname)
         if layer is None:
@@ -429,6 +437,8 @@ def load_weights(model: keras.Model, path: str | os.PathLike,
                 # convolutional head hold the same numbers (HWC flattening).
                 if arr.ndim != len(shape) and arr.size == np.prod(shape):
                     arr = arr.reshape(shape)
+                elif skip_mismatch:
+                    break
                 else:
                     raise ValueError(
                         f"Weight shape mismatch for layer {lname!r} "
@@ -436,6 +446,9 @@ def load_weights(model: keras.Model, path: str | os.PathLike,
                         f"{tuple(arr.shape)}."
                     )
             values.append(arr)
+        if len(values) != len(targets):
+            mismatched.append(layer.name)
+            continue
         layer.set_weights(values)
         loaded.append(layer.name)
     if not loaded:
@@ -445,7 +458,8 @@ def load_weights(model: keras.Model, path: str | os.PathLike,
         )
     missing = [layer.name for n, layer in layers.items()
                if layer.weights and n not in entries]
-    return LoadReport(loaded=loaded, missing=missing, unused=unused)
+    return LoadReport(loaded=loaded, missing=missing, unused=unused,
+                      mismatched=mismatched)
 
 
 def _flat_layers(model):

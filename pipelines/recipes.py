@@ -17,6 +17,7 @@ import json
 
 from keras_vgg import configs
 from keras_vgg import runs
+from keras_vgg import weights as weights_lib
 
 TASKS = ("classification", "localization")
 # British spellings accepted on input, written in the US spelling.
@@ -46,7 +47,8 @@ class TrainConfig:
     # Validation scale Q (central crop); None: S, or the middle of [Smin, Smax].
     test_scale: int = None
     pca_lighting_std: float = 0.1
-    preprocessing: str = "caffe"
+    # "caffe", "torch" or "none"; None: the `weights`' own, else "caffe".
+    preprocessing: str = None
     batch_size: int = 256
     learning_rate: float = 1e-2
     momentum: float = 0.9
@@ -74,9 +76,17 @@ class TrainConfig:
     # "localisation" is accepted and stored as "localization".
     task: str = "classification"
     regression: str = "pcr"
-    # Layers trained: "all", or "fc": the FC layers only, the conv body
-    # frozen (the paper's Table 8 compares both for localisation).
+    # Start from a weight set ("imagenet", "tv_in1k") or a weight file
+    # instead of random weights: every layer whose shapes fit is loaded, a
+    # head of another class count stays new (fine-tuning).
+    weights: str = None
+    # Layers trained: "all"; "fc": the FC layers only, the conv body frozen
+    # (the paper's Table 8 compares both for localisation); "from:NAME":
+    # from layer NAME or block NAME ("from:block4", "from:fc1") on.
     fine_tune: str = "all"
+    # The learning rate of the layers before the FC head is this times the
+    # rate (0.1 is usual when fine-tuning a pretrained body).
+    body_lr_multiplier: float = 1.0
     val_batch_size: int = 64
     shuffle_buffer: int = 10_000
 
@@ -88,6 +98,9 @@ class TrainConfig:
         if self.task in TASK_ALIASES:
             # Frozen: normalised in place, before anyone sees the object.
             object.__setattr__(self, "task", TASK_ALIASES[self.task])
+        if self.preprocessing is None:
+            object.__setattr__(self, "preprocessing",
+                               weights_lib.preprocessing_for(self.weights))
         checks = [
             (self.scale_min >= self.crop and self.scale_max >= self.scale_min,
              "scale_min/scale_max", "need crop <= scale_min <= scale_max"),
@@ -111,8 +124,12 @@ class TrainConfig:
              "must be 'classification' or 'localization'"),
             (self.regression in ("scr", "pcr"), "regression",
              "must be 'scr' or 'pcr'"),
-            (self.fine_tune in ("all", "fc"), "fine_tune",
-             "must be 'all' or 'fc'"),
+            (self.fine_tune in ("all", "fc")
+             or (str(self.fine_tune).startswith("from:")
+                 and len(self.fine_tune) > 5), "fine_tune",
+             "must be 'all', 'fc' or 'from:<layer or block>'"),
+            (self.body_lr_multiplier >= 0, "body_lr_multiplier",
+             "must be >= 0"),
             # XLA's MaxPool gradient has no deterministic implementation.
             (not (self.xla and self.deterministic), "xla",
              "cannot be combined with deterministic=True"),
@@ -183,6 +200,19 @@ RECIPES["demo"] = TrainConfig(
 RECIPES["demo_loc"] = dataclasses.replace(
     RECIPES["demo"], task="localization", scale_min=64, scale_max=64,
     test_scale=64, learning_rate=1e-3, lr_patience=8, max_epochs=40)
+
+
+# Fine-tuning a pretrained network on a small dataset (its own classes):
+# the weight set's preprocessing, fixed S = 256 and 224 crops (the head's
+# size), lr 1e-3 with the body at a tenth of it, batch 32, a few epochs and
+# the plateau rule with patience 1.
+for _prefix, _weights in (("vgg11", "tv_in1k"), ("vgg13", "tv_in1k"),
+                          ("vgg16", "imagenet"), ("vgg19", "imagenet")):
+    RECIPES[f"{_prefix}_finetune"] = TrainConfig(
+        architecture=_RECIPE_ARCHITECTURES[_prefix], weights=_weights,
+        learning_rate=1e-3, body_lr_multiplier=0.1, batch_size=32,
+        max_epochs=10, lr_patience=1, max_lr_decreases=2, pca_lighting_std=0.0,
+        checkpoint_every=200, val_batch_size=32, shuffle_buffer=2000)
 
 
 def get_recipe(name):

@@ -50,12 +50,57 @@ def initialize_from(model, path, architecture):
 def freeze_body(model):
     """Makes every layer before `flatten` (the conv body) untrainable: BN
     layers among them then also keep their moving statistics."""
+    freeze_before(model, "fc")
+
+
+def _first_trained(model, fine_tune):
+    """Index of the first trained layer for `fine_tune` ("fc" or
+    "from:NAME", NAME a layer or a block such as "block4")."""
     names = [layer.name for layer in model.layers]
-    if "flatten" not in names:
-        raise ValueError(f"`fine_tune`='fc': model {model.name!r} has no "
-                         "'flatten' layer (an FC head) to train alone.")
-    for layer in model.layers[:names.index("flatten")]:
+    if fine_tune == "fc":
+        if "flatten" not in names:
+            raise ValueError(f"`fine_tune`='fc': model {model.name!r} has no "
+                             "'flatten' layer (an FC head) to train alone.")
+        return names.index("flatten")
+    start = fine_tune[len("from:"):]
+    for i, name in enumerate(names):
+        if name == start or name.startswith(f"{start}_"):
+            return i
+    blocks = sorted({n.split("_")[0] for n in names if n.startswith("block")})
+    raise ValueError(f"`fine_tune`={fine_tune!r}: no layer or block "
+                     f"{start!r}. Expected from:<block> ({blocks}) or "
+                     f"from:<layer> ({names[1:]}).")
+
+
+def freeze_before(model, fine_tune):
+    """Makes the layers before the ones `fine_tune` trains untrainable
+    ("fc": the conv body; "from:block4": blocks 1-3; "all": none)."""
+    if fine_tune == "all":
+        return
+    for layer in model.layers[:_first_trained(model, fine_tune)]:
         layer.trainable = False
+
+
+def body_variables(model):
+    """Whether each trainable variable belongs to the conv body (the layers
+    before `flatten`), in `model.trainable_variables` order."""
+    names = [layer.name for layer in model.layers]
+    end = names.index("flatten") if "flatten" in names else len(names)
+    body = {id(v) for layer in model.layers[:end] for v in layer.weights}
+    return [id(v) in body for v in model.trainable_variables]
+
+
+def load_pretrained(model, weights, architecture, batch_norm):
+    """Loads a weight set or file into `model` by layer name; layers whose
+    shapes differ (a head of another class count) stay new.  Returns the
+    `keras_vgg.weights.LoadReport`."""
+    if weights in keras_vgg.weights.WEIGHT_NAMES:
+        weight_set = keras_vgg.get_weight_set(weights, architecture,
+                                              batch_norm)
+        path = keras_vgg.weights.fetch(weight_set, include_top=True)
+    else:
+        path = weights
+    return keras_vgg.weights.load_weights(model, path, skip_mismatch=True)
 
 
 def _gaussian_init(model, seed):
@@ -94,10 +139,15 @@ class Task:
         self.num_classes = num_classes
 
     def build_model(self):
-        """The network to train, its conv body frozen for fine_tune="fc"."""
+        """The network to train: from `weights` when given (the report in
+        `self.pretrained`), its first layers frozen as `fine_tune` says."""
         model = self._network()
-        if self.cfg.fine_tune == "fc":
-            freeze_body(model)
+        self.pretrained = None
+        if self.cfg.weights:
+            self.pretrained = load_pretrained(
+                model, self.cfg.weights, self.cfg.architecture,
+                self.cfg.batch_norm)
+        freeze_before(model, self.cfg.fine_tune)
         return model
 
     @contextlib.contextmanager

@@ -152,6 +152,15 @@ _FIELD_HELP = {
                     "overriding the recipe's.",
     "task": "classification or localization (box regression; "
             "'localisation' also accepted), overriding the recipe's.",
+    "weights": "Start from a weight set (imagenet, tv_in1k) or a weight "
+               "file: layers whose shapes fit are loaded, a head of another "
+               "class count stays new; preprocessing follows the weights.",
+    "fine_tune": "Layers trained: all, fc (the FC head only) or "
+                 "from:<block or layer> (e.g. from:block4).",
+    "body_lr_multiplier": "The conv body's learning rate as a multiple of "
+                          "--learning_rate (e.g. 0.1 when fine-tuning).",
+    "preprocessing": "caffe, torch or none; default the --weights' own, "
+                     "else caffe.",
 }
 
 
@@ -195,8 +204,7 @@ def _define_field_flags(fv):
         help_text = _FIELD_HELP.get(
             field.name, f"Override the recipe's {field.name} (TrainConfig "
                         f"default: {default}).")
-        # The fields whose default is None (max_steps, seed, ...) are ints.
-        kind = type(default) if default is not None else int
+        kind = field.type  # the annotation: bool, float, int or str
         define = {bool: flags.DEFINE_boolean, float: flags.DEFINE_float,
                   int: flags.DEFINE_integer}.get(kind, flags.DEFINE_string)
         define(field.name, None, help_text, flag_values=fv)

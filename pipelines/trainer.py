@@ -231,8 +231,11 @@ class Trainer:
         self.restored = restored is not None
         if self.restored:
             self._announce_resume(restored, changes)
-        elif init_from:
-            tasks.initialize_from(self.model, init_from, self.cfg.architecture)
+        else:
+            self._announce_pretrained()
+            if init_from:
+                tasks.initialize_from(self.model, init_from,
+                                      self.cfg.architecture)
         self._sync_learning_rate()
         if self.chief and config != stored:
             atomic.atomic_write_file(config_path, json.dumps(config,
@@ -240,6 +243,15 @@ class Trainer:
             atomic.atomic_write_file(
                 os.path.join(self.model_dir, runs.CLASS_NAMES_FILE),
                 "\n".join(config["class_names"]) + "\n")
+
+    def _announce_pretrained(self):
+        report = self.task.pretrained
+        if report is None or not (self.verbose and self.chief):
+            return
+        new = report.mismatched + report.missing
+        print(f"Loaded {len(report.loaded)} layers from {self.cfg.weights}"
+              + (f"; new (not in the weights, or of another shape): "
+                 f"{', '.join(new)}" if new else ""))
 
     def _make_manager(self):
         self.manager = tf.train.CheckpointManager(
@@ -316,6 +328,10 @@ class Trainer:
         # Summed over replicas and micro-batches, the decay term counts once.
         decay = 0.5 * cfg.weight_decay / (
             self.strategy.num_replicas_in_sync * cfg.grad_accum)
+        # A slower body: its gradients (weight decay included) scaled, which
+        # for SGD with momentum is the same as scaling its learning rate.
+        body = (tasks.body_variables(model) if cfg.body_lr_multiplier != 1
+                else [False] * len(model.trainable_variables))
 
         def replica_fn(micro_batches):
             grads_sum, loss_sum, metric_sums = None, 0.0, {}
@@ -338,6 +354,8 @@ class Trainer:
                 loss_sum += tf.reduce_sum(losses)
                 for name, value in task.metric_sums(outputs, batch).items():
                     metric_sums[name] = metric_sums.get(name, 0.0) + value
+            grads_sum = [g * cfg.body_lr_multiplier if in_body else g
+                         for g, in_body in zip(grads_sum, body)]
             optimizer.apply(grads_sum, model.trainable_variables)
             return loss_sum, metric_sums
 
