@@ -6,13 +6,17 @@ came from (`verify`, written beside the file at `verification_path`);
 `write_verified` places a file only once it has been checked.
 """
 
+import contextlib
+import io
 import json
 import os
 import time
+import warnings
 
 import numpy as np
 import tensorflow as tf
 
+import pipelines
 from export import common
 from keras_vgg import atomic
 
@@ -39,8 +43,11 @@ def convert(keras_model, quantize="none", representative=None,
     check_quantize(quantize)
     if int8_io and quantize not in ("int8", "qat"):
         raise ValueError("--int8_io needs --quantize=int8 or qat.")
-    # Works for Keras 3 and (for QAT) tf_keras models alike.
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    # Works for Keras 3 and (for QAT) tf_keras models alike.  A Keras 3
+    # model is saved through `model.export` here, which prints its endpoint
+    # report (~60 TensorSpec lines) on stdout: not for the user.
+    with contextlib.redirect_stdout(io.StringIO()):
+        converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
     if quantize == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -65,7 +72,13 @@ def convert(keras_model, quantize="none", representative=None,
         # dataset (its metrics pass does not look at the graph).
         if int8_io:
             converter.inference_input_type = tf.uint8
-    with common.quiet_tensorflow():
+    # The converter's C++ prints its quantisation settings on stderr, and
+    # warns that int8 inputs carry no statistics (they need none here).
+    with common.quiet_tensorflow(), \
+            contextlib.redirect_stdout(io.StringIO()), \
+            pipelines.native_lines_dropped(r"fully_quantize: "), \
+            warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Statistics for quantized inputs")
         return converter.convert()
 
 
@@ -113,7 +126,9 @@ class LiteModel:
         if tuple(shape) != tuple(self.input["shape"]):
             self.interpreter.resize_tensor_input(self.input["index"],
                                                  list(shape))
-        self.interpreter.allocate_tensors()
+        # LiteRT's C++ announces its XNNPACK delegate on stderr each time.
+        with pipelines.native_lines_dropped(r"INFO: Created TensorFlow Lite"):
+            self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self._shape = tuple(shape)

@@ -40,30 +40,32 @@ def verbose():
 
 
 @contextlib.contextmanager
-def _native_info_dropped():
-    """Captures what is written to file descriptor 2 (C++ code included) and
-    passes on every line but absl's INFO lines."""
+def native_lines_dropped(pattern, fd=2):
+    """Captures what is written to file descriptor `fd` (1: stdout, 2:
+    stderr; C++ code's output included) and passes on every line but those
+    matching the regular expression `pattern`."""
+    stream = sys.stdout if fd == 1 else sys.stderr
     try:
-        saved = os.dup(2)
-    except OSError:  # no stderr to filter
+        saved = os.dup(fd)
+    except OSError:  # nothing to filter
         yield
         return
     with tempfile.TemporaryFile() as capture:
-        sys.stderr.flush()
-        os.dup2(capture.fileno(), 2)
+        stream.flush()
+        os.dup2(capture.fileno(), fd)
         try:
             yield
         finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
+            stream.flush()
+            os.dup2(saved, fd)
             os.close(saved)
             capture.seek(0)
             text = capture.read().decode("utf-8", errors="replace")
             kept = [line for line in text.splitlines(keepends=True)
-                    if not _NATIVE_INFO.match(line)]
+                    if not re.match(pattern, line)]
             if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
+                stream.write("".join(kept))
+                stream.flush()
 
 
 if not verbose():
@@ -72,5 +74,5 @@ if "tensorflow" in sys.modules or verbose() or \
         os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") == "0":
     import tensorflow  # noqa: F401
 else:
-    with _native_info_dropped():
+    with native_lines_dropped(_NATIVE_INFO):
         import tensorflow  # noqa: F401

@@ -109,18 +109,21 @@ def train(recipe_or_cfg, dataset="builtin", model_dir="runs/train",
             shuffle_files=False if cfg.deterministic else None)
         val_source = sources.load_source(val_dataset or dataset, "validation",
                                          data_dir=data_dir, seed=seed)
-        _check_decodable(train_source, dataset, "train", cfg)
-        _check_decodable(val_source, val_dataset or dataset, "validation",
-                         cfg)
+        _check_decodable(dataset, "train", data_dir, cfg)
+        _check_decodable(val_dataset or dataset, "validation", data_dir, cfg)
         trainer = Trainer(
             cfg, train_source, val_source, model_dir, strategy,
             init_from=init_from, verbose=verbose)
     return trainer.run()
 
 
-def _check_decodable(source, spec, split, cfg):
+def _check_decodable(spec, split, data_dir, cfg):
     """Raises a ValueError naming `spec` when none of its images decodes
-    (reading stops at the first good one)."""
+    (reading stops at the first good one).  On a source of its own: reading
+    the run's would advance its file shuffle, and the run would then see
+    other epochs than a run without the check."""
+    source = sources.load_source(spec, split, data_dir=data_dir,
+                                 shuffle_files=False)
     counter = augment.SkipCounter()
     ds = augment.make_dataset(source, training=False, batch_size=1,
                               scale=cfg.validation_scale, crop=cfg.crop,

@@ -534,13 +534,14 @@ class Trainer:
         done = self._step() - int(self.progress["epoch_start_step"].numpy())
         iterator = iter(self._train_dataset(epoch, done * cfg.grad_accum))
         verbose = self.verbose if self.chief else 0
-        if verbose == 1 and not sys.stdout.isatty():
-            verbose = 2  # one line per epoch: no redrawn bar in a log file
+        # Not a terminal (a log file): no redrawn bar; `_end_epoch` prints
+        # the epoch as one line.
+        one_line = not sys.stdout.isatty()
         progbar = keras.utils.Progbar(
-            self.steps_per_epoch, verbose=verbose,
+            self.steps_per_epoch, verbose=0 if one_line else verbose,
             stateful_metrics=["loss", *self.task.display_names, "images/s",
                               "lr"])
-        if self.verbose and self.chief:
+        if verbose and not one_line:
             print(f"Epoch {epoch + 1}/{cfg.max_epochs}", flush=True)
         result = _EpochResult()
         while done < self.steps_per_epoch and self._step() < max_steps:
@@ -584,8 +585,19 @@ class Trainer:
                   "val_top5_accuracy": summary["val_top5_accuracy"],
                   "learning_rate": self.schedule.current_learning_rate}
         if self.verbose and self.chief:
-            print(self.task.validation_line(summary,
-                                            record["learning_rate"]))
+            line = self.task.validation_line(summary,
+                                             record["learning_rate"])
+            if not sys.stdout.isatty():
+                train = [f"{name} {value:.4f}" for name, value in
+                         self.task.train_display(result.metric_sums,
+                                                 max(result.images, 1))]
+                line = (f"Epoch {epoch + 1}/{self.cfg.max_epochs} "
+                        f"{self.steps_per_epoch}/{self.steps_per_epoch} - "
+                        f"loss {record['train_loss']:.4f} - "
+                        + " - ".join(train)
+                        + f" - {self._images_per_second():.0f} images/s - "
+                        + line.strip().replace("  ", " "))
+            print(line, flush=True)
         with self.writer.as_default():
             tf.summary.scalar("val/top1", record["val_top1_accuracy"],
                               step=record["step"])

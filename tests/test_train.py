@@ -431,5 +431,5 @@ def test_sigterm_checkpoints_the_step_and_rerun_resumes(tmp_path, data_dir):
     assert [h["step"] for h in metrics["history"]] == [30, 60]
     # Not a terminal: one progress line per epoch, no redrawing.
     assert "\r" not in done.stdout and "\x1b" not in done.stdout
-    assert sum(line.startswith("30/30 ") for line in
-               done.stdout.splitlines()) == 1
+    assert sum(line.startswith("Epoch 2/") and " 30/30 - loss " in line
+               for line in done.stdout.splitlines()) == 1
