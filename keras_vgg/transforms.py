@@ -77,12 +77,18 @@ class EvalTransform:
 
 
 def eval_transform(weights: str | None = "imagenet",
-                   crop: int = _CROP) -> EvalTransform:
-    """The evaluation transform of a weight set (a name or a weight file:
-    its preprocessing, `keras_vgg.weights.preprocessing_for`); for a crop
-    other than 224 the resize scales with it (256 * crop / 224)."""
-    return EvalTransform(resize=int(round(_RESIZE * crop / _CROP)),
-                         crop=int(crop),
+                   crop: int | None = None) -> EvalTransform:
+    """The evaluation transform a weight set carries (`WeightSet.eval_*`
+    and its preprocessing); for a weight file or None, 256 / 224 bilinear
+    with the file's preprocessing.  A `crop` other than the set's scales
+    the resize with it (256 * crop / 224)."""
+    sets = [w for w in weights_lib.WEIGHT_SETS.values() if w.name == weights]
+    resize, base, interpolation = ((sets[0].eval_resize, sets[0].eval_crop,
+                                    sets[0].eval_interpolation) if sets
+                                   else (_RESIZE, _CROP, "bilinear"))
+    crop = int(crop or base)
+    return EvalTransform(resize=int(round(resize * crop / base)), crop=crop,
+                         interpolation=interpolation,
                          preprocessing=weights_lib.preprocessing_for(weights))
 
 

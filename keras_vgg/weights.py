@@ -49,6 +49,9 @@ class WeightSet:
         origin_notop, file_name_notop, file_hash_notop: a file without the
             head, where one is published (else the head is skipped on load).
         hash_algorithm: "md5", "sha256" or "auto" (for keras.utils.get_file).
+        eval_resize, eval_crop, eval_interpolation: the evaluation transform
+            its accuracy was measured with (shorter side, central crop,
+            resampling; `keras_vgg.eval_transform`).
     """
 
     name: str
@@ -66,6 +69,11 @@ class WeightSet:
     file_name_notop: str = None
     file_hash_notop: str = None
     hash_algorithm: str = "auto"
+    # torchvision's IMAGENET1K_V1 transforms, and keras.applications' use of
+    # the Oxford weights: shorter side 256, central 224, bilinear.
+    eval_resize: int = 256
+    eval_crop: int = 224
+    eval_interpolation: str = "bilinear"
 
     @property
     def format(self):
