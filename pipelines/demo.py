@@ -25,6 +25,7 @@ from absl import flags
 
 import keras_vgg
 from pipelines import entry
+from pipelines import layer_table
 from pipelines import recipes
 from pipelines import train
 from pipelines.report import format_table
@@ -118,6 +119,9 @@ def main(argv):
                         "GMACs@224"],
                        [(c, n, f"{p:,}", f"{g:.2f}")
                         for c, n, p, g in config_table()]))
+    print("\nVGG16 at 224x224 per block, one image (every layer: "
+          "python -m pipelines.layer_table):\n")
+    print(layer_table.format_blocks(keras_vgg.layer_table("D")))
     if FLAGS.train:
         train_demo(FLAGS.model_dir, FLAGS.data_dir)
     weights = _resolve_weights(FLAGS.weights)

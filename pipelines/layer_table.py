@@ -36,6 +36,27 @@ def format_rows(rows):
                          "receptive field", "stride"], body)
 
 
+def format_blocks(rows):
+    """The same table summed per block (the convolutions and pool of each
+    block, then each FC layer): a dozen lines for `make demo`."""
+    memory = sum(r.activation_bytes for r in rows[1:])
+    params = sum(r.params for r in rows)
+    groups = {}
+    for r in rows[1:]:
+        if r.params == 0 and not r.name.startswith("block"):
+            continue  # flatten, dropout: no parameters, a copy of the input
+        key = r.name.split("_")[0] if r.name.startswith("block") else r.name
+        mem, par, mac, shape = groups.get(key, (0, 0, 0, None))
+        groups[key] = (mem + r.activation_bytes, par + r.params,
+                       mac + r.macs, r.output_shape)
+    body = [(key, "x".join(map(str, shape)), f"{mem / 2**20:.2f}",
+             f"{100 * mem / memory:.1f}", f"{par:,}",
+             f"{100 * par / params:.1f}", f"{mac / 1e6:,.1f}")
+            for key, (mem, par, mac, shape) in groups.items()]
+    return format_table(["layers", "output", "activations MiB", "% act",
+                         "parameters", "% params", "MMACs"], body)
+
+
 def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_enum("architecture", "D", list(keras_vgg.CONFIGS),
                       "Table 1 configuration.", flag_values=flag_values)

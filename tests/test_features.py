@@ -100,3 +100,17 @@ def test_layer_table_cli():
     assert total[4].strip() == f"{params:,}"
     pool5 = [line.split("|") for line in lines if "block5_pool" in line][0]
     assert (pool5[1].strip(), pool5[-1].strip()) == ("2x2x512", "32")
+
+
+def test_per_block_summary_for_the_demo():
+    from pipelines import layer_table
+
+    text = layer_table.format_blocks(keras_vgg.layer_table("D"))
+    rows = {cells[0].strip(): [c.strip() for c in cells]
+            for cells in (line.split("|") for line in text.splitlines()[2:])}
+    assert list(rows) == [f"block{i}" for i in range(1, 6)] + [
+        "fc1", "fc2", "predictions"]
+    # Block 1 (its two convolutions and pool) holds the most activation
+    # memory, fc1 three quarters of the parameters.
+    assert rows["block1"][3] == "47.8" and rows["fc1"][5] == "74.3"
+    assert rows["block1"][4] == f"{1792 + 36928:,}"
