@@ -52,9 +52,17 @@ def _network(network, weights, batch_norm):
 class _VGGLoss(keras.losses.Loss):
     """What both losses share: the frozen extractor and the input scaling."""
 
-    def __init__(self, network, layers, weights, batch_norm, input_range,
-                 layer_weights, preprocessing_mode, name, reduction):
-        super().__init__(name=name, reduction=reduction)
+    default_name = None
+
+    def __init__(self, network: str | keras.Model = "D",
+                 layers: list[str] | None = None,
+                 weights: str | None = "imagenet", batch_norm: bool = False,
+                 input_range: int = 255,
+                 layer_weights: list[float] | None = None,
+                 preprocessing_mode: str | None = None,
+                 name: str | None = None,
+                 reduction: str = "sum_over_batch_size"):
+        super().__init__(name=name or self.default_name, reduction=reduction)
         if input_range not in (1, 255):
             raise ValueError("`input_range` must be 255 (pixels in [0, 255]) "
                              f"or 1 (in [0, 1]). Received: input_range="
@@ -110,16 +118,7 @@ class PerceptualLoss(_VGGLoss):
             "none").
     """
 
-    def __init__(self, network: str | keras.Model = "D",
-                 layers: list[str] | None = None,
-                 weights: str | None = "imagenet", batch_norm: bool = False,
-                 input_range: int = 255,
-                 layer_weights: list[float] | None = None,
-                 preprocessing_mode: str | None = None,
-                 name: str = "perceptual_loss",
-                 reduction: str = "sum_over_batch_size"):
-        super().__init__(network, layers, weights, batch_norm, input_range,
-                         layer_weights, preprocessing_mode, name, reduction)
+    default_name = "perceptual_loss"
 
     def _default_layers(self, config):
         if config not in CONTENT_LAYERS:
@@ -154,16 +153,7 @@ class StyleLoss(_VGGLoss):
     block (block1_conv1 ... block5_conv1).
     """
 
-    def __init__(self, network: str | keras.Model = "D",
-                 layers: list[str] | None = None,
-                 weights: str | None = "imagenet", batch_norm: bool = False,
-                 input_range: int = 255,
-                 layer_weights: list[float] | None = None,
-                 preprocessing_mode: str | None = None,
-                 name: str = "style_loss",
-                 reduction: str = "sum_over_batch_size"):
-        super().__init__(network, layers, weights, batch_norm, input_range,
-                         layer_weights, preprocessing_mode, name, reduction)
+    default_name = "style_loss"
 
     def _default_layers(self, config):
         return STYLE_LAYERS

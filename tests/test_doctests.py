@@ -12,25 +12,17 @@ import pytest
 
 import keras_vgg
 
-# Modules whose examples cannot run yet; each entry says why.
-PENDING = {}
-
 MODULES = sorted(
     [keras_vgg.__name__]
     + [f"keras_vgg.{m.name}" for m in pkgutil.iter_modules(
         keras_vgg.__path__)])
 
 
-def _params():
-    return [pytest.param(name, marks=pytest.mark.skip(reason=PENDING[name]))
-            if name in PENDING else name for name in MODULES]
-
-
 def _prompts_in_source(module):
     return len(re.findall(r"^\s*>>>", inspect.getsource(module), re.M))
 
 
-@pytest.mark.parametrize("name", _params())
+@pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples_run(name):
     module = importlib.import_module(name)
     finder = doctest.DocTestFinder()
