@@ -16,11 +16,11 @@ import os
 import statistics
 import time
 
-from absl import app
 from absl import flags
 
 import keras_vgg
 from keras_vgg import cost
+from pipelines import entry
 from pipelines import protocols
 from pipelines.report import format_table
 from pipelines.scoremap import load_image
@@ -81,4 +81,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main, __name__)

@@ -18,7 +18,6 @@ import tempfile
 import threading
 import time
 
-from absl import app
 from absl import flags
 
 import keras_vgg
@@ -28,6 +27,7 @@ from export import litert
 from export import saved_model
 from export import tflite
 from pipelines import demo as pipelines_demo
+from pipelines import entry
 from pipelines.report import format_table
 
 FLAGS = flags.FLAGS
@@ -166,4 +166,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main, __name__)

@@ -24,11 +24,11 @@ import json
 import os
 import time
 
-from absl import app
 from absl import flags
 
 from export import common
 from export import saved_model
+from pipelines import entry
 from pipelines import localize
 from pipelines import recipes
 from pipelines import train
@@ -178,4 +178,4 @@ def export_timings(work, localizer_run, classifier, calls=20):
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    entry.run(main, __name__)

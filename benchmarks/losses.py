@@ -11,11 +11,11 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import app
 from absl import flags
 
 import keras_vgg
 from keras_vgg import preprocessing
+from pipelines import entry
 from pipelines.report import format_table
 
 flags.DEFINE_integer("size", 256, "Image side.")
@@ -71,4 +71,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main, __name__)

@@ -11,11 +11,11 @@ process; the ratio column is against net A.
 
 import time
 
-from absl import app
 from absl import flags
 
 import keras_vgg
 from keras_vgg import layers as vgg_layers
+from pipelines import entry
 from pipelines.report import format_table
 
 FLAGS = flags.FLAGS
@@ -77,4 +77,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main, __name__)

@@ -14,10 +14,10 @@ are the median of `--repeats` calls after one warm-up call.
 import statistics
 import time
 
-from absl import app
 from absl import flags
 
 import keras_vgg
+from pipelines import entry
 from pipelines.report import format_table
 
 FLAGS = flags.FLAGS
@@ -80,4 +80,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main, __name__)

@@ -12,11 +12,11 @@ import dataclasses
 import tempfile
 import time
 
-from absl import app
 from absl import flags
 
 from pipelines import augment
 from pipelines import distribute
+from pipelines import entry
 from pipelines import recipes
 from pipelines import sources
 from pipelines.report import format_table
@@ -82,4 +82,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main, __name__)

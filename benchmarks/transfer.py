@@ -16,10 +16,10 @@ import os
 import shutil
 import time
 
-from absl import app
 from absl import flags
 
 from keras_vgg import runs
+from pipelines import entry
 from pipelines import features
 from pipelines import linear_probe
 from pipelines import recipes
@@ -112,4 +112,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main, __name__)

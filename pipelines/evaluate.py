@@ -142,7 +142,9 @@ def topk_correct(probabilities, labels, k):
 
 # -- evaluation -------------------------------------------------------------
 
-def _decode(example):
+def decode_example(example):
+    """A source example -> (RGB uint8 image, label); fails on bytes that
+    are no image (`augment.map_skipping_errors` skips and counts it)."""
     image = tf.io.decode_image(example["encoded"], channels=3,
                                expand_animations=False)
     image.set_shape([None, None, 3])
@@ -287,7 +289,7 @@ def evaluate(models, dataset, protocols=PROTOCOLS, scales=None,
     if max_images is not None:
         examples = examples.take(max_images)
     counter = augment.SkipCounter()
-    decoded = augment.map_skipping_errors(examples, _decode, counter,
+    decoded = augment.map_skipping_errors(examples, decode_example, counter,
                                           deterministic=True)
     decoded = decoded.prefetch(2)
 

@@ -31,6 +31,7 @@ from keras_vgg import atomic
 from keras_vgg import runs
 from pipelines import augment
 from pipelines import entry
+from pipelines import evaluate
 from pipelines import protocols
 from pipelines import sources
 
@@ -67,13 +68,6 @@ def describe(model, image, scales, preprocessing="caffe", flip=True):
     return (total / norm if norm > 0 else total).astype("float32")
 
 
-def _decode(example):
-    image = tf.io.decode_image(example["encoded"], channels=3,
-                               expand_animations=False)
-    image.set_shape([None, None, 3])
-    return image, example["label"]
-
-
 def extract_features(run, dataset, split="train", scales=None,
                      data_dir=None, flip=True, max_images=None, verbose=0):
     """Descriptors and labels of every decodable image of a dataset split.
@@ -103,7 +97,8 @@ def extract_features(run, dataset, split="train", scales=None,
     if max_images:
         examples = examples.take(max_images)
     counter = augment.SkipCounter()
-    decoded = augment.map_skipping_errors(examples, _decode, counter)
+    decoded = augment.map_skipping_errors(examples,
+                                           evaluate.decode_example, counter)
     features, labels = [], []
     start = time.perf_counter()
     for image, label in decoded.as_numpy_iterator():

@@ -45,6 +45,7 @@ import tensorflow as tf
 
 from keras_vgg import preprocessing as vgg_preprocessing
 from keras_vgg import runs
+from keras_vgg.transforms import rescaled_size  # noqa: F401  (public here too)
 
 GRID = 5
 
@@ -63,15 +64,6 @@ def _as_batch(image):
             "Expected an RGB image (H, W, 3) or a batch of same-size images "
             f"(N, H, W, 3). Received shape {tuple(x.shape)}")
     return x
-
-
-def rescaled_size(height, width, q):
-    """(H', W') with the smallest side Q and the aspect ratio kept, the other
-    side rounded half-to-even, exactly as `pipelines.augment` does."""
-    height, width, q = int(height), int(width), int(q)
-    if height <= width:
-        return q, int(np.round(width * q / height))
-    return int(np.round(height * q / width)), q
 
 
 def rescale(image, q):

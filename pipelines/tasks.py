@@ -100,7 +100,11 @@ def load_pretrained(model, weights, architecture, batch_norm):
         path = keras_vgg.weights.fetch(weight_set, include_top=True)
     else:
         path = weights
-    return keras_vgg.weights.load_weights(model, path, skip_mismatch=True)
+    try:
+        return keras_vgg.weights.load_weights(model, path,
+                                              skip_mismatch=True)
+    except ValueError as e:
+        raise ValueError(f"--weights: {e}") from e
 
 
 def _gaussian_init(model, seed):
