@@ -95,38 +95,117 @@ class _HostVariable:
         return tf.raw_ops.ReadVariableOp(resource=self.handle, dtype=tf.int64)
 
 
-class SkipCounter:
-    """Counts the examples dropped because their image could not be decoded.
+class _HostTable:
+    """A mutable hash table on the host CPU, made with raw ops for the same
+    reasons as `_HostVariable` (usable in tf.data functions built inside a
+    strategy scope; never destroyed under a dataset that holds it)."""
 
-    A host variable that the pipeline's graph updates, readable from Python
-    (`count`) during and after iteration; it works inside and outside a
+    def __init__(self, key_dtype, value_dtype, default):
+        with tf.init_scope(), tf.device("/cpu:0"):
+            self.handle = tf.raw_ops.MutableHashTableV2(
+                key_dtype=key_dtype, value_dtype=value_dtype,
+                shared_name=f"keras_vgg_{uuid.uuid4().hex}")
+        self.key_dtype = key_dtype
+        self.default = tf.constant(default, value_dtype)
+
+    def insert(self, keys, values):
+        return tf.raw_ops.LookupTableInsertV2(
+            table_handle=self.handle, keys=keys, values=values)
+
+    def find(self, keys):
+        return tf.raw_ops.LookupTableFindV2(
+            table_handle=self.handle, keys=keys, default_value=self.default)
+
+    def remove(self, keys):
+        return tf.raw_ops.LookupTableRemoveV2(table_handle=self.handle,
+                                              keys=keys)
+
+    def size(self):
+        return tf.raw_ops.LookupTableSizeV2(table_handle=self.handle)
+
+    def export(self):
+        return tf.raw_ops.LookupTableExportV2(
+            table_handle=self.handle, Tkeys=self.key_dtype,
+            Tvalues=self.default.dtype)
+
+
+class SkipCounter:
+    """Counts the examples dropped because their image could not be decoded,
+    and remembers which ones they were.
+
+    Host state that the pipeline's graph updates, readable from Python
+    during and after iteration; it works inside and outside a
     `tf.distribute` strategy scope.  Share one counter between datasets to
     add up their skips.  See `map_skipping_errors` for exactly when a skip
     is counted.
 
+    - `count`: examples skipped, every pass counted (a bad file read in each
+      of 3 epochs counts 3);
+    - `bad_files_count`: distinct keys (file paths, "FILE:INDEX" of
+      TFRecords, tfds ids: `pipelines.sources`) of the skipped examples;
+    - `bad_files`: the first `BAD_FILES_SHOWN` of those keys, in the order
+      they were first skipped.
+
     >>> counter = SkipCounter()
     >>> ds = make_dataset(source, False, 8, skip_counter=counter)
     >>> for batch in ds: ...
-    >>> counter.count
-    3
+    >>> counter.count, counter.bad_files_count, counter.bad_files
+    (3, 3, ['/data/cats/1.jpg', '/data/cats/7.jpg', '/data/dogs/2.jpg'])
     """
+
+    BAD_FILES_SHOWN = 10
 
     def __init__(self):
         self._variable = _HostVariable(0)
+        # Key -> the order it was first skipped in.
+        self._bad = _HostTable(tf.string, tf.int64, -1)
+        self._seen = _HostVariable(0)
 
     @property
     def count(self):
         return int(self._variable.read())
 
+    @property
+    def bad_files_count(self):
+        return int(self._bad.size())
+
+    @property
+    def bad_files(self):
+        keys, order = self._bad.export()
+        first = np.argsort(order.numpy(), kind="stable")
+        keys = keys.numpy()[first[:self.BAD_FILES_SHOWN]]
+        return [k.decode("utf-8", "replace") for k in keys]
+
     def add(self, value):
         """Adds `value` (usable inside tf.data functions)."""
         return self._variable.assign_add(value)
 
-    def reset(self):
+    def add_bad_files(self, keys):
+        """Remembers the keys (string [N]) of skipped examples; empty keys
+        (unknown) are left out.  Usable inside tf.data functions."""
+        keys = tf.reshape(keys, [-1])
+        keys = tf.boolean_mask(keys, tf.strings.length(keys) > 0)
+        new = tf.boolean_mask(keys, tf.reshape(self._bad.find(keys), [-1]) < 0)
+        order = self._seen.read() + tf.range(tf.size(new, tf.int64))
+        with tf.control_dependencies([self._bad.insert(new, order)]):
+            return self._seen.assign_add(tf.size(new, tf.int64))
+
+    def forget_bad_files(self, keys):
+        """Takes back keys counted as skipped too early (see
+        `map_skipping_errors`' unordered mode)."""
+        return self._bad.remove(keys)
+
+    def reset(self, bad_files=False):
+        """Sets `count` to 0; with `bad_files`, forgets the bad files too
+        (kept otherwise: they are distinct over the counter's life)."""
         self._variable.assign(0)
+        if bad_files:
+            keys, _ = self._bad.export()
+            self._bad.remove(keys)
 
     def __repr__(self):
-        return f"SkipCounter(count={self.count})"
+        return (f"SkipCounter(count={self.count}, "
+                f"bad_files_count={self.bad_files_count})")
 
 
 def _placeholder(spec):
@@ -136,7 +215,8 @@ def _placeholder(spec):
 
 def map_skipping_errors(dataset, map_fn, counter, deterministic=True,
                         num_parallel_calls=tf.data.AUTOTUNE,
-                        max_consecutive_failures=100, with_index=False):
+                        max_consecutive_failures=100, with_index=False,
+                        key_fn=None):
     """`dataset.map(map_fn)` in parallel, dropping and counting the elements
     for which `map_fn` fails at run time (undecodable or truncated images).
 
@@ -149,15 +229,20 @@ def map_skipping_errors(dataset, map_fn, counter, deterministic=True,
     the failures at the very end of a pass.  The map runs as fast as a
     plain parallel map.
 
+    With `key_fn`, a sequential stage before the map files each element's
+    key (`key_fn(element)`, a string scalar: its file) under its number,
+    and the scan hands the keys of the numbers jumped over to
+    `counter.add_bad_files`, so that the counter names the bad files.
+
     With `deterministic=True` elements keep their order, so the count only
     ever holds real failures: each is counted when the next good element (or
     the end of the pass) reaches the scan, which, like any tf.data stage,
     may run a few elements ahead of what the consumer has read.  With
     `deterministic=False` an element that overtakes a slower one counts the
-    slower one as skipped until it arrives (then it is subtracted): while
-    iterating the count may include a few elements still being decoded.
-    Either way it is exact at the end of every pass, and a new pass (or
-    `repeat`) keeps adding to it.
+    slower one as skipped until it arrives (then it is subtracted, and its
+    key taken back): while iterating the count may include a few elements
+    still being decoded.  Either way it is exact at the end of every pass,
+    and a new pass (or `repeat`) keeps adding to it.
 
     Every run-time error of `map_fn` counts as a bad image, a bug included;
     so that a broken pipeline does not silently skip everything, a run of
@@ -174,6 +259,8 @@ def map_skipping_errors(dataset, map_fn, counter, deterministic=True,
             (None: never).
         with_index: call `map_fn(index, *element)`, index being the
             element's position in the stream (0, 1, ... per pass).
+        key_fn: element -> its key (tf.string scalar), or None: the bad
+            elements are counted, not named.
 
     Returns:
         The mapped `tf.data.Dataset`.
@@ -181,8 +268,17 @@ def map_skipping_errors(dataset, map_fn, counter, deterministic=True,
     # The highest element number handed to `map_fn` in this pass, for the
     # end sentinel; scatter-max, so parallel updates in any order agree.
     last_index = _HostVariable([-1], shape=[1])
+    # Number -> key of the elements not yet accounted for by the scan.
+    pending = None if key_fn is None else _HostTable(tf.int64, tf.string, "")
 
-    def apply(index, element):
+    def file_key(index, element):
+        key = tf.reshape(tf.cast(key_fn(element), tf.string), [])
+        with tf.control_dependencies([pending.insert(index[None],
+                                                     key[None])]):
+            return tf.identity(index), (key, element)
+
+    def apply(index, keyed):
+        key, element = keyed
         update = tf.raw_ops.ResourceScatterMax(
             resource=last_index.handle, indices=[0], updates=index[None])
         with tf.control_dependencies([update]):
@@ -190,35 +286,50 @@ def map_skipping_errors(dataset, map_fn, counter, deterministic=True,
             if with_index:
                 args = (index,) + args
             # As Dataset.map does, a tuple element becomes the arguments.
-            return index, map_fn(*args)
+            return index, key, map_fn(*args)
 
-    mapped = (dataset.enumerate()
+    numbered = dataset.enumerate()
+    if pending is None:
+        numbered = numbered.map(lambda i, e: (i, (tf.constant(""), e)))
+    else:
+        numbered = numbered.map(file_key)  # sequential: filed before mapped
+    mapped = (numbered
               .map(apply, num_parallel_calls=num_parallel_calls,
                    deterministic=deterministic)
               .ignore_errors())
     end = tf.data.Dataset.from_tensors((
-        tf.constant(-1, tf.int64),
-        tf.nest.map_structure(_placeholder, mapped.element_spec[1])))
+        tf.constant(-1, tf.int64), tf.constant(""),
+        tf.nest.map_structure(_placeholder, mapped.element_spec[2])))
+
+    def end_of_pass():
+        total = last_index.read()[0] + 1
+        with tf.control_dependencies([total]):
+            reset = last_index.assign([-1])
+        with tf.control_dependencies([reset]):
+            return tf.identity(total)
 
     def account(expected, item):
-        index, output = item
+        index, key, output = item
         is_end = index < 0
-
-        def end_of_pass():
-            total = last_index.read()[0] + 1
-            with tf.control_dependencies([total]):
-                reset = last_index.assign([-1])
-            with tf.control_dependencies([reset]):
-                return tf.identity(total)
-
-        # The next number this element accounts for, and the skips it
-        # reveals: the numbers from `expected` up to it.  A straggler
-        # (unordered mode) was counted as skipped already: it takes it back.
-        reached = tf.cond(is_end, end_of_pass, lambda: index + 1)
-        skipped = tf.where(reached > expected, reached - 1 - expected, -1)
-        skipped = tf.where(is_end, tf.maximum(reached - expected, 0),
-                           skipped)
+        # The numbers jumped over: from `expected` up to this element (or
+        # the end of the pass).  A straggler (unordered mode) was counted
+        # as skipped already: it takes itself back.
+        reached = tf.reshape(
+            tf.cond(is_end, end_of_pass, lambda: index + 1), [])
+        stop = tf.where(is_end, reached, reached - 1)
+        gap = tf.range(expected, tf.maximum(stop, expected))
+        straggler = tf.logical_not(is_end) & (reached <= expected)
+        skipped = tf.size(gap, tf.int64) - tf.cast(straggler, tf.int64)
         updates = [counter.add(skipped)]
+        if pending is not None:
+            gap_keys = pending.find(gap)
+            with tf.control_dependencies([gap_keys]):
+                own = tf.boolean_mask(index[None],
+                                      tf.logical_not(is_end)[None])
+                updates.append(pending.remove(tf.concat([gap, own], 0)))
+            updates.append(counter.add_bad_files(gap_keys))
+            updates.append(counter.forget_bad_files(
+                tf.boolean_mask(key[None], straggler[None])))
         if max_consecutive_failures:
             updates.append(tf.debugging.Assert(
                 skipped < max_consecutive_failures,
@@ -527,6 +638,15 @@ def eval_map(example, scale=256, crop=224, preprocessing="caffe",
 
 # -- datasets ---------------------------------------------------------------
 
+def _source_key(dataset):
+    """How to read an example's key (`pipelines.sources`), or None for
+    datasets of examples without one."""
+    spec = dataset.element_spec
+    if isinstance(spec, dict) and "key" in spec:
+        return lambda example: example["key"]
+    return None
+
+
 def make_dataset(source, training, batch_size, *, scale=256, crop=224,
                  preprocessing="caffe", pca_lighting_std=0.1, flip=True,
                  with_bbox=False, shuffle_buffer=10_000, repeat=False,
@@ -600,7 +720,7 @@ def make_dataset(source, training, batch_size, *, scale=256, crop=224,
 
     dataset = map_skipping_errors(dataset, transform, counter,
                                   deterministic=deterministic,
-                                  with_index=True)
+                                  with_index=True, key_fn=_source_key(dataset))
     if with_bbox:
         dataset = dataset.padded_batch(
             batch_size, padding_values=(None, None, -1.0),

@@ -5,7 +5,12 @@ Every source yields the same dicts:
     {"encoded": tf.string  the image file's bytes, undecoded,
      "label":   tf.int64   0-based class index,
      "bbox":    tf.float32 [N, 4] object boxes (ymin, xmin, ymax, xmax),
-                           normalised to [0, 1]; N may be 0}
+                           normalised to [0, 1]; N may be 0,
+     "key":     tf.string  where the example comes from, to name a bad
+                           one: the file path (folders), "FILE:INDEX" (the
+                           INDEX-th record of a TFRecord file, from 0) or
+                           the tfds id ("imagenet2012-train.tfrecord-00001-
+                           of-01024__17")}
 
 Images stay encoded so that `pipelines.augment` can decode only the crop
 window of a JPEG (`tf.image.decode_and_crop_jpeg`), which is most of the cost
@@ -60,7 +65,8 @@ class Source:
     """A dataset of undecoded examples and what is known about it.
 
     Attributes:
-        dataset: `tf.data.Dataset` of {"encoded", "label", "bbox"} dicts.
+        dataset: `tf.data.Dataset` of {"encoded", "label", "bbox", "key"}
+            dicts (`element_spec()`).
         class_names: tuple of names indexed by label, or None when unknown
             (TFRecords without a `class_names.txt`).
         num_classes: int, or None when unknown.
@@ -81,7 +87,8 @@ def element_spec():
     """The `element_spec` every source's dataset has."""
     return {"encoded": tf.TensorSpec([], tf.string),
             "label": tf.TensorSpec([], tf.int64),
-            "bbox": tf.TensorSpec([None, 4], tf.float32)}
+            "bbox": tf.TensorSpec([None, 4], tf.float32),
+            "key": tf.TensorSpec([], tf.string)}
 
 
 def load_source(spec, split="train", data_dir=None, val_fraction=0.1,
@@ -319,13 +326,20 @@ def _tfrecord_files(spec, pattern, split):
     return files
 
 
-def _parse_record(serialized, label_offset):
+def _parse_record(key, serialized, label_offset):
     f = tf.io.parse_single_example(serialized, _FEATURES)
     coords = [tf.sparse.to_dense(f[f"image/object/bbox/{k}"])
               for k in ("ymin", "xmin", "ymax", "xmax")]
     return {"encoded": f["image/encoded"],
             "label": f["image/class/label"] - label_offset,
-            "bbox": _boxes(tf.stack(coords, axis=-1))}
+            "bbox": _boxes(tf.stack(coords, axis=-1)), "key": key}
+
+
+def _keyed_records(path):
+    """The records of one TFRecord file, each with its key "PATH:INDEX"."""
+    return tf.data.TFRecordDataset(path).enumerate().map(
+        lambda index, record: (tf.strings.join(
+            [path, tf.strings.as_string(index)], ":"), record))
 
 
 def _read_class_names(directory):
@@ -347,9 +361,9 @@ def _tfrecord(spec, pattern, split, seed, shuffle_files, label_offset):
     # Interleaving several shards both overlaps their reads and mixes their
     # records before any shuffle buffer.
     dataset = dataset.interleave(
-        tf.data.TFRecordDataset, cycle_length=min(len(files), 16),
+        _keyed_records, cycle_length=min(len(files), 16),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    dataset = dataset.map(lambda r: _parse_record(r, label_offset),
+    dataset = dataset.map(lambda k, r: _parse_record(k, r, label_offset),
                           num_parallel_calls=tf.data.AUTOTUNE)
     return Source(dataset, names, len(names) if names else None, None)
 
@@ -420,7 +434,8 @@ def _folder(spec, directory, split, val_fraction, seed, shuffle_files):
     def example(path, label, boxes, in_pixels):
         encoded = tf.io.read_file(path)
         return {"encoded": encoded, "label": label,
-                "bbox": _normalized_boxes(encoded, boxes, in_pixels)}
+                "bbox": _normalized_boxes(encoded, boxes, in_pixels),
+                "key": path}
 
     dataset = dataset.map(example, num_parallel_calls=tf.data.AUTOTUNE)
     return Source(dataset, tuple(classes), len(classes), len(paths),
@@ -584,7 +599,14 @@ def _tfds(spec, name, split, data_dir, seed, shuffle_files):
     dataset = builder.as_dataset(
         split=split, shuffle_files=shuffle_files,
         decoders={"image": tfds.decode.SkipDecoding()},
-        read_config=tfds.ReadConfig(shuffle_seed=seed))
+        read_config=tfds.ReadConfig(shuffle_seed=seed, add_tfds_id=True))
+
+    if "tfds_id" not in dataset.element_spec:
+        # A builder that does not honour add_tfds_id (a mocked one): the
+        # position in the split names the example.
+        dataset = dataset.enumerate().map(lambda i, example: dict(
+            example, tfds_id=tf.strings.join(
+                [f"{name}/{split}:", tf.strings.as_string(i)])))
 
     def convert(example):
         if from_objects:
@@ -600,7 +622,7 @@ def _tfds(spec, name, split, data_dir, seed, shuffle_files):
                 boxes = _empty_boxes()
         return {"encoded": example["image"],
                 "label": tf.cast(label, tf.int64),
-                "bbox": _boxes(boxes)}
+                "bbox": _boxes(boxes), "key": example["tfds_id"]}
 
     if from_objects:
         dataset = dataset.filter(

@@ -666,6 +666,9 @@ class Trainer:
         return {
             **summary,
             "images_skipped": int(progress["images_skipped"].numpy()),
+            # Distinct files behind `images_skipped` (met by this process).
+            "bad_files_count": self.skip_counter.bad_files_count,
+            "bad_files": self.skip_counter.bad_files,
             "steps": self._step(),
             "epochs": int(progress["epoch"].numpy()),
             "images_trained": int(progress["images_trained"].numpy()),
