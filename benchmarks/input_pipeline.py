@@ -11,17 +11,30 @@ not cap every path at the same copy speed):
 
     (a)  fused: header shape -> decode_and_crop_jpeg of the window -> resize
          to crop x crop (`augment.decode_window` + `tf.image.resize`)
-    (a+) (a) inside the whole training map (flip, PCA lighting, caffe
-         preprocessing) and `make_dataset`'s shuffle, bad-image counting and
-         batching of the float images
+    (a+) (a) inside the whole training pipeline, `make_dataset(training=
+         True)`: flip, PCA lighting and caffe preprocessing (one fused
+         pass), shuffle, exact bad-image counting, batching
+    (a+) before: the same with the per-example steps as they were before
+         (flip, then + lighting, then `keras_vgg.preprocessing.apply`: RGB
+         -> BGR and - mean, each a pass over the float image)
+    (a+) in order: `make_dataset(deterministic=True)`, as the trainer
+         runs it (exact counts at every step, exact resume)
+    (a+) no counting: (a+) with a plain parallel map + `ignore_errors`
+         in place of `map_skipping_errors` (what exact counting costs)
     (b)  decode the whole image -> resize it so the smallest side is S ->
          crop (`augment.reference_crop`)
     (c)  decode the whole image, nothing else: what (b) can never beat,
          and (a) can, as it decodes less
 
-Ratios are against (b).  The paths take turns, best round kept, because a
-shared machine is noisy: compare ratios from one run, not absolute numbers
-across runs.
+The (a+) rows hand whole float batches on; each batch is reduced to its
+images' means in a parallel map (the stand-in for the model, as the reduce
+inside (a)'s parallel map is).  Ratios are against (b) and (a).
+
+The paths take turns, best round kept, because a shared machine is noisy:
+compare ratios from one run, not absolute numbers across runs.  The last
+column, images per second of this process's CPU time, is what each path
+costs; other processes' load changes it much less than the wall-clock
+rate.
 """
 
 import argparse
@@ -35,6 +48,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from keras_vgg import preprocessing as vgg_preprocessing  # noqa: E402
 from pipelines import augment  # noqa: E402
 from pipelines import sources  # noqa: E402
 from pipelines import synthetic  # noqa: E402
@@ -54,31 +68,34 @@ def write_jpegs(directory, count, seed=0, sides=(350, 450)):
 
 
 def _passes(dataset, epochs):
-    """Images per second over `epochs` passes."""
+    """(images per second, images per CPU second) over `epochs` passes."""
     count = 0
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(epochs):
         for batch in dataset:
             count += int(tf.shape(tf.nest.flatten(batch)[0])[0])
-    return count / (time.perf_counter() - start)
+    return (count / (time.perf_counter() - start),
+            count / (time.process_time() - cpu))
 
 
 def _time(datasets, epochs, rounds):
-    """Best images/s of each dataset over `rounds` rounds, the datasets
-    taking turns so that a burst of load on a shared machine hits all."""
+    """Best (images/s, images/CPU-s) of each dataset over `rounds` rounds,
+    the datasets taking turns so that a burst of load on a shared machine
+    hits all."""
     for dataset in datasets.values():  # warm-up: tracing, autotuning
         for _ in dataset:
             pass
-    best = dict.fromkeys(datasets, 0.0)
+    best = dict.fromkeys(datasets, (0.0, 0.0))
     for _ in range(rounds):
         for name, dataset in datasets.items():
-            best[name] = max(best[name], _passes(dataset, epochs))
+            best[name] = tuple(map(max, best[name],
+                                   _passes(dataset, epochs)))
     return list(best.items())
 
 
 def run(num_images=200, epochs=3, scale_min=256, scale_max=512, crop=224,
         batch_size=32, rounds=3, sides=(350, 450)):
-    """Times each path; returns [(name, images/s)]."""
+    """Times each path; returns [(name, (images/s, images/CPU-s))]."""
     with tempfile.TemporaryDirectory() as tmp:
         write_jpegs(tmp, num_images, sides=sides)
         source = sources.load_source(f"folder:{tmp}", val_fraction=0.0,
@@ -118,25 +135,83 @@ def run(num_images=200, epochs=3, scale_min=256, scale_max=512, crop=224,
                          deterministic=False)
                 .batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
-    # The trainer's pipeline, batches included (their copy is part of it).
-    full_pipeline = augment.make_dataset(
-        examples, True, batch_size, scale=(scale_min, scale_max), crop=crop,
-        shuffle_buffer=num_images, seed=0, drop_remainder=False).map(
-            lambda images, labels: tf.reduce_mean(images, [1, 2, 3]))
+    def consumed(dataset):
+        # The trainer's pipeline, batches included (their copy is part of
+        # it); the model's place taken by a parallel reduce of each batch.
+        return dataset.map(
+            lambda images, labels: tf.reduce_mean(images, [1, 2, 3]),
+            num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+    def training(deterministic=False):
+        return consumed(augment.make_dataset(
+            examples, True, batch_size, scale=(scale_min, scale_max),
+            crop=crop, shuffle_buffer=num_images, seed=0,
+            drop_remainder=False, deterministic=deterministic))
+
     results = _time({
         "(a)  fused decode_and_crop + resize": mapped(fused),
-        "(a+) (a) in make_dataset(training)": full_pipeline,
+        "(a+) (a) in make_dataset(training)": training(),
+        "(a+) before: per-example float steps": consumed(_before(
+            examples, scale_min, scale_max, crop, batch_size)),
+        "(a+) in order (deterministic=True)": training(True),
+        "(a+) no skip counting": _without_counting(training),
         "(b)  decode -> resize -> crop": mapped(decode_resize_crop),
         "(c)  decode only (bound for b)": mapped(decode_only),
     }, epochs, rounds)
     return results
 
 
-def format_table(results, reference="(b)"):
-    base = next(v for name, v in results if name.startswith(reference))
-    lines = [f"{'path':<40} {'images/s':>9} {'vs (b)':>7}"]
-    lines += [f"{name:<40} {value:>9.1f} {value / base:>6.2f}x"
-              for name, value in results]
+def _before(examples, scale_min, scale_max, crop, batch_size):
+    """`make_dataset(training=True)` as it was before its per-example float
+    steps were fused: flip, + lighting, then preprocessing, each a pass."""
+    def transform(index, example):
+        seed = augment.example_seed(0, index)
+        pixels, _ = augment.decode_window(
+            example["encoded"], lambda h, w: augment.sample_crop_window(
+                h, w, scale_min, scale_max, crop, seed))
+        image = tf.image.resize(pixels, [crop, crop])
+        image = tf.cond(augment.sample_flip(seed),
+                        lambda: tf.image.flip_left_right(image),
+                        lambda: image)
+        image += 255.0 * augment.lighting_shift(
+            augment.sample_lighting_alpha(0.1, seed))
+        return vgg_preprocessing.apply(image, "caffe"), example["label"]
+
+    dataset = examples.shuffle(len(examples), seed=0,
+                               reshuffle_each_iteration=True)
+    # Counted per element, then batched, as it was.
+    return augment.map_skipping_errors(
+        dataset, transform, augment.SkipCounter(), deterministic=False,
+        with_index=True).batch(batch_size)
+
+
+def _without_counting(training):
+    """`training()` built with a plain parallel map + `ignore_errors` in
+    place of `augment.map_skipping_errors`."""
+    def plain(dataset, map_fn, counter, deterministic=True, with_index=False,
+              key_fn=None, batch_size=None, drop_remainder=False, **unused):
+        del counter, key_fn, unused
+        numbered = dataset.enumerate() if with_index else dataset
+        mapped = numbered.map(map_fn, num_parallel_calls=tf.data.AUTOTUNE,
+                              deterministic=deterministic).ignore_errors()
+        return mapped.batch(batch_size, drop_remainder=drop_remainder)
+
+    counting = augment.map_skipping_errors
+    augment.map_skipping_errors = plain
+    try:
+        return training()
+    finally:
+        augment.map_skipping_errors = counting
+
+
+def format_table(results):
+    base = next(v for name, (v, _) in results if name.startswith("(b)"))
+    fused = next(v for name, (v, _) in results if name.startswith("(a) "))
+    lines = [f"{'path':<40} {'images/s':>9} {'vs (b)':>7} {'vs (a)':>7} "
+             f"{'img/CPU-s':>10}"]
+    lines += [f"{name:<40} {value:>9.1f} {value / base:>6.2f}x "
+              f"{value / fused:>6.2f}x {cpu:>10.1f}"
+              for name, (value, cpu) in results]
     return "\n".join(lines)
 
 

@@ -45,6 +45,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vgg import preprocessing as vgg_preprocessing
+from pipelines import data_service as data_service_lib
 
 # AlexNet's PCA of ImageNet RGB pixels in [0, 1] (as published with
 # fb.resnet.torch): eigenvalues and eigenvectors (columns).
@@ -216,7 +217,8 @@ def _placeholder(spec):
 def map_skipping_errors(dataset, map_fn, counter, deterministic=True,
                         num_parallel_calls=tf.data.AUTOTUNE,
                         max_consecutive_failures=100, with_index=False,
-                        key_fn=None):
+                        key_fn=None, batch_size=None, drop_remainder=False,
+                        padding_values=None):
     """`dataset.map(map_fn)` in parallel, dropping and counting the elements
     for which `map_fn` fails at run time (undecodable or truncated images).
 
@@ -227,7 +229,9 @@ def map_skipping_errors(dataset, map_fn, counter, deterministic=True,
     adds to `counter` the numbers jumped over.  A sentinel concatenated
     after the last element (reached only once every element is done) adds
     the failures at the very end of a pass.  The map runs as fast as a
-    plain parallel map.
+    plain parallel map.  With `batch_size`, the elements are batched before
+    the scan, which then accounts for a whole batch at once: a sequential
+    step per batch rather than per element, the cheapest place for it.
 
     With `key_fn`, a sequential stage before the map files each element's
     key (`key_fn(element)`, a string scalar: its file) under its number,
@@ -236,7 +240,8 @@ def map_skipping_errors(dataset, map_fn, counter, deterministic=True,
 
     With `deterministic=True` elements keep their order, so the count only
     ever holds real failures: each is counted when the next good element (or
-    the end of the pass) reaches the scan, which, like any tf.data stage,
+    the end of the pass) reaches the scan (in its batch, with `batch_size`),
+    which, like any tf.data stage,
     may run a few elements ahead of what the consumer has read.  With
     `deterministic=False` an element that overtakes a slower one counts the
     slower one as skipped until it arrives (then it is subtracted, and its
@@ -261,6 +266,11 @@ def map_skipping_errors(dataset, map_fn, counter, deterministic=True,
             element's position in the stream (0, 1, ... per pass).
         key_fn: element -> its key (tf.string scalar), or None: the bad
             elements are counted, not named.
+        batch_size: batch the mapped elements (None: do not).
+        drop_remainder: drop a last batch smaller than `batch_size` (its
+            elements are not skipped images: they are not counted).
+        padding_values: with `batch_size`, `padded_batch` with these
+            padding values (the structure of `map_fn`'s output).
 
     Returns:
         The mapped `tf.data.Dataset`.
@@ -278,7 +288,7 @@ def map_skipping_errors(dataset, map_fn, counter, deterministic=True,
             return tf.identity(index), (key, element)
 
     def apply(index, keyed):
-        key, element = keyed
+        key, element = keyed if pending is not None else ("", keyed)
         update = tf.raw_ops.ResourceScatterMax(
             resource=last_index.handle, indices=[0], updates=index[None])
         with tf.control_dependencies([update]):
@@ -286,20 +296,25 @@ def map_skipping_errors(dataset, map_fn, counter, deterministic=True,
             if with_index:
                 args = (index,) + args
             # As Dataset.map does, a tuple element becomes the arguments.
-            return index, key, map_fn(*args)
+            return index, tf.reshape(key, []), map_fn(*args)
 
     numbered = dataset.enumerate()
-    if pending is None:
-        numbered = numbered.map(lambda i, e: (i, (tf.constant(""), e)))
-    else:
+    if pending is not None:
         numbered = numbered.map(file_key)  # sequential: filed before mapped
     mapped = (numbered
               .map(apply, num_parallel_calls=num_parallel_calls,
                    deterministic=deterministic)
               .ignore_errors())
-    end = tf.data.Dataset.from_tensors((
-        tf.constant(-1, tf.int64), tf.constant(""),
-        tf.nest.map_structure(_placeholder, mapped.element_spec[2])))
+    if batch_size is not None and padding_values is None:
+        mapped = mapped.batch(batch_size)
+    elif batch_size is not None:
+        mapped = mapped.padded_batch(
+            batch_size, padding_values=(None, None, padding_values))
+    # Reached only once every element is done; no numbers: the pass ends.
+    end = tf.data.Dataset.from_tensors(tf.nest.map_structure(
+        _placeholder, mapped.element_spec))
+    if batch_size is None:  # a number and a key, not vectors of them
+        end = end.map(lambda i, k, output: (i - 1, k, output))
 
     def end_of_pass():
         total = last_index.read()[0] + 1
@@ -309,39 +324,64 @@ def map_skipping_errors(dataset, map_fn, counter, deterministic=True,
             return tf.identity(total)
 
     def account(expected, item):
-        index, key, output = item
-        is_end = index < 0
-        # The numbers jumped over: from `expected` up to this element (or
-        # the end of the pass).  A straggler (unordered mode) was counted
-        # as skipped already: it takes itself back.
-        reached = tf.reshape(
-            tf.cond(is_end, end_of_pass, lambda: index + 1), [])
-        stop = tf.where(is_end, reached, reached - 1)
-        gap = tf.range(expected, tf.maximum(stop, expected))
-        straggler = tf.logical_not(is_end) & (reached <= expected)
-        skipped = tf.size(gap, tf.int64) - tf.cast(straggler, tf.int64)
+        indices, keys, output = item
+        if batch_size is None:  # one element: its number, -1 at the end
+            is_end = indices < 0
+            indices = tf.boolean_mask(indices[None], ~is_end[None])
+            keys = tf.boolean_mask(keys[None], ~is_end[None])
+        else:
+            is_end = tf.equal(tf.size(indices), 0)
+        # The numbers from `expected` up to the highest here (or the end of
+        # the pass) that are not here were skipped.  A straggler (unordered
+        # mode) was counted as skipped already: it takes itself back.
+        reached = tf.maximum(expected, tf.reshape(tf.cond(
+            is_end, end_of_pass,
+            lambda: tf.reduce_max(indices) + 1), []))
+        span = tf.range(expected, reached)
+        arrived = tf.reduce_any(
+            tf.equal(span[:, None], indices[None, :]), axis=1)
+        gap = tf.boolean_mask(span, tf.logical_not(arrived))
+        late = indices < expected
+        skipped = (tf.size(gap, tf.int64)
+                   - tf.reduce_sum(tf.cast(late, tf.int64)))
         updates = [counter.add(skipped)]
         if pending is not None:
             gap_keys = pending.find(gap)
             with tf.control_dependencies([gap_keys]):
-                own = tf.boolean_mask(index[None],
-                                      tf.logical_not(is_end)[None])
-                updates.append(pending.remove(tf.concat([gap, own], 0)))
+                updates.append(pending.remove(tf.concat(
+                    [span, tf.boolean_mask(indices, late)], 0)))
             updates.append(counter.add_bad_files(gap_keys))
             updates.append(counter.forget_bad_files(
-                tf.boolean_mask(key[None], straggler[None])))
+                tf.boolean_mask(keys, late)))
         if max_consecutive_failures:
+            # The longest run of numbers skipped between two arrivals.
+            marks = tf.sort(tf.concat([
+                [expected - 1], tf.boolean_mask(indices, ~late),
+                tf.where(is_end, reached, expected - 1)[None]], 0))
+            run = tf.reduce_max(marks[1:] - marks[:-1]) - 1
             updates.append(tf.debugging.Assert(
-                skipped < max_consecutive_failures,
-                ["map_skipping_errors: images failed in a row:", skipped,
+                run < max_consecutive_failures,
+                ["map_skipping_errors: images failed in a row:", run,
                  "- more likely a bug in the map function than bad files"]))
         with tf.control_dependencies(updates):
-            return tf.maximum(expected, reached), (output, tf.identity(is_end))
+            return reached, (output, tf.identity(is_end),
+                             tf.size(indices))
+
+    def kept(output, is_end, size):
+        if batch_size is None or not drop_remainder:
+            return tf.logical_not(is_end)
+        return tf.equal(size, batch_size)
+
+    def unpacked(output, is_end, size):
+        if batch_size is not None and drop_remainder:
+            for t in tf.nest.flatten(output):
+                t.set_shape([batch_size] + t.shape[1:])
+        return output
 
     return (mapped.concatenate(end)
             .scan(tf.constant(0, tf.int64), account)
-            .filter(lambda output, is_end: tf.logical_not(is_end))
-            .map(lambda output, is_end: output))
+            .filter(kept)
+            .map(unpacked))
 
 
 # -- seeds ------------------------------------------------------------------
@@ -547,6 +587,33 @@ def crop_boxes(boxes, window, flip=False):
 
 # -- maps -------------------------------------------------------------------
 
+def _pixel_affine(mode):
+    """`keras_vgg.preprocessing` mode `mode` as one affine map of a pixel:
+    apply(x) == x @ matrix + offset (a channel permutation and a scale and
+    shift per channel, for every mode), derived from `apply` itself."""
+    offset = vgg_preprocessing.apply(np.zeros([1, 1, 3], np.float32), mode)
+    rows = vgg_preprocessing.apply(np.eye(3, dtype=np.float32)[None], mode)
+    return (np.asarray(rows[0] - offset[0], np.float32),
+            np.asarray(offset[0, 0], np.float32))
+
+
+def _lighting_and_preprocessing(image, mode, shift):
+    """preprocessing(image + shift) in one pass over the pixels: a 1x1
+    convolution plus a bias, which TensorFlow fuses into one kernel.  The
+    lighting shift and the preprocessing's own shift become that bias; done
+    one after the other, as `keras_vgg.preprocessing.apply` on the lit image
+    does, they took three or four passes, more than the decode saved."""
+    matrix, offset = _pixel_affine(mode)
+    if mode == "none" and shift is None:
+        return image
+    bias = tf.constant(offset)
+    if shift is not None:
+        bias += tf.linalg.matvec(tf.constant(matrix), shift, transpose_a=True)
+    out = tf.nn.conv2d(image[None], tf.constant(matrix)[None, None], 1,
+                       "VALID")
+    return tf.nn.bias_add(out, bias)[0]
+
+
 def _train_example(example, scale_min, scale_max, crop, preprocessing_mode,
                    pca_lighting_std, seed, flip):
     vgg_preprocessing.check_mode(preprocessing_mode)
@@ -559,13 +626,12 @@ def _train_example(example, scale_min, scale_max, crop, preprocessing_mode,
     flipped = sample_flip(seed) if flip else tf.constant(False)
     image = tf.cond(flipped, lambda: tf.image.flip_left_right(image),
                     lambda: image)
-    if pca_lighting_std:
-        # The shift is defined on pixels in [0, 1] (AlexNet, fb.resnet);
-        # (x / 255 + shift) * 255 == x + 255 * shift, one pass over the
-        # image instead of three.  No clipping, as there.
-        shift = lighting_shift(sample_lighting_alpha(pca_lighting_std, seed))
-        image = image + 255.0 * shift
-    image = vgg_preprocessing.apply(image, preprocessing_mode)
+    # The shift is defined on pixels in [0, 1] (AlexNet, fb.resnet);
+    # (x / 255 + shift) * 255 == x + 255 * shift.  No clipping, as there.
+    shift = (255.0 * lighting_shift(sample_lighting_alpha(pca_lighting_std,
+                                                          seed))
+             if pca_lighting_std else None)
+    image = _lighting_and_preprocessing(image, preprocessing_mode, shift)
     image.set_shape([crop, crop, 3])
     boxes = crop_boxes(example["bbox"], window, flipped)
     return image, example["label"], boxes
@@ -638,6 +704,25 @@ def eval_map(example, scale=256, crop=224, preprocessing="caffe",
 
 # -- datasets ---------------------------------------------------------------
 
+def _on_data_service(dataset, transform, batch_size, drop_remainder,
+                     with_bbox, deterministic, dispatcher):
+    """The pipeline from `dataset` on, run by the tf.data service's
+    workers: the map (bad images dropped, not counted: host counters do not
+    travel to workers) and the batching."""
+    dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=deterministic).ignore_errors()
+    if with_bbox:
+        dataset = dataset.padded_batch(
+            batch_size, padding_values=(None, None, -1.0),
+            drop_remainder=drop_remainder)
+    else:
+        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    return dataset.apply(tf.data.experimental.service.distribute(
+        processing_mode="distributed_epoch",
+        service=f"{data_service_lib.PROTOCOL}://{dispatcher}")).prefetch(
+            tf.data.AUTOTUNE)
+
+
 def _source_key(dataset):
     """How to read an example's key (`pipelines.sources`), or None for
     datasets of examples without one."""
@@ -651,7 +736,7 @@ def make_dataset(source, training, batch_size, *, scale=256, crop=224,
                  preprocessing="caffe", pca_lighting_std=0.1, flip=True,
                  with_bbox=False, shuffle_buffer=10_000, repeat=False,
                  drop_remainder=None, seed=None, deterministic=False,
-                 skip_counter=None):
+                 skip_counter=None, data_service=None):
     """Batches of augmented (training) or rescaled (evaluation) images.
 
     Args:
@@ -671,6 +756,17 @@ def make_dataset(source, training, batch_size, *, scale=256, crop=224,
         deterministic: keep element order through the parallel stages.
         skip_counter: a `SkipCounter` that counts undecodable images; a new
             one is made when None.  Also available as `dataset.skip_counter`.
+        data_service: "grpc://HOST:PORT" of a tf.data service dispatcher
+            (`pipelines.data_service`), training only: its workers read,
+            decode, augment and batch, in "distributed_epoch" mode (the
+            dispatcher hands each worker its share of the files, so one
+            pass still reads each example once; every worker shuffles its
+            share with a buffer of `shuffle_buffer`).  What changes: bad
+            images are dropped on the workers and not counted (the counter
+            stays at 0); crops, flips and lighting are drawn at random on
+            the workers whatever `seed` (which still orders the shuffle),
+            and batches arrive in the order workers finish them, so a run
+            is not reproducible and a resume does not replay its batches.
 
     Returns:
         A prefetched `tf.data.Dataset` of (images, labels) or
@@ -704,6 +800,19 @@ def make_dataset(source, training, batch_size, *, scale=256, crop=224,
             _check_scales(scale, scale, crop)
     if repeat:
         dataset = dataset.repeat()
+    if data_service is not None:
+        if not training:
+            raise ValueError("`data_service` is for training data. "
+                             "Received: training=False")
+        dataset = _on_data_service(
+            dataset, lambda example: (train_map_with_bbox if with_bbox
+                                      else train_map)(
+                example, scale_min, scale_max, crop, preprocessing,
+                pca_lighting_std, None, flip),
+            batch_size, drop_remainder, with_bbox, deterministic,
+            data_service_lib.address(data_service))
+        dataset.skip_counter = counter
+        return dataset
     # The position in the (shuffled, repeated) stream seeds each example
     # (`with_index` below), so a run is reproducible and every epoch draws
     # new crops.  A run without a seed still needs a base for the seeds.
@@ -718,15 +827,11 @@ def make_dataset(source, training, batch_size, *, scale=256, crop=224,
                             example_seed(base_seed, index), flip)
         return eval_map(example, scale, crop, preprocessing, with_bbox)
 
-    dataset = map_skipping_errors(dataset, transform, counter,
-                                  deterministic=deterministic,
-                                  with_index=True, key_fn=_source_key(dataset))
-    if with_bbox:
-        dataset = dataset.padded_batch(
-            batch_size, padding_values=(None, None, -1.0),
-            drop_remainder=drop_remainder)
-    else:
-        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    dataset = map_skipping_errors(
+        dataset, transform, counter, deterministic=deterministic,
+        with_index=True, key_fn=_source_key(dataset), batch_size=batch_size,
+        drop_remainder=drop_remainder,
+        padding_values=(None, None, -1.0) if with_bbox else None)
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
     try:
         dataset.skip_counter = counter

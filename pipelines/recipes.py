@@ -18,6 +18,7 @@ import json
 from keras_vgg import configs
 from keras_vgg import runs
 from keras_vgg import weights as weights_lib
+from pipelines import data_service
 
 TASKS = ("classification", "localization")
 # British spellings accepted on input, written in the US spelling.
@@ -89,6 +90,9 @@ class TrainConfig:
     body_lr_multiplier: float = 1.0
     val_batch_size: int = 64
     shuffle_buffer: int = 10_000
+    # "grpc://HOST:PORT" of a tf.data service (`pipelines.data_service`)
+    # whose workers decode and augment the training images; None: here.
+    data_service: str = None
 
     def __post_init__(self):
         try:
@@ -130,6 +134,12 @@ class TrainConfig:
              "must be 'all', 'fc' or 'from:<layer or block>'"),
             (self.body_lr_multiplier >= 0, "body_lr_multiplier",
              "must be >= 0"),
+            (self.data_service is None
+             or data_service.is_address(self.data_service),
+             "data_service", "must be grpc://HOST:PORT"),
+            # Service workers deliver batches in the order they finish.
+            (not (self.data_service and self.deterministic), "data_service",
+             "cannot be combined with deterministic=True"),
             # XLA's MaxPool gradient has no deterministic implementation.
             (not (self.xla and self.deterministic), "xla",
              "cannot be combined with deterministic=True"),

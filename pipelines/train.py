@@ -164,6 +164,10 @@ _FIELD_HELP = {
                           "--learning_rate (e.g. 0.1 when fine-tuning).",
     "preprocessing": "caffe, torch or none; default the --weights' own, "
                      "else caffe.",
+    "data_service": "grpc://HOST:PORT of a tf.data service (python -m "
+                    "pipelines.data_service): its workers decode and augment "
+                    "the training images. Bad images are then not counted, "
+                    "and runs are not reproducible (no --deterministic).",
 }
 
 

@@ -403,7 +403,8 @@ class Trainer:
             # In-order parallel decoding: the skipped-image count is then
             # exact at every step (out of order, a slow image counts as
             # skipped until it arrives), and resumes replay the same batches.
-            deterministic=True, skip_counter=self.skip_counter)
+            deterministic=True, skip_counter=self.skip_counter,
+            data_service=cfg.data_service)
         if skip_batches:
             ds = ds.skip(skip_batches)
         return self.strategy.experimental_distribute_dataset(ds)

@@ -157,3 +157,57 @@ def test_cli_run_writes_bad_files_to_metrics(tmp_path):
     assert metrics["bad_files_count"] == 2
     assert sorted(metrics["bad_files"]) == sorted(bad)
     assert '"bad_files_count": 2' in proc.stdout
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_counting_per_batch_is_exact_and_the_remainder_is_not_skipped(
+        deterministic):
+    good = _jpeg(0, (8, 8))
+    # 7 good of 12: batches of 3 make two full ones and a remainder of one.
+    encoded = [good, b"", good, good, b"x", b"y", good, good, b"",
+               good, good, b"z"]
+    keys = [f"file{i}" for i in range(len(encoded))]
+    counter = augment.SkipCounter()
+    ds = augment.map_skipping_errors(
+        tf.data.Dataset.from_tensor_slices((encoded, keys)),
+        lambda e, k: (k, tf.io.decode_jpeg(e)), counter,
+        deterministic=deterministic, key_fn=lambda element: element[1],
+        batch_size=3, drop_remainder=True)
+    assert ds.element_spec[0].shape == [3]
+    batches = [k for k, _ in ds.as_numpy_iterator()]
+    assert [len(b) for b in batches] == [3, 3]
+    assert counter.count == 5
+    assert sorted(counter.bad_files) == ["file1", "file11", "file4",
+                                         "file5", "file8"]
+
+
+def test_a_run_of_failures_inside_a_batch_stops_the_pipeline():
+    good = _jpeg(0, (8, 8))
+    encoded = [good] + [b"bad"] * 5 + [good] * 3
+    ds = augment.map_skipping_errors(
+        tf.data.Dataset.from_tensor_slices(encoded), tf.io.decode_jpeg,
+        augment.SkipCounter(), max_consecutive_failures=5, batch_size=4)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="in a row"):
+        list(ds)
+    # Four failures in a row, then more after a good image: they pass.
+    counter = augment.SkipCounter()
+    ds = augment.map_skipping_errors(
+        tf.data.Dataset.from_tensor_slices(
+            [b"bad"] * 4 + [good] + [b"bad"] * 4 + [good]),
+        tf.io.decode_jpeg, counter, max_consecutive_failures=5, batch_size=4)
+    assert sum(len(b) for b in ds) == 2 and counter.count == 8
+
+
+@pytest.mark.parametrize("mode", ["caffe", "torch", "none"])
+def test_fused_lighting_and_preprocessing_equals_one_after_the_other(mode):
+    from keras_vgg import preprocessing
+
+    image = tf.random.stateless_uniform([5, 7, 3], [0, 1], 0, 255)
+    shift = tf.constant([3.5, -7.25, 11.0])
+    fused = augment._lighting_and_preprocessing(image, mode, shift)
+    np.testing.assert_allclose(
+        fused, preprocessing.apply((image + shift).numpy(), mode),
+        rtol=1e-5, atol=1e-4)
+    plain = augment._lighting_and_preprocessing(image, mode, None)
+    np.testing.assert_allclose(plain, preprocessing.apply(image.numpy(), mode),
+                               rtol=1e-5, atol=1e-4)
