@@ -1,6 +1,7 @@
-"""pipelines.reproduce: the plan follows the paper's chain, its printed
-commands are what runs, a tiny table runs end to end and resumes, the
-report checks the paper's claims on the numbers, bad input is refused."""
+"""pipelines.reproduce (and its reproduce_plan, reproduce_report): the
+plan follows the paper's chain, its printed commands are what runs, a tiny
+table runs end to end and resumes, the report checks the paper's claims on
+the numbers, bad input is refused."""
 
 import dataclasses
 import json
@@ -17,11 +18,13 @@ from PIL import Image
 from pipelines import evaluate
 from pipelines import paper_tables
 from pipelines import reproduce
+from pipelines import reproduce_plan as plan
+from pipelines import reproduce_report as report_lib
 from pipelines import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PAPER = reproduce.SIZES["paper"]
-SMALL = reproduce.SIZES["small"]
+PAPER = plan.SIZES["paper"]
+SMALL = plan.SIZES["small"]
 
 
 def write_folder(directory, classes=("dark", "light"), per_class=10,
@@ -50,7 +53,7 @@ def _names(steps):
 
 
 def test_plan_follows_the_papers_chain_and_scales():
-    tables, trains, evals = reproduce.plan_tables([3, 4, 5, 9], PAPER)
+    tables, trains, evals = plan.plan_tables([3, 4, 5, 9], PAPER)
     by_name = {s.name: s for s in trains}
     order = _names(trains)
     # A and A-LRN from scratch; deeper nets from A; S=384 from S=256;
@@ -85,7 +88,7 @@ def test_plan_follows_the_papers_chain_and_scales():
     assert "vgg13_s256_dense_q256" in _names(evals)
 
     # The same plan scaled down: same names and keys, scales times 32/224.
-    small_tables, small_trains, _ = reproduce.plan_tables([3, 4, 5, 9],
+    small_tables, small_trains, _ = plan.plan_tables([3, 4, 5, 9],
                                                           SMALL)
     assert _names(small_trains) == order
     small_rows = {r.key: r for t in small_tables for r in t.rows}
@@ -97,10 +100,11 @@ def test_plan_follows_the_papers_chain_and_scales():
     cfg = {s.name: s.config for s in small_trains}["vgg19_jitter"]
     assert (cfg.crop, cfg.scale_min, cfg.scale_max) == (32, 37, 73)
     assert cfg.width_multiplier == 1 / 8 and cfg.batch_size == 32
+    assert cfg.batch_norm and cfg.dropout == 0.0
 
 
 def test_every_published_number_belongs_to_a_row():
-    tables, _, _ = reproduce.plan_tables(reproduce.TABLES, PAPER)
+    tables, _, _ = plan.plan_tables(plan.TABLES, PAPER)
     for table in tables:
         keys = {r.key for r in table.rows}
         numbers = {**paper_tables.CLASSIFICATION,
@@ -125,7 +129,7 @@ def _parse(module_flags, command):
 
 @pytest.mark.parametrize("size", [PAPER, SMALL], ids=["paper", "small"])
 def test_printed_commands_are_what_runs(size):
-    _, trains, evals = reproduce.plan_tables(reproduce.TABLES, size)
+    _, trains, evals = plan.plan_tables(plan.TABLES, size)
     work = "/w d"  # a space: the commands quote their arguments
     for step in trains:
         command = reproduce._command("pipelines.train", reproduce.train_args(
@@ -159,7 +163,7 @@ def _fake_results(work, tables, errors):
     from `errors` (key -> percent), as `pipelines.evaluate` writes them."""
     for table in tables:
         for row in table.rows + table.support:
-            path = reproduce._result_path(work, row.step)
+            path = plan.result_path(work, row.step)
             old = json.load(open(path)) if os.path.exists(path) else []
             old.append({"protocol": row.protocol, "images": 200,
                         "top1_error": errors[row.key] / 100,
@@ -170,7 +174,7 @@ def _fake_results(work, tables, errors):
 
 def test_report_checks_the_claims_on_the_numbers(tmp_path):
     work = str(tmp_path)
-    tables, _, _ = reproduce.plan_tables([3], PAPER)
+    tables, _, _ = plan.plan_tables([3], PAPER)
     # Made-up errors: LRN helps here (against the paper) by 10 points,
     # every other Table 3 claim holds by a wide margin.
     errors = {"A/256/256/dense": 60.0, "A-LRN/256/256/dense": 50.0,
@@ -180,7 +184,7 @@ def test_report_checks_the_claims_on_the_numbers(tmp_path):
                        f"{c}/384/384/dense": base - 1,
                        f"{c}/[256;512]/384/dense": base - 10})
     _fake_results(work, tables, errors)
-    report = reproduce.table_report(tables[0], work, {
+    report = report_lib.table_report(tables[0], work, {
         "scale": "paper", "dataset": "builtin", "width_divisor": 1,
         "crop": 224, "batch_size": None, "epochs": None, "steps": None,
         "max_images": None})
@@ -201,7 +205,7 @@ def test_report_checks_the_claims_on_the_numbers(tmp_path):
     a_row = report["rows"][0]
     assert a_row["measured"] == [60.0, 30.0]
     assert a_row["published"] == [29.6, 10.4]
-    text = reproduce.markdown(report)
+    text = report_lib.markdown(report)
     assert "| A | 256 | 256 | 256 | 60.0 | 29.6 | 30.0 | 10.4 |" in text
     assert text.count("\n- **") == 4  # four claims, one line each
 
@@ -274,9 +278,9 @@ def test_bad_datasets_and_work_dirs_are_refused(tmp_path):
     with pytest.raises(ValueError, match="Unknown --configs=A,F"):
         reproduce.reproduce("3", str(work), configs="A,F", dry_run=True)
     with pytest.raises(ValueError, match="--crop must be a multiple of 32"):
-        reproduce.make_size("small", crop=48)
+        plan.make_size("small", crop=48)
     assert os.listdir(work) == ["notes.txt"]
-    assert dataclasses.replace(reproduce.make_size("small", epochs=2),
+    assert dataclasses.replace(plan.make_size("small", epochs=2),
                                epochs=6) == SMALL
 
 
