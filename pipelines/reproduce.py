@@ -36,6 +36,7 @@ holding another plan's runs is refused, as is a dataset without classes
 
 import dataclasses
 import json
+import logging
 import os
 import shlex
 import time
@@ -155,8 +156,9 @@ def check_work_dir(work_dir, settings, trains):
 
 
 def check_dataset(dataset, data_dir, tables):
-    """ValueError when `dataset` has fewer than two named classes, or no
-    boxes while a localisation table needs them."""
+    """The number of classes of `dataset`; ValueError when it has fewer
+    than two named classes, or no boxes while a localisation table needs
+    them."""
     source = sources.load_source(dataset, "validation", data_dir=data_dir,
                                  shuffle_files=False)
     n = source.num_classes
@@ -172,6 +174,8 @@ def check_dataset(dataset, data_dir, tables):
             f"--dataset={dataset!r} has no object boxes (none in the first "
             f"20 validation images): Table {localization[0]} trains and "
             "measures box regression.")
+    return n
+
 
 # -- running ----------------------------------------------------------------
 
@@ -254,7 +258,7 @@ def reproduce(tables, work_dir, dataset="builtin", data_dir=None,
         for _, _, done, command in steps:
             print(("# done: " if done else "") + command)
         return {}
-    check_dataset(dataset, data_dir, plan)
+    num_classes = check_dataset(dataset, data_dir, plan)
     _record_plan(work_dir, settings, numbers, steps)
     todo = [s for s in steps if not s[2]]
     say(f"Table{'s' if len(numbers) > 1 else ''} "
@@ -262,6 +266,7 @@ def reproduce(tables, work_dir, dataset="builtin", data_dir=None,
         f"{len(steps)} steps, {len(steps) - len(todo)} done, "
         f"{len(todo)} to run.")
     start = time.perf_counter()
+    logging.getLogger("tensorflow").addFilter(_retracing_filter)
     for i, (kind, step, _, command) in enumerate(todo, 1):
         say(f"[{i}/{len(todo)}] {command}", flush=True)
         began = time.perf_counter()
@@ -276,7 +281,8 @@ def reproduce(tables, work_dir, dataset="builtin", data_dir=None,
         say(f"{len(todo)} steps in {time.perf_counter() - start:.0f} s.")
     reports = {}
     for table in plan:
-        reports[table.number] = table_report(table, work_dir, settings)
+        reports[table.number] = table_report(table, work_dir, settings,
+                                             num_classes)
         atomic.atomic_write_file(
             os.path.join(work_dir, f"table{table.number}.json"),
             json.dumps(reports[table.number], indent=2))
@@ -287,6 +293,13 @@ def reproduce(tables, work_dir, dataset="builtin", data_dir=None,
     atomic.atomic_write_file(os.path.join(work_dir, "report.md"),
                              gather_report(work_dir, settings))
     return reports
+
+
+def _retracing_filter(record):
+    """Drops TensorFlow's note that a tf.function retraced: every run of
+    the plan builds its own trainer and model in this process, so the
+    step functions are traced again by design."""
+    return "triggered tf.function retracing" not in record.getMessage()
 
 
 def _record_plan(work_dir, settings, numbers, steps):

@@ -93,7 +93,7 @@ def _claim_report(claim, rows):
 
     def words(v):
         return ("holds" if v["holds"] else "does not hold") + (
-            f" ({v['held']} of {v['of']})" if v["of"] > 1 else "")
+            f" in {v['held']} of {v['of']}" if v["of"] > 1 else "")
 
     line = f"- **{claim.text}.** Paper: " + (
         words(p) + " (" + "; ".join(p["details"]) + (
@@ -115,8 +115,9 @@ def _claim_report(claim, rows):
             "caveat": claim.caveat, "line": line}
 
 
-def table_report(table, work_dir, settings):
-    """The table's rows (measured beside published) and its claims."""
+def table_report(table, work_dir, settings, num_classes=None):
+    """The table's rows (measured beside published) and its claims
+    (`num_classes`: the dataset's, for the note on top-5)."""
     fields = _FIELDS.get(table.number, _CLASSIFICATION_FIELDS)
     rows = [_measured(r, fields, work_dir) for r in table.rows]
     support = [_measured(r, fields, work_dir) for r in table.support]
@@ -127,7 +128,8 @@ def table_report(table, work_dir, settings):
             "support": support,
             "claims": [_claim_report(c, rows + support)
                        for c in table.claims],
-            "note": paper_tables.NOTES.get(table.number)}
+            "note": paper_tables.NOTES.get(table.number),
+            "num_classes": num_classes}
 
 
 def _number(value):
@@ -172,10 +174,10 @@ def markdown(report):
     if images:
         notes.append(f"Measured on {', '.join(map(str, sorted(images)))} "
                      "validation images.")
-    small_k = {r.get("top5_k") for r in report["rows"]} - {None, 5}
-    if small_k:
-        notes.append(f"The dataset has {min(small_k)} classes: its top-5 "
-                     f"is top-{min(small_k)}, always right.")
+    n = report.get("num_classes")
+    if n and n <= 5 and "top-5 err %" in report["measures"]:
+        notes.append(f"The dataset has {n} classes: every label is among "
+                     "the five best, so the top-5 error is 0.")
     if report["note"]:
         notes.append(report["note"])
     lines += [""] + ([" ".join(notes), ""] if notes else [])
