@@ -6,7 +6,7 @@ A claim's comparisons hold when the first row's error is below the others'
 (top-1 for classification; Table 8: the error with the ground-truth class;
 Table 9: the top-5 localisation error).  Each measured difference comes
 with its noise: two standard errors of the difference of two error rates
-over the images measured.
+over the images measured (each rate smoothed as (errors + 1) / (n + 2)).
 """
 
 import math
@@ -47,8 +47,12 @@ def _measured(row, fields, work_dir):
 
 def _noise(a, b):
     """Two standard errors (points) of the difference of two error rates
-    (a, b: (error %, images))."""
-    var = sum((e / 100) * (1 - e / 100) / n for e, n in (a, b))
+    (a, b: (error %, images)).  Each rate is taken as (errors + 1) / (n +
+    2), so that 0 % or 100 % on a few images is not read as certain."""
+    var = 0.0
+    for e, n in (a, b):
+        p = (e / 100 * n + 1) / (n + 2)
+        var += p * (1 - p) / n
     return 200 * math.sqrt(var)
 
 
