@@ -135,8 +135,9 @@ def check_work_dir(work_dir, settings, trains):
                              f"{PLAN_FILE}: it is no reproduction; give an "
                              "empty or new directory.")
         return
-    differ = [f"{k}: {plan['settings'].get(k)!r} -> {v!r}"
-              for k, v in settings.items() if plan["settings"].get(k) != v]
+    recorded = plan.get("settings", {})
+    differ = [f"{k}: {recorded.get(k)!r} -> {v!r}"
+              for k, v in settings.items() if recorded.get(k) != v]
     if differ:
         raise ValueError(
             f"--work_dir={work_dir!r} holds the runs of another plan ("
