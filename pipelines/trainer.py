@@ -70,6 +70,40 @@ def default_steps_per_loop(strategy):
     return 1 if on_cpu else ACCELERATOR_STEPS_PER_LOOP
 
 
+def make_train_loop(step):
+    """Up to `num_steps` calls of `step(iterator)` in one compiled call
+    (orbit's `steps_per_loop`): the host dispatches once and reads the sums
+    back once per loop, not per step.
+
+    `step` returns (loss sum, {name: metric sum}); the loop returns (steps
+    run, loss sum, metric sums) over its steps.  It stops after the first
+    step whose loss is not finite, so that the count names the step that
+    diverged.
+    """
+
+    @tf.function
+    def loop(iterator, num_steps):
+        # The first step outside the while loop gives the sums their
+        # structure (the task's metric names); `step` is one traced
+        # function, called twice.
+        loss_sum, metric_sums = step(iterator)
+
+        def body(done, loss_sum, metric_sums):
+            loss, metrics = step(iterator)
+            return done + 1, loss_sum + loss, tf.nest.map_structure(
+                tf.add, metric_sums, metrics)
+
+        def more(done, loss_sum, metric_sums):
+            del metric_sums
+            return tf.logical_and(done < num_steps,
+                                  tf.math.is_finite(loss_sum))
+
+        return tf.while_loop(more, body, (tf.constant(1), loss_sum,
+                                          metric_sums))
+
+    return loop
+
+
 def _warn(message):
     print(f"WARNING: {message}", file=sys.stderr, flush=True)
 
@@ -165,7 +199,7 @@ class Trainer:
         self.steps_per_loop = cfg.steps_per_loop or default_steps_per_loop(
             self.strategy)
         self._train_step = self._make_train_step()
-        self._train_loop = self._make_train_loop(self._train_step)
+        self._train_loop = make_train_loop(self._train_step)
         self._eval_step = self._make_eval_step()
 
     def _steps_per_epoch(self):
@@ -397,32 +431,6 @@ class Trainer:
                                                         args=(batches,)))
 
         return step
-
-    def _make_train_loop(self, step):
-        """Up to `num_steps` training steps in one compiled call (orbit's
-        `steps_per_loop`): the host dispatches once and reads the sums back
-        once per loop, not per step.  Returns (steps run, loss sum, metric
-        sums); the loop stops after the first step with a non-finite loss,
-        so that the count names the step that diverged."""
-
-        @tf.function
-        def loop(iterator, num_steps):
-            # The first step outside the while loop gives the sums their
-            # structure (the task's metric names); `step` is one traced
-            # function, called twice.
-            loss_sum, metric_sums = step(iterator)
-
-            def body(done, loss_sum, metric_sums):
-                loss, metrics = step(iterator)
-                return done + 1, loss_sum + loss, tf.nest.map_structure(
-                    tf.add, metric_sums, metrics)
-
-            return tf.while_loop(
-                lambda done, loss_sum, _: tf.logical_and(
-                    done < num_steps, tf.math.is_finite(loss_sum)),
-                body, (tf.constant(1), loss_sum, metric_sums))
-
-        return loop
 
     def _loop_length(self, done, max_steps):
         """The steps of the next loop: at most `steps_per_loop`, and a loop
