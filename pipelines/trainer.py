@@ -223,6 +223,13 @@ class Trainer:
         try:
             with self.strategy.scope():
                 self.model = self.task.build_model()
+                if cfg.mixed_precision != "none":
+                    # The output layer in float32, as Keras advises: the
+                    # loss sees float32 logits, and the saved model's
+                    # softmax gives float32 probabilities (in bfloat16 they
+                    # would sum to 1 only within 1e-2).
+                    for name in self.model.output_names:
+                        self.model.get_layer(name).dtype_policy = "float32"
                 optimizer = keras.optimizers.SGD(cfg.learning_rate,
                                                  momentum=cfg.momentum)
                 if cfg.mixed_precision == "float16":

@@ -261,6 +261,10 @@ def test_mixed_precision_and_xla_train(tmp_path, data_dir, changes):
     assert keras.mixed_precision.global_policy().name == "float32"
     model = keras.saving.load_model(str(tmp_path / "model.keras"))
     assert np.isfinite(model.get_weights()[0]).all()
+    # The output layer computes in float32: probabilities that sum to 1.
+    probs = model.predict(np.zeros((2, 32, 32, 3), "float32"), verbose=0)
+    assert probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-6)
 
 
 def test_init_from_net_a_copies_the_papers_layers(tmp_path):
