@@ -54,6 +54,7 @@ from pipelines.tasks import PAPER_INIT_LAYERS  # noqa: F401
 from pipelines.tasks import build_model  # noqa: F401
 from pipelines.tasks import freeze_body  # noqa: F401
 from pipelines.tasks import initialize_from  # noqa: F401
+from pipelines.trainer import ACCELERATOR_STEPS_PER_LOOP
 from pipelines.trainer import Trainer
 from pipelines.trainer import TrainingDiverged  # noqa: F401
 from pipelines.trainer import TrainingPreempted
@@ -171,6 +172,11 @@ _FIELD_HELP = {
                           "--learning_rate (e.g. 0.1 when fine-tuning).",
     "preprocessing": "caffe, torch or none; default the --weights' own, "
                      "else caffe.",
+    "steps_per_loop": "Training steps per compiled call: the host reads the "
+                      "loss back and updates the progress bar once per loop; "
+                      "a loop ends at every epoch end and checkpoint_every "
+                      "step, SIGTERM waits for its end. Default 1 on a CPU, "
+                      f"{ACCELERATOR_STEPS_PER_LOOP} on GPUs/TPUs.",
 }
 
 
