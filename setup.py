@@ -74,6 +74,7 @@ CONSOLE_SCRIPTS = [
     "vgg-features=pipelines.features:run",
     "vgg-linear-probe=pipelines.linear_probe:run",
     "vgg-data-service=pipelines.data_service:run",
+    "vgg-reproduce=pipelines.reproduce:run",
     "vgg-export-savedmodel=export.saved_model:run",
     "vgg-export-serving=export.serving:run",
     "vgg-export-tflite=export.tflite:run",

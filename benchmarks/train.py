@@ -2,13 +2,20 @@
 `model.fit`, on the same built-in data, in one process.
 
     python -m benchmarks.train [--crop=112] [--batch_size=16] [--steps=20]
+    python -m benchmarks.train --crop=32 --steps=50 --steps_per_loop=1,10,50
 
 Both train VGG16 (config D) from scratch with SGD (momentum 0.9) on batches
-from the same `pipelines.augment.make_dataset` input; the first steps
-(tracing) are excluded.  Prints images/s and the ratio to the baseline.
+from the same `pipelines.augment.make_dataset` input.  The trainer runs its
+steps `steps_per_loop` at a time in one compiled call (one row per value):
+at small crops, where a step is short, the per-call dispatch and the loss
+read back after each call show.  Both models are built first and timed in
+turns, `--repeats` rounds (the median is printed), so that a change in the
+machine's load touches every row alike; the first steps of each (tracing)
+are excluded.  Prints images/s and the ratio to the baseline.
 """
 
 import dataclasses
+import statistics
 import tempfile
 import time
 
@@ -25,16 +32,58 @@ from pipelines.train import Trainer
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("crop", 112, "Training crop (the paper: 224).")
 flags.DEFINE_integer("batch_size", 16, "Global batch size.")
-flags.DEFINE_integer("steps", 20, "Timed steps (after 3 warm-up steps).")
+flags.DEFINE_integer("steps", 20, "Timed steps per round (after warm-up); "
+                     "a multiple of every --steps_per_loop is fairest.")
+flags.DEFINE_list("steps_per_loop", ["1"], "The trainer's steps per "
+                  "compiled call, one row each (e.g. 1,10,50).")
+flags.DEFINE_integer("repeats", 3, "Timed rounds (median printed).")
 flags.DEFINE_string("data_dir", None, "Built-in dataset cache.")
+
+
+def timed(run, images):
+    start = time.perf_counter()
+    run()
+    return images / (time.perf_counter() - start)
+
+
+def _baseline(data, crop, steps):
+    """keras.applications.VGG16 + model.fit: warmed up, and a function
+    that trains `steps` steps."""
+    import keras
+
+    model = keras.applications.VGG16(weights=None, input_shape=(crop, crop, 3),
+                                      classes=5, classifier_activation=None)
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(data(), steps_per_epoch=3, epochs=1, verbose=0)
+    return lambda: model.fit(data(), steps_per_epoch=steps, epochs=1,
+                             verbose=0)
+
+
+def trainer_loops(trainer, steps, loops):
+    """The trainer's loops, warmed up, as functions that train `steps`
+    steps `k` at a time (the last loop shorter if k does not divide it)."""
+    import tensorflow as tf
+
+    iterator = iter(trainer._train_dataset(0, 0))
+    trainer._train_loop(iterator, tf.constant(2))  # traces step and loop
+
+    def run(k):
+        left = steps
+        while left:
+            n = min(k, left)
+            ran, loss, _ = trainer._train_loop(iterator, tf.constant(n))
+            float(loss)  # the host reads the loss once per loop
+            left -= int(ran)
+    return {k: (lambda k=k: run(k)) for k in loops}
 
 
 def main(argv):
     del argv
     import keras
 
-
     crop, batch, steps = FLAGS.crop, FLAGS.batch_size, FLAGS.steps
+    loops = [int(k) for k in FLAGS.steps_per_loop]
     source = sources.load_source("builtin", "train", data_dir=FLAGS.data_dir)
     val = sources.load_source("builtin", "validation", data_dir=FLAGS.data_dir)
 
@@ -43,21 +92,7 @@ def main(argv):
                                     scale=(crop, crop * 2), crop=crop,
                                     repeat=True, seed=0)
 
-    rows = []
-    # Baseline: keras.applications.VGG16 with model.fit.
-    model = keras.applications.VGG16(weights=None, input_shape=(crop, crop, 3),
-                                      classes=5, classifier_activation=None)
-    model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(data(), steps_per_epoch=3, epochs=1, verbose=0)
-    start = time.perf_counter()
-    model.fit(data(), steps_per_epoch=steps, epochs=1, verbose=0)
-    base = steps * batch / (time.perf_counter() - start)
-    rows.append(("keras.applications.VGG16 + model.fit", f"{base:.2f}",
-                 "1.00"))
-    del model
-    keras.backend.clear_session()
-
+    baseline = _baseline(data, crop, steps)
     # The keras_vgg trainer (custom loop, weight decay, top-k metrics).
     cfg = dataclasses.replace(
         recipes.RECIPES["vgg16_s256"], crop=crop, scale_min=crop,
@@ -66,18 +101,24 @@ def main(argv):
     with tempfile.TemporaryDirectory() as model_dir:
         trainer = Trainer(cfg, source, val, model_dir,
                           distribute.make_strategy("one_device"), verbose=0)
-        iterator = iter(trainer._train_dataset(0, 0))
-        for _ in range(3):
-            trainer._train_step(iterator)
-        start = time.perf_counter()
-        for _ in range(steps):
-            loss = trainer._train_step(iterator)[0]
-        float(loss)
-        ours = steps * batch / (time.perf_counter() - start)
-    rows.append(("keras_vgg trainer (VGG16)", f"{ours:.2f}",
-                 f"{ours / base:.2f}"))
-    print(f"\nTraining VGG16 at {crop}x{crop}, batch {batch}, {steps} steps, "
-          f"built-in data, backend {keras.backend.backend()}:")
+        ours = trainer_loops(trainer, steps, loops)
+        speeds = {"base": []}
+        for _ in range(FLAGS.repeats):
+            speeds["base"].append(timed(baseline, steps * batch))
+            for k, run in ours.items():
+                speeds.setdefault(k, []).append(timed(run, steps * batch))
+            print("  round (images/s): " + ", ".join(
+                f"{name} {s[-1]:.1f}" for name, s in speeds.items()),
+                flush=True)
+    base = statistics.median(speeds["base"])
+    rows = [("keras.applications.VGG16 + model.fit", f"{base:.2f}", "1.00")]
+    for k in loops:
+        ips = statistics.median(speeds[k])
+        rows.append((f"keras_vgg trainer, steps_per_loop={k}", f"{ips:.2f}",
+                     f"{ips / base:.2f}"))
+    print(f"\nTraining VGG16 at {crop}x{crop}, batch {batch}, {steps} steps "
+          f"per round, median of {FLAGS.repeats} rounds, built-in data, "
+          f"backend {keras.backend.backend()}:")
     print(format_table(["loop", "images/s", "ratio"], rows))
 
 

@@ -71,6 +71,9 @@ class TrainConfig:
     seed: int = None
     deterministic: bool = False
     checkpoint_every: int = 1000
+    # Training steps per compiled call (metrics read back once per loop);
+    # None: 1 on a CPU, `trainer.ACCELERATOR_STEPS_PER_LOOP` on GPUs/TPUs.
+    steps_per_loop: int = None
     keep_checkpoints: int = 3
     max_rollbacks: int = 2
     # "classification", or "localization" (box regression, appendix A);
@@ -122,6 +125,8 @@ class TrainConfig:
              "preprocessing", "must be caffe, torch or none"),
             (self.max_epochs >= 1, "max_epochs", "must be >= 1"),
             (self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1"),
+            (self.steps_per_loop is None or self.steps_per_loop >= 1,
+             "steps_per_loop", "must be >= 1"),
             (self.max_steps is None or self.max_steps >= 1, "max_steps",
              "must be >= 1"),
             (self.task in TASKS, "task",

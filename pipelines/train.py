@@ -54,6 +54,7 @@ from pipelines.tasks import PAPER_INIT_LAYERS  # noqa: F401
 from pipelines.tasks import build_model  # noqa: F401
 from pipelines.tasks import freeze_body  # noqa: F401
 from pipelines.tasks import initialize_from  # noqa: F401
+from pipelines.trainer import ACCELERATOR_STEPS_PER_LOOP
 from pipelines.trainer import Trainer
 from pipelines.trainer import TrainingDiverged  # noqa: F401
 from pipelines.trainer import TrainingPreempted
@@ -80,6 +81,8 @@ def train(recipe_or_cfg, dataset="builtin", model_dir="runs/train",
         model_dir: checkpoints, logs and outputs; a run resumes from it.
         data_dir: tfds data_dir, or the built-in dataset's cache dir.
         val_dataset: same forms; default the validation split of `dataset`.
+            A folder given here is read whole (every image validates),
+            unless it is laid out by split (DIR/train/, DIR/val/).
         strategy: a `tf.distribute.Strategy` or a name (see
             `pipelines.distribute.make_strategy`).
         init_from: a trained model dir or `.keras` to start from.
@@ -107,23 +110,28 @@ def train(recipe_or_cfg, dataset="builtin", model_dir="runs/train",
         train_source = sources.load_source(
             dataset, "train", data_dir=data_dir, seed=seed,
             shuffle_files=False if cfg.deterministic else None)
+        # A folder given as validation data is validation data, whole.
+        val_fraction = 1.0 if val_dataset else 0.1
         val_source = sources.load_source(val_dataset or dataset, "validation",
-                                         data_dir=data_dir, seed=seed)
+                                         data_dir=data_dir, seed=seed,
+                                         val_fraction=val_fraction)
         _check_decodable(dataset, "train", data_dir, cfg)
-        _check_decodable(val_dataset or dataset, "validation", data_dir, cfg)
+        _check_decodable(val_dataset or dataset, "validation", data_dir, cfg,
+                         val_fraction)
         trainer = Trainer(
             cfg, train_source, val_source, model_dir, strategy,
             init_from=init_from, verbose=verbose)
     return trainer.run()
 
 
-def _check_decodable(spec, split, data_dir, cfg):
+def _check_decodable(spec, split, data_dir, cfg, val_fraction=0.1):
     """Raises a ValueError naming `spec` when none of its images decodes
     (reading stops at the first good one).  On a source of its own: reading
     the run's would advance its file shuffle, and the run would then see
     other epochs than a run without the check."""
     source = sources.load_source(spec, split, data_dir=data_dir,
-                                 shuffle_files=False)
+                                 shuffle_files=False,
+                                 val_fraction=val_fraction)
     counter = augment.SkipCounter()
     ds = augment.make_dataset(source, training=False, batch_size=1,
                               scale=cfg.validation_scale, crop=cfg.crop,
@@ -168,6 +176,16 @@ _FIELD_HELP = {
                     "pipelines.data_service): its workers decode and augment "
                     "the training images. Bad images are then not counted, "
                     "and runs are not reproducible (no --deterministic).",
+    "mixed_precision": "none, bfloat16 or float16. bfloat16: about 2x "
+                       "faster VGG16 steps on CPUs with AVX512_BF16/AMX, "
+                       "TPUs and Ampere-or-later GPUs (python -m "
+                       "benchmarks.precision); float16 adds loss scaling "
+                       "and is slow on CPUs.",
+    "steps_per_loop": "Training steps per compiled call: the host reads the "
+                      "loss back and updates the progress bar once per loop; "
+                      "a loop ends at every epoch end and checkpoint_every "
+                      "step, SIGTERM waits for its end. Default 1 on a CPU, "
+                      f"{ACCELERATOR_STEPS_PER_LOOP} on GPUs/TPUs.",
 }
 
 
@@ -182,7 +200,9 @@ def _define_flags(flag_values=flags.FLAGS):
                         "tfrecord:GLOB or folder:DIR.", flag_values=fv)
     flags.DEFINE_string("val_dataset", None,
                         "Validation data, same forms; default the "
-                        "validation split of --dataset.", flag_values=fv)
+                        "validation split of --dataset (a folder's val/ "
+                        "sub-folder, else a held-out tenth). A folder "
+                        "given here is read whole.", flag_values=fv)
     flags.DEFINE_string("data_dir", None,
                         "tfds data_dir, or the built-in dataset's cache.",
                         flag_values=fv)

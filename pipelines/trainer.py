@@ -11,8 +11,16 @@ Checkpoints hold the model's variables, the optimizer, the loop's counters
 one, and a non-finite loss rolls back to it.  They also hold the per-epoch
 history and the training throughput, so that `metrics.json` describes the
 whole run however often it was resumed.  An unreadable latest checkpoint
-falls back to the one before it; SIGTERM checkpoints at the next step and
-stops (`TrainingPreempted`).  `pipelines.run_dir` keeps the directory's
+falls back to the one before it; SIGTERM checkpoints at the end of the
+running loop and stops (`TrainingPreempted`).
+
+Steps run `steps_per_loop` at a time in one compiled call (a `tf.while_loop`
+over the input iterator, `strategy.run` per step), and the host reads the
+loss back once per loop: on accelerators the per-step dispatch and
+read-back would otherwise leave the device idle.  A loop never crosses an
+epoch end, a `checkpoint_every` step or the end of training, so that
+checkpoints, validation, NaN rollback and resumes fall on the same steps
+whatever the loop length.  `pipelines.run_dir` keeps the directory's
 training config honest across resumes.
 """
 
@@ -44,6 +52,56 @@ from pipelines.schedule import PlateauSchedule
 # checkpoint's keys beside `model_variables` and `optimizer`.
 PROGRESS = ("step", "epoch", "epoch_start_step", "images_skipped",
             "images_trained")
+
+
+# Steps per compiled call when `steps_per_loop` is not set: on a GPU or TPU
+# a step takes milliseconds and the host's dispatch and read-back per step
+# would idle the device; on a CPU a VGG step takes far longer than its
+# dispatch, and one step per call keeps the progress bar live.
+ACCELERATOR_STEPS_PER_LOOP = 50
+
+
+def default_steps_per_loop(strategy):
+    """`steps_per_loop` unless set: `ACCELERATOR_STEPS_PER_LOOP` when the
+    strategy trains on GPUs or TPUs, else 1."""
+    devices = strategy.extended.worker_devices
+    on_cpu = all(tf.DeviceSpec.from_string(d).device_type in (None, "CPU")
+                 for d in devices)
+    return 1 if on_cpu else ACCELERATOR_STEPS_PER_LOOP
+
+
+def make_train_loop(step):
+    """Up to `num_steps` calls of `step(iterator)` in one compiled call
+    (orbit's `steps_per_loop`): the host dispatches once and reads the sums
+    back once per loop, not per step.
+
+    `step` returns (loss sum, {name: metric sum}); the loop returns (steps
+    run, loss sum, metric sums) over its steps.  It stops after the first
+    step whose loss is not finite, so that the count names the step that
+    diverged.
+    """
+
+    @tf.function
+    def loop(iterator, num_steps):
+        # The first step outside the while loop gives the sums their
+        # structure (the task's metric names); `step` is one traced
+        # function, called twice.
+        loss_sum, metric_sums = step(iterator)
+
+        def body(done, loss_sum, metric_sums):
+            loss, metrics = step(iterator)
+            return done + 1, loss_sum + loss, tf.nest.map_structure(
+                tf.add, metric_sums, metrics)
+
+        def more(done, loss_sum, metric_sums):
+            del metric_sums
+            return tf.logical_and(done < num_steps,
+                                  tf.math.is_finite(loss_sum))
+
+        return tf.while_loop(more, body, (tf.constant(1), loss_sum,
+                                          metric_sums))
+
+    return loop
 
 
 def _warn(message):
@@ -87,7 +145,8 @@ class _EpochResult:
         default_factory=lambda: collections.defaultdict(float))
     images: int = 0
     finished: bool = False
-    diverged: bool = False
+    # The step whose loss was NaN or infinite (None: none was).
+    diverged_step: int = None
     preempted: bool = False
 
     def add(self, loss_sum, metric_sums, images):
@@ -137,7 +196,10 @@ class Trainer:
         self.writer = (tf.summary.create_file_writer(
             os.path.join(model_dir, "logs")) if self.chief else
             tf.summary.create_noop_writer())
+        self.steps_per_loop = cfg.steps_per_loop or default_steps_per_loop(
+            self.strategy)
         self._train_step = self._make_train_step()
+        self._train_loop = make_train_loop(self._train_step)
         self._eval_step = self._make_eval_step()
 
     def _steps_per_epoch(self):
@@ -161,6 +223,13 @@ class Trainer:
         try:
             with self.strategy.scope():
                 self.model = self.task.build_model()
+                if cfg.mixed_precision != "none":
+                    # The output layer in float32, as Keras advises: the
+                    # loss sees float32 logits, and the saved model's
+                    # softmax gives float32 probabilities (in bfloat16 they
+                    # would sum to 1 only within 1e-2).
+                    for name in self.model.output_names:
+                        self.model.get_layer(name).dtype_policy = "float32"
                 optimizer = keras.optimizers.SGD(cfg.learning_rate,
                                                  momentum=cfg.momentum)
                 if cfg.mixed_precision == "float16":
@@ -370,6 +439,16 @@ class Trainer:
 
         return step
 
+    def _loop_length(self, done, max_steps):
+        """The steps of the next loop: at most `steps_per_loop`, and a loop
+        ends at the epoch's end, at a `checkpoint_every` step and at
+        `max_steps`, so that those happen between loops exactly where they
+        happen with one step per loop."""
+        step = self._step()
+        every = self.cfg.checkpoint_every
+        return min(self.steps_per_loop, self.steps_per_epoch - done,
+                   max_steps - step, every - step % every)
+
     def _make_eval_step(self):
         model, task = self.model, self.task
 
@@ -456,9 +535,9 @@ class Trainer:
             self._stop_if_preempted()
             epoch = int(self.progress["epoch"].numpy())
             result = self._train_epoch(epoch, max_steps)
-            if result.diverged:
+            if result.diverged_step is not None:
                 rollbacks += 1
-                self._roll_back(rollbacks)
+                self._roll_back(rollbacks, result.diverged_step)
                 continue
             if result.preempted:
                 self._stop_if_preempted()
@@ -495,8 +574,8 @@ class Trainer:
     @contextlib.contextmanager
     def _checkpoint_on_sigterm(self):
         """While training, SIGTERM (how schedulers and preemptible machines
-        stop a job) only sets a flag: the loop checkpoints at the next step
-        boundary and raises `TrainingPreempted`.
+        stop a job) only sets a flag: the loop checkpoints at the end of the
+        running loop of steps and raises `TrainingPreempted`.
 
         Our own handler rather than `tf.distribute.experimental.
         PreemptionCheckpointHandler`: that one needs a cluster resolver
@@ -546,17 +625,18 @@ class Trainer:
             print(f"Epoch {epoch + 1}/{cfg.max_epochs}", flush=True)
         result = _EpochResult()
         while done < self.steps_per_epoch and self._step() < max_steps:
-            step_start = time.perf_counter()
-            loss_sum, metric_sums = self._train_step(iterator)
-            loss_sum = float(loss_sum)
+            start = time.perf_counter()
+            ran, loss_sum, metric_sums = self._train_loop(
+                iterator, tf.constant(self._loop_length(done, max_steps)))
+            loss_sum, ran = float(loss_sum), int(ran)
             if not math.isfinite(loss_sum):
-                result.diverged = True
+                result.diverged_step = self._step() + ran
                 return result
-            self._pending_seconds += time.perf_counter() - step_start
-            self._pending_images += cfg.batch_size
-            done += 1
-            step = int(self.progress["step"].assign_add(1).numpy())
-            result.add(loss_sum, metric_sums, cfg.batch_size)
+            self._pending_seconds += time.perf_counter() - start
+            self._pending_images += ran * cfg.batch_size
+            done += ran
+            step = int(self.progress["step"].assign_add(ran).numpy())
+            result.add(loss_sum, metric_sums, ran * cfg.batch_size)
             values = ([("loss", result.loss_sum / result.images)]
                       + self.task.train_display(result.metric_sums,
                                                 result.images)
@@ -606,7 +686,7 @@ class Trainer:
                               step=record["step"])
         return summary, record
 
-    def _roll_back(self, rollbacks):
+    def _roll_back(self, rollbacks, diverged_step):
         """After a non-finite loss: back to the last checkpoint, or
         `TrainingDiverged` when there is none or rolling back
         `max_rollbacks` times did not help."""
@@ -614,7 +694,7 @@ class Trainer:
         if latest is None or rollbacks > self.cfg.max_rollbacks:
             raise TrainingDiverged(
                 f"The training loss became NaN or infinite at step "
-                f"{self._step() + 1} (learning rate "
+                f"{diverged_step} (learning rate "
                 f"{self.schedule.current_learning_rate:g}); "
                 + (f"rolled back {rollbacks - 1} times to "
                    f"{latest} without help. " if latest else

@@ -186,10 +186,14 @@ def _env():
 
 
 def test_sigkill_and_resume_matches_uninterrupted(tmp_path, data_dir):
+    """One step per loop straight through; loops of 4 steps (4, 1, 4, 1:
+    they end at every 5th step) killed after step 15, then resumed with
+    loops of 3: the same weights to the bit."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    subprocess.run(_cli(straight, data_dir), check=True, env=_env(),
-                   cwd=ROOT, capture_output=True)
-    proc = subprocess.Popen(_cli(resumed, data_dir), env=_env(), cwd=ROOT,
+    subprocess.run(_cli(straight, data_dir) + ["--steps_per_loop=1"],
+                   check=True, env=_env(), cwd=ROOT, capture_output=True)
+    proc = subprocess.Popen(_cli(resumed, data_dir) + ["--steps_per_loop=4"],
+                            env=_env(), cwd=ROOT,
                             stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     marker = resumed / "checkpoints" / "ckpt-15.index"
@@ -200,13 +204,17 @@ def test_sigkill_and_resume_matches_uninterrupted(tmp_path, data_dir):
     proc.wait()
     assert marker.exists()
     assert not (resumed / "metrics.json").exists(), "finished before the kill"
-    subprocess.run(_cli(resumed, data_dir), check=True, env=_env(), cwd=ROOT,
-                   capture_output=True)
+    subprocess.run(_cli(resumed, data_dir) + ["--steps_per_loop=3"],
+                   check=True, env=_env(), cwd=ROOT, capture_output=True)
     a = keras.saving.load_model(str(straight / "model.keras")).get_weights()
     b = keras.saving.load_model(str(resumed / "model.keras")).get_weights()
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
     assert json.loads((resumed / "metrics.json").read_text())["steps"] == 90
+    changes = json.loads((resumed / "training_config.json").read_text())[
+        "changes"]
+    assert [(c["field"], c["from"], c["to"]) for c in changes] == [
+        ("steps_per_loop", 4, 3)]
 
 
 def _free_port():
@@ -253,6 +261,10 @@ def test_mixed_precision_and_xla_train(tmp_path, data_dir, changes):
     assert keras.mixed_precision.global_policy().name == "float32"
     model = keras.saving.load_model(str(tmp_path / "model.keras"))
     assert np.isfinite(model.get_weights()[0]).all()
+    # The output layer computes in float32: probabilities that sum to 1.
+    probs = model.predict(np.zeros((2, 32, 32, 3), "float32"), verbose=0)
+    assert probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-6)
 
 
 def test_init_from_net_a_copies_the_papers_layers(tmp_path):
@@ -433,3 +445,32 @@ def test_sigterm_checkpoints_the_step_and_rerun_resumes(tmp_path, data_dir):
     assert "\r" not in done.stdout and "\x1b" not in done.stdout
     assert sum(line.startswith("Epoch 2/") and " 30/30 - loss " in line
                for line in done.stdout.splitlines()) == 1
+
+
+def _jpegs(root, layout, size=40):
+    rng = np.random.default_rng(0)
+    for rel in layout:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tf.io.write_file(str(path), tf.io.encode_jpeg(
+            rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8)))
+
+
+@pytest.mark.slow
+def test_validation_folders_are_read_whole(tmp_path):
+    # DIR/train/<class>/ + DIR/val/<class>/: the val folder validates,
+    # whole; a flat folder passed as --val_dataset validates, whole.
+    data = tmp_path / "data"
+    _jpegs(data, [f"train/{c}/{i}.jpg" for c in ("ant", "bee")
+                  for i in range(6)]
+           + ["val/ant/0.jpg", "val/bee/0.jpg", "val/bee/1.jpg"])
+    other = tmp_path / "other"
+    _jpegs(other, [f"{c}/{i}.jpg" for c in ("ant", "bee") for i in range(5)])
+    cfg = _tiny(steps_per_epoch=1, batch_size=4, val_batch_size=4)
+    metrics = train.train(cfg, dataset=f"folder:{data}",
+                          model_dir=str(tmp_path / "a"), verbose=0)
+    assert metrics["val_images"] == 3
+    metrics = train.train(cfg, dataset=f"folder:{data}",
+                          val_dataset=f"folder:{other}",
+                          model_dir=str(tmp_path / "b"), verbose=0)
+    assert metrics["val_images"] == 10
