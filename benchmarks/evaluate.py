@@ -9,8 +9,8 @@ fully convolutional network on the whole image twice, its score map at
 `--dense_stride`), and the 50-crop multi-crop (5x5 grid of 224 crops and
 their flips).  Prints views per image, the GMACs each protocol costs on this
 image (`keras_vgg.cost.count_graph_macs` at the actual input sizes) and
-images/s (median of `--repeats` calls after one warm-up call, rescaling and
-preprocessing included).
+images/s (median of `--repeats` rounds, each calling every protocol once,
+after one warm-up call each; rescaling and preprocessing included).
 
 The protocols run as `pipelines.protocols` runs them (one graph per network
 for every input size; dense: the FC head as matrix products).  The rows
@@ -48,14 +48,19 @@ flags.DEFINE_integer("dense_stride", 32, "Dense evaluation's score-map "
 flags.DEFINE_boolean("eager", True, "Also time the eager rows.")
 
 
-def seconds_per_call(fn, repeats):
-    fn()  # warm-up: allocation, kernels
-    times = []
+def seconds_per_call(fns, repeats):
+    """Median seconds of each of `fns` over `repeats` rounds, after one
+    warm-up call each; a round calls every function once, so that a load
+    that comes and goes on a shared machine weighs on all of them alike."""
+    for fn in fns:
+        fn()  # warm-up: allocation, kernels, tracing
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, spent in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - start)
+    return [statistics.median(spent) for spent in times]
 
 
 def with_conv2d_head(fcn):
@@ -126,15 +131,14 @@ def main(argv):
                      50 * crop_macs,
                      lambda: eager_multi_crop(model, image, q)))
     rows = []
-    for name, views, size, macs, fn in runs:
-        seconds = seconds_per_call(fn, FLAGS.repeats)
+    seconds = seconds_per_call([run[-1] for run in runs], FLAGS.repeats)
+    for (name, views, size, macs, _), spent in zip(runs, seconds):
         rows.append((name, views, size, f"{macs / 1e9:.2f}",
-                     f"{1 / seconds:.3f}", f"{macs / seconds / 1e9:.1f}"))
-        print(f"  measured {name}: {seconds:.2f} s/image", flush=True)
-    print()
+                     f"{1 / spent:.3f}", f"{macs / spent / 1e9:.1f}"))
     print(f"VGG {FLAGS.architecture} (random weights), one "
           f"{image.shape[0]}x{image.shape[1]} image at Q={q}, backend "
-          f"{keras.backend.backend()}, median of {FLAGS.repeats} calls:")
+          f"{keras.backend.backend()}, median of {FLAGS.repeats} rounds "
+          "(each calls every protocol once):")
     print(format_table(["protocol", "views", "view size", "GMACs/image",
                         "images/s", "GMAC/s"], rows))
 
