@@ -194,7 +194,7 @@ def evaluate_localization(localizers, classifiers=(), dataset="builtin",
     fcns = [c.fully_convolutional(stride=dense_stride, what="--dense_stride")
             for c in clfs]
     averaged = [c.fully_convolutional(True, dense_stride) for c in clfs]
-    for loc in locs:
+    for loc in locs if protocol == "dense" else ():  # errors early
         loc.fully_convolutional(stride=dense_stride, what="--dense_stride")
     scales = [int(q) for q in (scales or sorted({loc.test_scale
                                                      for loc in locs}))]
