@@ -73,6 +73,7 @@ CONSOLE_SCRIPTS = [
     "vgg-layer-table=pipelines.layer_table:run",
     "vgg-features=pipelines.features:run",
     "vgg-linear-probe=pipelines.linear_probe:run",
+    "vgg-reproduce=pipelines.reproduce:run",
     "vgg-export-savedmodel=export.saved_model:run",
     "vgg-export-serving=export.serving:run",
     "vgg-export-tflite=export.tflite:run",

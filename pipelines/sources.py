@@ -17,7 +17,8 @@ Spec forms accepted by `load_source`:
                          written to `data_dir` (default its cache) on first use
     "tfrecord:GLOB"      TFRecords in the ImageNet / Model Garden layout; see
                          `_tfrecord_files` for how GLOB picks a split's files
-    "folder:DIR"         one sub-folder of images per class; boxes from
+    "folder:DIR"         one sub-folder of images per class, or DIR/train/
+                         and DIR/val/ holding one each; boxes from
                          DIR/boxes.csv or DIR/boxes.json when there is one
                          (pixel coordinates; see `pipelines.box_files`)
     "NAME" / "tfds:NAME" a TensorFlow Datasets name ("imagenet2012",
@@ -99,7 +100,11 @@ def load_source(spec, split="train", data_dir=None, val_fraction=0.1,
         data_dir: builtin: where the generated dataset lives (default
             `synthetic.default_cache_dir()`); tfds: the tfds data_dir.
         val_fraction: folder sources: the fraction of each class held out,
-            deterministically from `seed`, as the validation split.
+            deterministically from `seed`, as the validation split (1: the
+            whole folder is validation).  A folder laid out by split
+            (DIR/train/<class>/ and DIR/val/<class>/; "validation", "valid"
+            or "test" also name the second) reads each split from its own
+            sub-folder instead.
             A folder's images have boxes when DIR holds a boxes.csv
             (header row; columns filename, xmin, ymin, xmax, ymax, optional
             width, height; one row per box) or a boxes.json (filename ->
@@ -356,37 +361,92 @@ def _tfrecord(spec, pattern, split, seed, shuffle_files, label_offset):
 
 # -- image folders ----------------------------------------------------------
 
+# A folder laid out by split (DIR/train/<class>/, DIR/val/<class>/), as
+# ImageNet and most fine-tuning datasets ship: each split is its sub-folder,
+# whole.  The first validation name present wins ("test" as tfds falls back).
+_SPLIT_FOLDERS = {"train": ("train", "training"),
+                  "validation": ("val", "validation", "valid", "test")}
+
+
+def _sub_folders(directory):
+    return sorted(e.name for e in os.scandir(directory)
+                  if e.is_dir() and not e.name.startswith("."))
+
+
+def split_folders(directory):
+    """{"train": path, "validation": path} when `directory` is laid out by
+    split (a train sub-folder and a val/validation/valid/test one), else
+    None."""
+    present = set(_sub_folders(directory))
+    found = {}
+    for split, names in _SPLIT_FOLDERS.items():
+        name = next((n for n in names if n in present), None)
+        # Without class sub-folders of its own, "train" is a class.
+        if name is None or not _sub_folders(os.path.join(directory, name)):
+            return None
+        found[split] = os.path.join(directory, name)
+    return found
+
+
+def _class_files(spec, directory, name):
+    files = sorted(
+        os.path.join(root, f)
+        for root, _, names in os.walk(os.path.join(directory, name),
+                                      followlinks=True)
+        for f in names
+        if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
+    if not files:
+        raise ValueError(
+            f"`spec`={spec!r}: class folder "
+            f"{os.path.join(directory, name)!r} holds no image files "
+            f"({', '.join(IMAGE_EXTENSIONS)}).")
+    return files
+
+
 def _folder_split(spec, directory, val_fraction, seed):
     """Per class, the sorted files of the train and validation splits.
 
-    Each class's files are permuted by a generator seeded with (seed, crc32
-    of the class name): the split of one class does not change when other
-    classes are added.
+    A folder laid out by split (`split_folders`) gives each split its
+    sub-folder, whole; the classes are the train folder's, and the
+    validation folder may hold fewer but no others.  Otherwise each class's
+    files are permuted by a generator seeded with (seed, crc32 of the class
+    name), and `val_fraction` of them held out: the split of one class does
+    not change when other classes are added.  `val_fraction=1` makes every
+    image validation (a folder given as validation data).
     """
-    if not 0 <= val_fraction < 1:
-        raise ValueError("`val_fraction` must be in [0, 1). Received: "
+    if not 0 <= val_fraction <= 1:
+        raise ValueError("`val_fraction` must be in [0, 1]. Received: "
                          f"val_fraction={val_fraction!r}")
-    classes = sorted(e.name for e in os.scandir(directory)
-                     if e.is_dir() and not e.name.startswith("."))
+    by_split = split_folders(directory)
+    if by_split is not None:
+        classes = _sub_folders(by_split["train"])
+        if not classes:
+            raise ValueError(f"`spec`={spec!r}: {by_split['train']!r} has "
+                             "no class sub-folders.")
+        extra = sorted(set(_sub_folders(by_split["validation"]))
+                       - set(classes))
+        if extra:
+            raise ValueError(
+                f"`spec`={spec!r}: {by_split['validation']!r} has classes "
+                f"that {by_split['train']!r} lacks: {', '.join(extra)}.")
+        splits = {"train": [], "validation": []}
+        for split, folder in by_split.items():
+            for name in _sub_folders(folder):
+                label = classes.index(name)
+                splits[split] += [(path, label) for path in
+                                  _class_files(spec, folder, name)]
+        return classes, splits
+    classes = _sub_folders(directory)
     if not classes:
         raise ValueError(f"`spec`={spec!r}: {directory!r} has no class "
                          "sub-folders.")
     splits = {"train": [], "validation": []}
     for label, name in enumerate(classes):
-        files = sorted(
-            os.path.join(root, f)
-            for root, _, names in os.walk(os.path.join(directory, name),
-                                          followlinks=True)
-            for f in names
-            if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
-        if not files:
-            raise ValueError(
-                f"`spec`={spec!r}: class folder {name!r} holds no image "
-                f"files ({', '.join(IMAGE_EXTENSIONS)}).")
+        files = _class_files(spec, directory, name)
         order = np.random.default_rng(
             [int(seed), zlib.crc32(name.encode())]).permutation(len(files))
         num_val = int(round(len(files) * val_fraction))
-        if val_fraction > 0 and len(files) > 1:
+        if 0 < val_fraction < 1 and len(files) > 1:
             num_val = min(max(num_val, 1), len(files) - 1)
         held_out = set(order[:num_val].tolist())
         for i, path in enumerate(files):

@@ -198,7 +198,8 @@ class ClassificationTask(Task):
         if not sums["examples"]:
             raise ValueError("The validation data yielded no image.")
         return {"val_top1_accuracy": sums["top1_correct"] / sums["examples"],
-                "val_top5_accuracy": sums["top5_correct"] / sums["examples"]}
+                "val_top5_accuracy": sums["top5_correct"] / sums["examples"],
+                "val_images": int(sums["examples"])}
 
     def validation_line(self, summary, learning_rate):
         return (f"  val top-1 {summary['val_top1_accuracy']:.4f}  top-5 "
@@ -262,7 +263,8 @@ class LocalizationTask(Task):
                 "val_top5_accuracy": (sums["examples_with_box"]
                                       / sums["examples_with_box"]),
                 "val_localization_accuracy": accuracy,
-                "val_localization_error": 1 - accuracy}
+                "val_localization_error": 1 - accuracy,
+                "val_images": int(sums["examples_with_box"])}
 
     def validation_line(self, summary, learning_rate):
         return (f"  val localisation accuracy (IoU > 0.5) "

@@ -80,6 +80,8 @@ def train(recipe_or_cfg, dataset="builtin", model_dir="runs/train",
         model_dir: checkpoints, logs and outputs; a run resumes from it.
         data_dir: tfds data_dir, or the built-in dataset's cache dir.
         val_dataset: same forms; default the validation split of `dataset`.
+            A folder given here is read whole (every image validates),
+            unless it is laid out by split (DIR/train/, DIR/val/).
         strategy: a `tf.distribute.Strategy` or a name (see
             `pipelines.distribute.make_strategy`).
         init_from: a trained model dir or `.keras` to start from.
@@ -107,23 +109,28 @@ def train(recipe_or_cfg, dataset="builtin", model_dir="runs/train",
         train_source = sources.load_source(
             dataset, "train", data_dir=data_dir, seed=seed,
             shuffle_files=False if cfg.deterministic else None)
+        # A folder given as validation data is validation data, whole.
+        val_fraction = 1.0 if val_dataset else 0.1
         val_source = sources.load_source(val_dataset or dataset, "validation",
-                                         data_dir=data_dir, seed=seed)
+                                         data_dir=data_dir, seed=seed,
+                                         val_fraction=val_fraction)
         _check_decodable(dataset, "train", data_dir, cfg)
-        _check_decodable(val_dataset or dataset, "validation", data_dir, cfg)
+        _check_decodable(val_dataset or dataset, "validation", data_dir, cfg,
+                         val_fraction)
         trainer = Trainer(
             cfg, train_source, val_source, model_dir, strategy,
             init_from=init_from, verbose=verbose)
     return trainer.run()
 
 
-def _check_decodable(spec, split, data_dir, cfg):
+def _check_decodable(spec, split, data_dir, cfg, val_fraction=0.1):
     """Raises a ValueError naming `spec` when none of its images decodes
     (reading stops at the first good one).  On a source of its own: reading
     the run's would advance its file shuffle, and the run would then see
     other epochs than a run without the check."""
     source = sources.load_source(spec, split, data_dir=data_dir,
-                                 shuffle_files=False)
+                                 shuffle_files=False,
+                                 val_fraction=val_fraction)
     counter = augment.SkipCounter()
     ds = augment.make_dataset(source, training=False, batch_size=1,
                               scale=cfg.validation_scale, crop=cfg.crop,
@@ -178,7 +185,9 @@ def _define_flags(flag_values=flags.FLAGS):
                         "tfrecord:GLOB or folder:DIR.", flag_values=fv)
     flags.DEFINE_string("val_dataset", None,
                         "Validation data, same forms; default the "
-                        "validation split of --dataset.", flag_values=fv)
+                        "validation split of --dataset (a folder's val/ "
+                        "sub-folder, else a held-out tenth). A folder "
+                        "given here is read whole.", flag_values=fv)
     flags.DEFINE_string("data_dir", None,
                         "tfds data_dir, or the built-in dataset's cache.",
                         flag_values=fv)

@@ -539,3 +539,61 @@ def test_match_classes_remaps_the_labels(tmp_path):
     matched = sources.match_classes(source, ["c", "a", "b"])
     assert matched.class_names == ("c", "a", "b")
     assert [int(ex["label"]) for ex in matched.dataset] == [1, 2, 0]
+
+
+def _byte_files(root, layout):
+    """Files whose unique bytes name them (sources do not decode)."""
+    for rel in layout:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(rel.encode())
+
+
+def _read(spec, split, **kw):
+    source = sources.load_source(spec, split=split, **kw)
+    return source.class_names, sorted(
+        (ex["encoded"].decode(), int(ex["label"]))
+        for ex in source.dataset.as_numpy_iterator())
+
+
+def test_a_folder_laid_out_by_split_reads_each_split_whole(tmp_path):
+    # The ImageNet / torchvision-tutorial layout: DIR/train/<class>/ and
+    # DIR/val/<class>/; val may lack a class, and val_fraction is not used.
+    _byte_files(tmp_path, ["train/bee/1.jpg", "train/bee/2.jpg",
+                           "train/ant/3.jpg", "val/bee/4.jpg",
+                           "test/ant/5.jpg"])
+    spec = f"folder:{tmp_path}"
+    names, train = _read(spec, "train", val_fraction=0.5)
+    assert names == ("ant", "bee")
+    assert train == [("train/ant/3.jpg", 0), ("train/bee/1.jpg", 1),
+                     ("train/bee/2.jpg", 1)]
+    # "val" wins over "test" as the validation folder; labels by the train
+    # folder's class list.
+    assert _read(spec, "validation") == (("ant", "bee"),
+                                         [("val/bee/4.jpg", 1)])
+    assert sources.split_folders(str(tmp_path)) == {
+        "train": str(tmp_path / "train"), "validation": str(tmp_path / "val")}
+
+
+def test_a_validation_folder_with_an_unknown_class_is_refused(tmp_path):
+    _byte_files(tmp_path, ["train/bee/1.jpg", "validation/wasp/2.jpg"])
+    with pytest.raises(ValueError, match=r"validation'? has classes that .* "
+                                         r"lacks: wasp"):
+        sources.load_source(f"folder:{tmp_path}", split="validation")
+
+
+def test_classes_named_like_splits_stay_classes(tmp_path):
+    # "train" and "val" holding images directly are two classes.
+    _byte_files(tmp_path, ["train/1.jpg", "val/2.jpg", "val/3.jpg"])
+    names, items = _read(f"folder:{tmp_path}", "train", val_fraction=0)
+    assert names == ("train", "val")
+    assert items == [("train/1.jpg", 0), ("val/2.jpg", 1), ("val/3.jpg", 1)]
+
+
+def test_val_fraction_one_makes_the_whole_folder_validation(tmp_path):
+    _byte_files(tmp_path, [f"c{k}/{i}.jpg" for k in range(2)
+                           for i in range(3)])
+    _, items = _read(f"folder:{tmp_path}", "validation", val_fraction=1.0)
+    assert len(items) == 6
+    with pytest.raises(ValueError, match="no 'train' images"):
+        sources.load_source(f"folder:{tmp_path}", "train", val_fraction=1.0)

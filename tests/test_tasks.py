@@ -17,7 +17,8 @@ def test_classification_counts_top1_and_top5_hits():
         logits, (None, tf.constant([1, 5, 0]))).items()}
     assert sums == {"top1_correct": 1, "top5_correct": 2, "examples": 3}
     summary = task.validation_summary(sums)
-    assert summary == {"val_top1_accuracy": 1 / 3, "val_top5_accuracy": 2 / 3}
+    assert summary == {"val_top1_accuracy": 1 / 3, "val_top5_accuracy": 2 / 3,
+                       "val_images": 3}
     with pytest.raises(ValueError, match="no image"):
         task.validation_summary({"top1_correct": 0, "top5_correct": 0,
                                  "examples": 0})

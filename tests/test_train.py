@@ -433,3 +433,32 @@ def test_sigterm_checkpoints_the_step_and_rerun_resumes(tmp_path, data_dir):
     assert "\r" not in done.stdout and "\x1b" not in done.stdout
     assert sum(line.startswith("Epoch 2/") and " 30/30 - loss " in line
                for line in done.stdout.splitlines()) == 1
+
+
+def _jpegs(root, layout, size=40):
+    rng = np.random.default_rng(0)
+    for rel in layout:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tf.io.write_file(str(path), tf.io.encode_jpeg(
+            rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8)))
+
+
+@pytest.mark.slow
+def test_validation_folders_are_read_whole(tmp_path):
+    # DIR/train/<class>/ + DIR/val/<class>/: the val folder validates,
+    # whole; a flat folder passed as --val_dataset validates, whole.
+    data = tmp_path / "data"
+    _jpegs(data, [f"train/{c}/{i}.jpg" for c in ("ant", "bee")
+                  for i in range(6)]
+           + ["val/ant/0.jpg", "val/bee/0.jpg", "val/bee/1.jpg"])
+    other = tmp_path / "other"
+    _jpegs(other, [f"{c}/{i}.jpg" for c in ("ant", "bee") for i in range(5)])
+    cfg = _tiny(steps_per_epoch=1, batch_size=4, val_batch_size=4)
+    metrics = train.train(cfg, dataset=f"folder:{data}",
+                          model_dir=str(tmp_path / "a"), verbose=0)
+    assert metrics["val_images"] == 3
+    metrics = train.train(cfg, dataset=f"folder:{data}",
+                          val_dataset=f"folder:{other}",
+                          model_dir=str(tmp_path / "b"), verbose=0)
+    assert metrics["val_images"] == 10
