@@ -12,6 +12,7 @@ against `max_pixels` and `max_aspect_ratio` before anything is decoded.
 import tensorflow as tf
 
 import keras_vgg
+from keras_vgg import fully_conv
 from keras_vgg import preprocessing as vgg_preprocessing
 
 # Defaults of the limits a server puts on an image.  4096 x 4096 (16.8 MP)
@@ -147,10 +148,14 @@ class DenseClassifier:
         max_pixels, max_aspect_ratio: the largest image (height x width)
             and the most elongated (long side / short side) accepted; an
             image beyond them is refused before it is decoded.
+        dense_stride: input pixels between the score-map positions whose
+            scores are averaged: 32 (the network's own), 16 or 8 (its last
+            pools at both offsets, `keras_vgg.fully_convolutional`).
     """
 
     def __init__(self, source, q=None, flip=True, top_k=5,
-                 max_pixels=MAX_PIXELS, max_aspect_ratio=MAX_ASPECT_RATIO):
+                 max_pixels=MAX_PIXELS, max_aspect_ratio=MAX_ASPECT_RATIO,
+                 dense_stride=fully_conv.STRIDE):
         self.source = source
         self.q = int(q or source.test_scale)
         if self.q < source.crop:
@@ -160,18 +165,23 @@ class DenseClassifier:
         self.top_k = max(1, min(int(top_k), source.num_classes))
         self.max_pixels, self.max_aspect_ratio = check_limits(
             max_pixels, max_aspect_ratio)
-        self.fcn = keras_vgg.fully_convolutional(source.model, average=True)
+        self.stride = fully_conv.check_stride(
+            source.model, dense_stride, "--dense_stride", source.name)
+        self.fcn = keras_vgg.fully_convolutional(source.model, average=True,
+                                                 stride=self.stride)
 
     def classify_same_size(self, pixels):
         """Probabilities (N, classes) for float32 RGB pixels (N, H, W, 3) in
         [0, 255], all of one size."""
         x = rescale(tf.cast(pixels, tf.float32), self.q)
         x = vgg_preprocessing.apply(x, self.source.preprocessing)
-        p = self.fcn(x, training=False)
-        if self.flip:
-            p = (p + self.fcn(tf.image.flip_left_right(x),
-                              training=False)) / 2.0
-        return p
+        if not self.flip:
+            return self.fcn(x, training=False)
+        # The image and its flip in one call: one pass over the weights.
+        n = tf.shape(x)[0]
+        p = self.fcn(tf.concat([x, tf.image.flip_left_right(x)], 0),
+                     training=False)
+        return (p[:n] + p[n:]) / 2.0
 
     def check_size(self, size):
         """Assert ops for an image of `size` (height, width): see

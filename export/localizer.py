@@ -16,7 +16,8 @@ Both go into one artifact, whose outputs are the classifier's
   class for PCR; the window grid centred on the image, as
   `keras_vgg.boxes.centered_grid`), each rated by the classifier's
   softmax at that position, whose average gives the probabilities;
-  with `--flip` the boxes of the mirrored image are added, mirrored back.
+  with `--flip` the boxes of the mirrored image are added, mirrored back;
+  `--dense_stride=16` or 8 gives a position every 16 or 8 pixels.
   Per top-k class the boxes are merged greedily (OverFeat, as
   `keras_vgg.boxes.greedy_merge`) and the merged box of highest total score
   is returned: the same numbers as `pipelines.localize.dense_boxes`.
@@ -40,8 +41,8 @@ import tensorflow as tf
 import keras_vgg
 from export import dense
 from keras_vgg import boxes as box_lib
+from keras_vgg import fully_conv
 from keras_vgg import preprocessing as vgg_preprocessing
-from keras_vgg.fully_conv import STRIDE
 
 IOU_THRESHOLD = 0.5
 
@@ -108,18 +109,21 @@ class DenseLocalizer:
 
     Args:
         source: a `common.LocalizerSource`.
-        q, flip, top_k, max_pixels, max_aspect_ratio: as
-            `DenseClassifier`.
+        q, flip, top_k, max_pixels, max_aspect_ratio, dense_stride: as
+            `DenseClassifier` (the boxes come at the classifier's stride).
     """
 
     def __init__(self, source, q=None, flip=True, top_k=5,
                  max_pixels=dense.MAX_PIXELS,
-                 max_aspect_ratio=dense.MAX_ASPECT_RATIO):
+                 max_aspect_ratio=dense.MAX_ASPECT_RATIO,
+                 dense_stride=fully_conv.STRIDE):
         self.source = source
         self.classifier = dense.DenseClassifier(
             source.classifier, q=q, flip=flip, top_k=top_k,
-            max_pixels=max_pixels, max_aspect_ratio=max_aspect_ratio)
+            max_pixels=max_pixels, max_aspect_ratio=max_aspect_ratio,
+            dense_stride=dense_stride)
         self.q, self.flip = self.classifier.q, self.classifier.flip
+        self.stride = self.classifier.stride
         self.top_k = self.classifier.top_k
         self.max_pixels = self.classifier.max_pixels
         self.max_aspect_ratio = self.classifier.max_aspect_ratio
@@ -130,7 +134,9 @@ class DenseLocalizer:
         logits = fcn.get_layer("score_average").input
         self.scorer = keras.Model(fcn.inputs, [logits, fcn.outputs[0]],
                                   name=f"{fcn.name}_scorer")
-        self.boxer = keras_vgg.fully_convolutional(source.localizer)
+        self.boxer = keras_vgg.fully_convolutional(
+            source.localizer, stride=fully_conv.check_stride(
+                source.localizer, self.stride, "--dense_stride"))
 
     @property
     def variables(self):
@@ -142,7 +148,8 @@ class DenseLocalizer:
         # The part the windows cover, centred: corners normalised to it,
         # then to the image.
         h, w = tf.shape(x)[1], tf.shape(x)[2]
-        top, left, rows, cols = box_lib.centered_grid(h, w, crop, STRIDE)
+        top, left, rows, cols = box_lib.centered_grid(h, w, crop,
+                                                      self.stride)
         covered = x[:, top:top + rows, left:left + cols, :]
         hw = tf.cast(tf.stack([h, w, h, w]), tf.float32)
         scale = tf.cast(tf.stack([rows, cols, rows, cols]), tf.float32) / hw
@@ -161,7 +168,7 @@ class DenseLocalizer:
             n = tf.shape(box_map)[0]
             box_map = tf.reshape(box_map, tf.concat(
                 [tf.shape(box_map)[:3], [-1, 4]], 0))
-            c = box_lib.window_corners(box_map, image_hw, crop, STRIDE)
+            c = box_lib.window_corners(box_map, image_hw, crop, self.stride)
             if mirrored:
                 c = box_lib.mirror_corners(c)
             c = c * scale + shift

@@ -6,7 +6,8 @@ before decoding; anything beyond is refused with InvalidArgumentError, the
 REST API's HTTP 400, naming the limit and the image's size), rescaling the
 smallest side to Q, the weights' preprocessing, and the paper's dense
 evaluation (the FC head rewritten as convolutions, class scores averaged
-over the score map, optionally averaged with the horizontally flipped
+over the score map -- one position per 32 pixels, or per 16 or 8 with
+`--dense_stride` -- optionally averaged with the horizontally flipped
 image).
 
 Signatures:
@@ -47,6 +48,7 @@ from export import common
 from export import dense
 from export import localizer
 from keras_vgg import atomic
+from keras_vgg.fully_conv import STRIDE
 from pipelines import entry
 
 INPUT_KEY = "images"
@@ -65,7 +67,8 @@ class ServingModule(tf.Module):
     tracked, once.
 
     The image limits are stored with it, as the variables `max_pixels` and
-    `max_aspect_ratio` (`tf.saved_model.load(path).max_pixels.numpy()`).
+    `max_aspect_ratio` (`tf.saved_model.load(path).max_pixels.numpy()`),
+    and so is the score-map stride it was exported with, `dense_stride`.
     """
 
     def __init__(self, classifier, labels_file):
@@ -85,6 +88,9 @@ class ServingModule(tf.Module):
         self.max_aspect_ratio = tf.Variable(
             classifier.max_aspect_ratio, dtype=tf.float64, trainable=False,
             name="max_aspect_ratio")
+        self.dense_stride = tf.Variable(
+            classifier.stride, dtype=tf.int64, trainable=False,
+            name="dense_stride")
         # Not tracked (the list above is): avoids the duplicate.
         self.__dict__["_classifier"] = classifier
         images = tf.TensorSpec([None], tf.string, name=INPUT_KEY)
@@ -127,16 +133,18 @@ class ServingModule(tf.Module):
 
 def write_saved_model(source, path, q=None, flip=True, top_k=5,
                       max_pixels=dense.MAX_PIXELS,
-                      max_aspect_ratio=dense.MAX_ASPECT_RATIO):
+                      max_aspect_ratio=dense.MAX_ASPECT_RATIO,
+                      dense_stride=STRIDE):
     """Writes the SavedModel to `path` (not atomic: `export_saved_model` is).
     The class names are the asset `assets/class_names.txt`, one per line in
     class order.  `source`: a classifier `keras_vgg.runs.Run`, or a
     `common.LocalizerSource` (outputs `boxes` too).  `max_pixels`,
     `max_aspect_ratio`: the largest and most elongated image accepted (see
-    `export.dense`).  Returns the `dense.DenseClassifier`
-    (`localizer.DenseLocalizer`)."""
+    `export.dense`); `dense_stride`: the score map's (32, 16, 8).  Returns
+    the `dense.DenseClassifier` (`localizer.DenseLocalizer`)."""
     limits = dict(q=q, flip=flip, top_k=top_k, max_pixels=max_pixels,
-                  max_aspect_ratio=max_aspect_ratio)
+                  max_aspect_ratio=max_aspect_ratio,
+                  dense_stride=dense_stride)
     if isinstance(source, common.LocalizerSource):
         # A localiser with its classifier: boxes in the outputs too.
         classifier = localizer.DenseLocalizer(source, **limits)
@@ -156,7 +164,8 @@ def write_saved_model(source, path, q=None, flip=True, top_k=5,
 
 def export_saved_model(source, output, q=None, flip=True, top_k=5,
                        overwrite=False, max_pixels=dense.MAX_PIXELS,
-                       max_aspect_ratio=dense.MAX_ASPECT_RATIO):
+                       max_aspect_ratio=dense.MAX_ASPECT_RATIO,
+                       dense_stride=STRIDE):
     """Writes the SavedModel for `source` (a `Run`, a run dir or a
     .keras path) to directory `output`, atomically.  The arguments are
     `write_saved_model`'s.
@@ -169,7 +178,8 @@ def export_saved_model(source, output, q=None, flip=True, top_k=5,
     with atomic.atomic_directory(output, overwrite=overwrite) as tmp:
         write_saved_model(source, tmp, q=q, flip=flip, top_k=top_k,
                           max_pixels=max_pixels,
-                          max_aspect_ratio=max_aspect_ratio)
+                          max_aspect_ratio=max_aspect_ratio,
+                          dense_stride=dense_stride)
     return output
 
 
@@ -179,6 +189,11 @@ def define_flags(flag_values=None):
     flags.DEFINE_string("output", None, "SavedModel directory to write.",
                         flag_values=fv)
     common.define_serving_flags(fv)
+    flags.DEFINE_integer(
+        "dense_stride", STRIDE, "Input pixels between the score-map "
+        "positions the served model averages: 32 (the network's own), 16 or "
+        "8 (its last one or two max-pools at both offsets; about 4 or 16 "
+        "times the work after them).", flag_values=fv)
     # So that --help lists common's flags with this command's own flags.
     flags.adopt_module_key_flags(common, flag_values=fv)
 
@@ -192,10 +207,11 @@ def main(argv):
     export_saved_model(source, fv.output, q=fv.q, flip=fv.flip,
                        top_k=fv.top_k, overwrite=fv.overwrite,
                        max_pixels=fv.max_pixels,
-                       max_aspect_ratio=fv.max_aspect_ratio)
+                       max_aspect_ratio=fv.max_aspect_ratio,
+                       dense_stride=fv.dense_stride)
     boxes = ", boxes" if isinstance(source, common.LocalizerSource) else ""
     print(f"Wrote {fv.output} (Q={source.test_scale}, flip={fv.flip}, "
-          f"{source.num_classes} classes{boxes})")
+          f"stride {fv.dense_stride}, {source.num_classes} classes{boxes})")
     return 0
 
 

@@ -11,7 +11,9 @@ the requested input size:
     Dense                           output rows x C_in x units
 
 Biases, BN, pooling and activations are not counted (as in the paper's and
-`keras_vgg.count_macs`' figures).
+`keras_vgg.count_macs`' figures).  `count_graph_macs` walks a functional
+model of any shape instead (branches, layers called more than once, the
+pooling offsets of `keras_vgg.fully_convolutional(model, stride=16)`).
 
     count_macs(keras_vgg.VGG16(weights=None), (224, 224, 3))
     # 15_470_264_320, keras_vgg.count_macs("D")
@@ -27,19 +29,20 @@ _CONVS = (layers.Conv1D, layers.Conv2D, layers.Conv3D)
 
 
 def layer_macs(layer, in_shape, out_shape):
-    """MACs of one layer for one example, from its input and output
-    shapes (with a batch axis of 1)."""
+    """MACs of one layer on the batch its input and output shapes describe
+    (a batch axis of 1: one example; a layer after `keras_vgg.fully_conv.
+    PoolingOffsets` sees each example four times)."""
     if isinstance(layer, layers.DepthwiseConv2D):
-        positions = int(np.prod(out_shape[1:-1]))
+        positions = int(np.prod(out_shape[:-1]))
         return (positions * int(np.prod(layer.kernel_size))
                 * int(out_shape[-1]))
     if isinstance(layer, _CONVS):
-        positions = int(np.prod(out_shape[1:-1]))
+        positions = int(np.prod(out_shape[:-1]))
         groups = getattr(layer, "groups", 1) or 1
         return (positions * int(np.prod(layer.kernel_size))
                 * int(in_shape[-1]) // groups * layer.filters)
     if isinstance(layer, layers.Dense):
-        rows = int(np.prod(out_shape[1:-1])) if len(out_shape) > 2 else 1
+        rows = int(np.prod(out_shape[:-1]))
         return rows * int(in_shape[-1]) * layer.units
     return 0
 
@@ -64,6 +67,23 @@ def _walk(model, shape):
     return total, shape
 
 
+def _example_shape(model, input_shape):
+    """`input_shape` without a batch axis, checked against the model's."""
+    rank = len(model.inputs[0].shape)
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) == rank:
+        shape = shape[1:]
+    if len(shape) != rank - 1:
+        raise ValueError(f"input_shape={tuple(input_shape)} does not match "
+                         f"the input rank {rank} of model {model.name!r}.")
+    expected = tuple(model.inputs[0].shape[1:])
+    for got, want in zip(shape, expected):
+        if want is not None and got != want:
+            raise ValueError(f"Model {model.name!r} takes inputs of shape "
+                             f"{expected}; received input_shape={shape}.")
+    return shape
+
+
 def count_macs(model, input_shape):
     """Multiply-accumulates of one forward pass of `model` on one input.
 
@@ -80,17 +100,42 @@ def count_macs(model, input_shape):
         ValueError: the model is not a chain, or `input_shape` does not fit
             it (a Flatten/Dense head at another size than it was built for).
     """
-    rank = len(model.inputs[0].shape)
-    shape = tuple(int(d) for d in input_shape)
-    if len(shape) == rank:
-        shape = shape[1:]
-    if len(shape) != rank - 1:
-        raise ValueError(f"input_shape={tuple(input_shape)} does not match "
-                         f"the input rank {rank} of model {model.name!r}.")
-    expected = tuple(model.inputs[0].shape[1:])
-    for got, want in zip(shape, expected):
-        if want is not None and got != want:
-            raise ValueError(f"Model {model.name!r} takes inputs of shape "
-                             f"{expected}; received input_shape={shape}.")
+    shape = _example_shape(model, input_shape)
     total, _ = _walk(model, (1,) + shape)
+    return total
+
+
+def count_graph_macs(model, input_shape):
+    """`count_macs` for a functional model of any shape: every call of a
+    Conv/Dense layer in its graph, on the shapes it sees there (a model
+    nested in it is counted by `count_macs`).  A `keras.Sequential` is
+    counted by `count_macs`.
+
+    Args:
+        model: a single-input functional Keras model.
+        input_shape: as `count_macs`.
+
+    Returns:
+        int MACs per example.
+    """
+    if isinstance(model, keras.Sequential):
+        return count_macs(model, input_shape)
+    shape = _example_shape(model, input_shape)
+    total = 0
+
+    def counted(operation):
+        def call(*args, **kwargs):
+            nonlocal total
+            out = operation.compute_output_spec(*args, **kwargs)
+            x = args[0]
+            if isinstance(operation, keras.Model):
+                total += x.shape[0] * count_macs(operation, x.shape)
+            elif isinstance(operation, (layers.Dense,) + _CONVS):
+                total += layer_macs(operation, x.shape, out.shape)
+            return out
+        return call
+
+    # Keras' own symbolic walk of the graph, with a concrete input shape.
+    model._run_through_graph(keras.KerasTensor((1,) + shape),
+                             operation_fn=counted)
     return total

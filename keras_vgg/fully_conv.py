@@ -6,16 +6,149 @@ weights are the same numbers reshaped (Keras' Flatten is HWC, so a Dense
 kernel of shape (7*7*512, 4096) reshapes to the conv kernel (7, 7, 512, 4096)
 directly).  The result takes images of any size and outputs a class score
 map, one position per 32-pixel step of a 224 window.
+
+Finer score maps (OverFeat's multiple pooling offsets, Sermanet et al. 2014,
+which the paper mentions as not used): `stride=16` runs the last 2x2 max-pool
+at both offsets {0, 1} in each direction, the rest of the network on each of
+the four pooled maps, and interleaves the four score maps into one of twice
+the resolution; `stride=8` does the same at the pool before it too (16
+offsets).  Position (i, j) of a stride-s map is the window at (s*i, s*j).
+The offsets travel on the batch axis (`PoolingOffsets`), so the convolutions
+after the pool run once, on four times the batch.
 """
 
 import keras
 from keras import layers
+from keras import ops
 
 from keras_vgg import chain as chain_lib
 
 _HEAD_LAYERS = (layers.Dense, layers.Dropout, layers.Activation)
+_POOLS = (layers.MaxPooling2D, layers.AveragePooling2D)
 # Five 2x2 max-pools: one score-map position per 32 input pixels.
 STRIDE = 32
+# The strides offered: the network's own, then its last one or two pools at
+# both offsets (4 and 16 times the work after them); three would be 64 times.
+MAX_OFFSET_POOLS = 2
+
+
+@keras.saving.register_keras_serializable(package="keras_vgg")
+class PoolingOffsets(layers.Layer):
+    """A feature map at the four offsets of a 2x2-strided pool, on the
+    batch axis: (N, H, W, C) -> (4N, H, W, C).
+
+    Offset (dy, dx) (row-major, outermost on the batch axis: the first N are
+    (0, 0), the input itself) is the map shifted up by dy and left by dx,
+    filled with zeros at the far edge as a "same" convolution pads, so all
+    four keep the input's size and share one batch.  The pool after it then
+    pools the pairs (2k + dy, 2k + 1 + dy).
+    """
+
+    def call(self, x):
+        views = []
+        for dy in (0, 1):
+            for dx in (0, 1):
+                views.append(ops.pad(x[:, dy:, dx:, :],
+                                     [[0, 0], [0, dy], [0, dx], [0, 0]]))
+        return ops.concatenate(views, axis=0)
+
+    def compute_output_shape(self, input_shape):
+        n = input_shape[0]
+        return (None if n is None else 4 * n,) + tuple(input_shape[1:])
+
+
+@keras.saving.register_keras_serializable(package="keras_vgg")
+class Interleave(layers.Layer):
+    """The inverse of `PoolingOffsets` after the pool: the (4N, h, w, C)
+    maps of the four offsets -> one (N, 2h, 2w, C) map, where position
+    (k, l) of offset (dy, dx) lands at (2k + dy, 2l + dx)."""
+
+    def call(self, x):
+        shape = ops.shape(x)
+        h, w, c = shape[1], shape[2], shape[3]
+        x = ops.reshape(x, (2, 2, -1, h, w, c))          # dy, dx, N, h, w, C
+        x = ops.transpose(x, (2, 3, 0, 4, 1, 5))         # N, h, dy, w, dx, C
+        return ops.reshape(x, (-1, 2 * h, 2 * w, c))
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+
+        def times(value, k):
+            return None if value is None else value * k
+
+        return (None if n is None else n // 4, times(h, 2), times(w, 2), c)
+
+
+@keras.saving.register_keras_serializable(package="keras_vgg")
+class WindowsInImage(layers.Layer):
+    """The positions of an interleaved score map whose window lies in the
+    image: inputs [scores (N, H', W', C), image (N, H, W, ...)] -> scores
+    [:, :rows, :cols] with rows = (H - window_rows) // stride + 1 (cols
+    alike); `window` is (rows, cols) or one side of a square.
+
+    The offset maps share one size (`PoolingOffsets`), so near the far edge
+    an offset map holds a position whose window would stick out of the
+    image; interleaved, those come last, and are cut here."""
+
+    def __init__(self, window, stride, **kwargs):
+        super().__init__(**kwargs)
+        sides = window if isinstance(window, (tuple, list)) else (window,) * 2
+        self.window = tuple(int(side) for side in sides)
+        self.stride = int(stride)
+
+    def _count(self, side, axis):
+        if side is None:
+            return None
+        return (side - self.window[axis]) // self.stride + 1
+
+    def call(self, inputs):
+        scores, image = inputs
+        shape = ops.shape(image)
+        return scores[:, :self._count(shape[1], 0),
+                      :self._count(shape[2], 1)]
+
+    def compute_output_shape(self, input_shape):
+        scores, image = input_shape
+        return (scores[0], self._count(image[1], 0), self._count(image[2], 1),
+                scores[3])
+
+    def get_config(self):
+        return {**super().get_config(), "window": list(self.window),
+                "stride": self.stride}
+
+
+@keras.saving.register_keras_serializable(package="keras_vgg")
+class FullyConnectedConv2D(layers.Conv2D):
+    """A former FC layer as a "valid", stride-1 Conv2D, computed as one
+    matrix product of every window's features with the FC kernel.
+
+    Why not the Conv2D kernel: oneDNN (TensorFlow on CPU) runs fc1's
+    7x7x512 -> 4096 convolution about three times slower than the same
+    multiply-accumulates as one matrix product (measured on 2 cores:
+    (2, 12, 14, 512) in, 2.3 s against 0.84 s), and dense evaluation
+    spends about a third of its time there.  The windows are gathered with
+    slices (Keras' `ops.image.extract_patches` builds an identity kernel of
+    (7*7*512)^2 values), in the kernel's (row, column, channel) order.  The
+    weights, their shapes and the layer's config are Conv2D's.
+    """
+
+    def call(self, inputs):
+        kh, kw = self.kernel_size
+        shape = ops.shape(inputs)
+        rows, cols = shape[1] - kh + 1, shape[2] - kw + 1
+        if (kh, kw) == (1, 1):
+            windows = inputs
+        else:
+            windows = ops.concatenate(
+                [inputs[:, i:i + rows, j:j + cols, :]
+                 for i in range(kh) for j in range(kw)], axis=-1)
+        depth = kh * kw * shape[3]
+        out = ops.matmul(ops.reshape(windows, (-1, depth)),
+                         ops.reshape(self.kernel, (depth, self.filters)))
+        if self.use_bias:
+            out = out + self.bias
+        out = ops.reshape(out, (shape[0], rows, cols, self.filters))
+        return self.activation(out)
 
 
 def _copy(layer):
@@ -23,32 +156,17 @@ def _copy(layer):
     return clone
 
 
-def fully_convolutional(model, average=False, name=None):
-    """Rewrites the Flatten/Dense head of `model` into convolutions.
+def _layer_stride(layer):
+    strides = getattr(layer, "strides", None)
+    if strides is None:
+        return 1
+    return max(int(s) for s in (strides if isinstance(strides, (tuple, list))
+                                else (strides,)))
 
-    Args:
-        model: a keras_vgg classifier (any configuration, BN or not) or any
-            sequential model ending in Flatten followed by Dense layers.
-        average: False: output the class score map `(N, H', W', classes)`,
-            with the last layer's activation applied at every position (each
-            position equals the original model on the matching 224x224
-            window).  True: spatially average the pre-activation score map,
-            then apply the activation: the paper's dense evaluation,
-            output `(N, classes)`.
-        name: name of the new model; default `<model.name>_fcn`.
 
-    Returns:
-        A new model with copied weights, taking inputs of any size at least
-        the original input size.  Q=256 gives a 2x2 score map, 384 6x6.
-
-    Raises:
-        ValueError: the model has no Flatten->Dense head, or is not a chain.
-
-    Example::
-
-        fcn = keras_vgg.fully_convolutional(keras_vgg.VGG16())
-        fcn(np.zeros((1, 384, 384, 3))).shape   # (1, 6, 6, 1000)
-    """
+def _split(model):
+    """(body, head, the Flatten layer) of a classifier chain; ValueError
+    when it has no Flatten/Dense head."""
     chain = chain_lib.layer_chain(model, "fully_convolutional")
     flatten_at = [i for i, layer in enumerate(chain)
                   if isinstance(layer, layers.Flatten)]
@@ -66,12 +184,105 @@ def fully_convolutional(model, average=False, name=None):
             "fully_convolutional rewrites Dense, Dropout and Activation "
             "layers only."
         )
-    h, w, c = chain[flatten_at[0]].input.shape[1:]
+    return body, head, chain[flatten_at[0]]
+
+
+def _strides(body):
+    """(the strides the body allows, best first: its own, then halved per
+    pool run at both offsets; the positions of its strided layers)."""
+    strided = [i for i, layer in enumerate(body) if _layer_stride(layer) > 1]
+    base = 1
+    for i in strided:
+        base *= _layer_stride(body[i])
+    usable = 0  # trailing 2x2-strided "valid" pools
+    for i in reversed(strided):
+        layer = body[i]
+        if (usable == MAX_OFFSET_POOLS or not isinstance(layer, _POOLS)
+                or tuple(layer.strides) != (2, 2)
+                or layer.padding != "valid"):
+            break
+        usable += 1
+    return tuple(base // 2 ** k for k in range(usable + 1)), strided
+
+
+def score_map_strides(model):
+    """The `stride`s `fully_convolutional(model, stride=...)` accepts for
+    the classifier `model`, its own first: (32, 16, 8) for a VGG."""
+    return _strides(_split(model)[0])[0]
+
+
+def check_stride(model, stride, what="stride", name=None):
+    """`stride` as an int when `model` allows it (`score_map_strides`);
+    ValueError naming `what` (a flag, an argument) and the model (`name`,
+    default its Keras name) otherwise."""
+    allowed = score_map_strides(model)
+    try:
+        value = int(stride)
+    except (TypeError, ValueError):
+        value = None
+    if isinstance(stride, bool) or value != stride or value not in allowed:
+        why = (f"halved by running its last {len(allowed) - 1} 2x2-strided "
+               "pool(s) at both offsets" if len(allowed) > 1 else
+               "its last strided layer is no 2x2-strided 'valid' pool to run "
+               "at both offsets")
+        raise ValueError(
+            f"{what}={stride!r} is not a score-map stride of model "
+            f"{name or model.name!r}: it allows "
+            f"{', '.join(map(str, allowed))} (its own stride {allowed[0]}, "
+            f"{why}).")
+    return value
+
+
+def fully_convolutional(model, average=False, name=None, stride=STRIDE):
+    """Rewrites the Flatten/Dense head of `model` into convolutions.
+
+    Args:
+        model: a keras_vgg classifier (any configuration, BN or not) or any
+            sequential model ending in Flatten followed by Dense layers.
+        average: False: output the class score map `(N, H', W', classes)`,
+            with the last layer's activation applied at every position (each
+            position equals the original model on the matching 224x224
+            window).  True: spatially average the pre-activation score map,
+            then apply the activation: the paper's dense evaluation,
+            output `(N, classes)`.
+        name: name of the new model; default `<model.name>_fcn` (with
+            `_s16`, `_s8` for the finer strides).
+        stride: input pixels between neighbouring score-map positions: 32
+            (the network's own), 16 (its last pool at both offsets in each
+            direction: 4 times the work after that pool) or 8 (the last two
+            pools: 16 times after the fourth).  Position (i, j) is the
+            crop-sized window at (stride * i, stride * j); the map holds
+            every window that fits in the image.
+
+    Returns:
+        A new model with copied weights, taking inputs of any size at least
+        the original input size.  Q=256 gives a 2x2 score map, 384 6x6
+        (stride 16: 3x3 and 11x11).
+
+    Raises:
+        ValueError: the model has no Flatten->Dense head, or is not a
+            chain, or `stride` is not one it allows (`score_map_strides`).
+
+    Example::
+
+        fcn = keras_vgg.fully_convolutional(keras_vgg.VGG16())
+        fcn(np.zeros((1, 384, 384, 3))).shape   # (1, 6, 6, 1000)
+        fine = keras_vgg.fully_convolutional(keras_vgg.VGG16(), stride=16)
+        fine(np.zeros((1, 384, 384, 3))).shape  # (1, 11, 11, 1000)
+    """
+    body, head, flatten = _split(model)
+    stride = check_stride(model, stride)
+    allowed, strided = _strides(body)
+    levels = allowed.index(stride)
+    offset_at = set(strided[len(strided) - levels:])
+    h, w, c = flatten.input.shape[1:]
     source = model.inputs[0]
     inputs = keras.Input(shape=(None, None, source.shape[-1]),
                          name=source.name, dtype=source.dtype)
     x = inputs
-    for layer in body:
+    for i, layer in enumerate(body):
+        if i in offset_at:
+            x = PoolingOffsets(name=f"{layer.name}_offsets")(x)
         clone = _copy(layer)
         x = clone(x)
         clone.set_weights(layer.get_weights())
@@ -87,7 +298,7 @@ def fully_convolutional(model, average=False, name=None):
         cin = c if first else kernel.shape[0]
         last = layer is dense[-1]
         activation = layer.activation
-        conv = layers.Conv2D(
+        conv = FullyConnectedConv2D(
             layer.units, size, padding="valid",
             activation=None if (last and average) else activation,
             name=layer.name,
@@ -95,8 +306,17 @@ def fully_convolutional(model, average=False, name=None):
         x = conv(x)
         conv.set_weights([kernel.reshape(size + (cin, layer.units)), bias])
         first = False
-        if last and average:
-            x = layers.GlobalAveragePooling2D(name="score_average")(x)
-            if activation is not keras.activations.linear:
-                x = layers.Activation(activation, name="probabilities")(x)
-    return keras.Model(inputs, x, name=name or f"{model.name}_fcn")
+    # Innermost offsets first: the last pool's were added last.
+    for i in sorted(offset_at, reverse=True):
+        x = Interleave(name=f"{body[i].name}_interleave")(x)
+    if offset_at:
+        window = (allowed[0] * h, allowed[0] * w)  # the crop
+        x = WindowsInImage(window, stride, name="windows_in_image")(
+            [x, inputs])
+    if average:
+        x = layers.GlobalAveragePooling2D(name="score_average")(x)
+        if dense[-1].activation is not keras.activations.linear:
+            x = layers.Activation(dense[-1].activation,
+                                  name="probabilities")(x)
+    suffix = "" if stride == allowed[0] else f"_s{stride}"
+    return keras.Model(inputs, x, name=name or f"{model.name}_fcn{suffix}")

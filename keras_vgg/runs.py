@@ -42,7 +42,10 @@ from keras_vgg import localizer as localizer_lib
 from keras_vgg import preprocessing as vgg_preprocessing
 from keras_vgg import vgg
 from keras_vgg import weights as weights_lib
+from keras_vgg.fully_conv import STRIDE
+from keras_vgg.fully_conv import check_stride
 from keras_vgg.fully_conv import fully_convolutional
+from keras_vgg.fully_conv import score_map_strides
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "training_config.json"
@@ -267,18 +270,25 @@ class Run:
         q = check_test_scale(q, self.crop, what)
         return dataclasses.replace(self, test_scale_override=q, _fcns={})
 
-    def fully_convolutional(self, average: bool = False) -> keras.Model:
-        """`keras_vgg.fully_convolutional(model, average)`, made once."""
-        if average not in self._fcns:
+    def fully_convolutional(self, average: bool = False,
+                            stride: int = STRIDE,
+                            what: str = "stride") -> keras.Model:
+        """`keras_vgg.fully_convolutional(model, average, stride=stride)`,
+        made once per (average, stride); a stride the model does not allow
+        is a ValueError naming `what` (e.g. "--dense_stride")."""
+        key = (bool(average), stride)
+        if key not in self._fcns:
             try:
-                self._fcns[average] = fully_convolutional(self.model,
-                                                          average=average)
+                score_map_strides(self.model)
             except ValueError as e:
                 raise ValueError(
                     f"Model {self.name!r} cannot be evaluated densely: its "
                     f"head cannot be rewritten into convolutions ({e})"
                 ) from e
-        return self._fcns[average]
+            stride = check_stride(self.model, stride, what, self.name)
+            self._fcns[key] = fully_convolutional(
+                self.model, average=average, stride=stride)
+        return self._fcns[key]
 
     @property
     def fcn(self) -> keras.Model:

@@ -3,7 +3,7 @@
     python -m pipelines.evaluate --model=runs/a --model=runs/b/model.keras \\
         --dataset=builtin --protocol=single,dense,multicrop,combined \\
         [--scales=256,384,512] [--noflip] [--output=results.json] \\
-        [--max_images=N]
+        [--max_images=N] [--dense_stride=16]
 
 Prints a table like the paper's Tables 3-6 (protocol, test scales, top-1 and
 top-5 error, GMACs per image, images/s) and optionally writes the same as
@@ -14,12 +14,14 @@ JSON: a list with one entry per protocol,
      "gmacs_per_image": 312.4, "images_per_second": 1.9,
      "images": 150, "images_skipped": 0,
      "models": [...], "dataset": "builtin", "split": "validation",
-     "flip": true}
+     "flip": true, "dense_stride": 32}
 
 Protocols (see `pipelines.protocols`):
 
     single      central crop at each Q (no flip)
-    dense       fully convolutional network on the whole image (+ flip)
+    dense       fully convolutional network on the whole image (+ flip);
+                --dense_stride=16 or 8 averages a finer score map (the last
+                pools at both offsets: `keras_vgg.fully_convolutional`)
     multicrop   5x5 grid of crops (+ flips): 50 views per scale
     combined    the average of dense and multicrop
 
@@ -40,11 +42,14 @@ excluded); shared work is timed once ("combined" = dense + multicrop time).
 
 Images are evaluated one per step: the dense network's output depends on
 the image's size and borders, so images of different sizes are never
-padded into one batch.  Undecodable images are skipped and counted
-(`images_skipped`); a dataset with no decodable image is an error.  The
-dataset's labels are matched to the models' classes by name (folder, tfds
-or class_names.txt names against the run's), whatever order either lists
-them in (`pipelines.sources.class_mapping`).
+padded into one batch.  Each network runs as one TensorFlow graph traced
+once for every input size (`protocols.compiled`); the dense protocol runs
+the image and its flip as one batch, and its FC head as matrix products
+(`keras_vgg.fully_conv.FullyConnectedConv2D`).  Undecodable images are
+skipped and counted (`images_skipped`); a dataset with no decodable image
+is an error.  The dataset's labels are matched to the models' classes by
+name (folder, tfds or class_names.txt names against the run's), whatever
+order either lists them in (`pipelines.sources.class_mapping`).
 """
 
 import json
@@ -55,6 +60,7 @@ import tensorflow as tf
 
 from keras_vgg import atomic
 from keras_vgg import cost
+from keras_vgg import fully_conv
 from keras_vgg import runs
 from pipelines import augment
 from pipelines import entry
@@ -203,11 +209,19 @@ class _Cost:
     def __call__(self, model, shape):
         key = (id(model), tuple(shape))
         if key not in self._cache:
-            self._cache[key] = cost.count_macs(model, shape)
+            self._cache[key] = cost.count_graph_macs(model, shape)
         return self._cache[key]
 
 
-def _run_part(part, run, image, q, flip, batch_size, macs):
+def dense_network(run, stride=fully_conv.STRIDE, what="--dense_stride"):
+    """The run's fully convolutional classifier with averaged scores whose
+    score map has `stride` (ValueError naming `what` when the model does
+    not allow it)."""
+    return run.fully_convolutional(average=True, stride=stride, what=what)
+
+
+def _run_part(part, run, image, q, flip, batch_size, macs,
+              stride=fully_conv.STRIDE):
     """Probabilities (1, classes) and MACs of one protocol part, one model,
     one scale."""
     crop, mode = run.crop, run.preprocessing
@@ -221,13 +235,15 @@ def _run_part(part, run, image, q, flip, batch_size, macs):
                                     batch_size=batch_size)
         views = protocol_lib.GRID * protocol_lib.GRID * (2 if flip else 1)
         return p, views * macs(run.model, (crop, crop, 3))
-    p = protocol_lib.dense(run.fcn, image, q, flip, mode)
-    return p, (2 if flip else 1) * macs(run.fcn, (h, w, 3))
+    fcn = dense_network(run, stride)
+    p = protocol_lib.dense(fcn, image, q, flip, mode)
+    return p, (2 if flip else 1) * macs(fcn, (h, w, 3))
 
 
 def evaluate(models, dataset, protocols=PROTOCOLS, scales=None,
              data_dir=None, max_images=None, flip=True, split="validation",
-             preprocessing=None, batch_size=50, verbose=0):
+             preprocessing=None, batch_size=50, verbose=0,
+             dense_stride=fully_conv.STRIDE):
     """Top-1/top-5 errors of `models` (an ensemble when several) under each
     protocol, with the cost of each.
 
@@ -252,13 +268,18 @@ def evaluate(models, dataset, protocols=PROTOCOLS, scales=None,
         preprocessing: override every model's preprocessing mode.
         batch_size: crops per model call (multicrop runs 50 per scale).
         verbose: print progress every `verbose` images (0: never).
+        dense_stride: input pixels between the score-map positions that
+            dense (and combined) average: 32 (the network's own), 16 or 8
+            (its last one or two pools at both offsets; see
+            `keras_vgg.fully_convolutional`).
 
     Returns:
         A list of result dicts, one per protocol (see module doc).
 
     Raises:
         ValueError: a missing or unreadable model, a model without a
-            rewritable head (dense, combined), Q smaller than the crop, an
+            rewritable head (dense, combined), a `dense_stride` the models
+            do not allow, Q smaller than the crop, an
             unknown protocol, models with different classes, a dataset with
             classes the models lack (classes are matched by name: see
             `sources.class_mapping`), or no decodable image.
@@ -276,8 +297,8 @@ def evaluate(models, dataset, protocols=PROTOCOLS, scales=None,
     part_scales = {part: [scales_for(m, part, scales) for m in loaded]
                    for part in parts}
     if "dense" in parts:
-        for m in loaded:
-            m.fcn  # noqa: B018 - raises ValueError naming a bad model early
+        for m in loaded:  # a ValueError naming a bad model, early
+            dense_network(m, dense_stride)
     if max_images is not None and max_images < 1:
         raise ValueError(f"`max_images` must be >= 1. Received: "
                          f"max_images={max_images!r}")
@@ -308,7 +329,7 @@ def evaluate(models, dataset, protocols=PROTOCOLS, scales=None,
                 per_scale = []
                 for q in qs:
                     p, n_macs = _run_part(part, m, image, q, flip,
-                                          batch_size, macs)
+                                          batch_size, macs, dense_stride)
                     per_scale.append(p)
                     total_macs[part] += n_macs
                 per_model.append(protocol_lib.average(per_scale))
@@ -346,6 +367,7 @@ def evaluate(models, dataset, protocols=PROTOCOLS, scales=None,
             "dataset": dataset_name,
             "split": split,
             "flip": bool(flip),
+            "dense_stride": int(dense_stride),
         })
     return results
 
@@ -360,7 +382,14 @@ def format_results(results):
             return "; ".join(",".join(map(str, s)) for s in value.values())
         return ",".join(map(str, value))
 
-    rows = [(r["protocol"], scales(r["scales"]),
+    def protocol(r):
+        stride = r.get("dense_stride", fully_conv.STRIDE)
+        if r["protocol"] in ("dense", "combined") and \
+                stride != fully_conv.STRIDE:
+            return f"{r['protocol']} (stride {stride})"
+        return r["protocol"]
+
+    rows = [(protocol(r), scales(r["scales"]),
              number(None if r["top1_error"] is None
                     else 100 * r["top1_error"], ".2f"),
              number(None if r["top5_error"] is None
@@ -421,6 +450,13 @@ def define_flags(flag_values=None):
                          flag_values=fv)
     flags.DEFINE_integer("verbose", 0, "Print progress every N images.",
                          flag_values=fv)
+    flags.DEFINE_integer(
+        "dense_stride", fully_conv.STRIDE,
+        "Input pixels between score-map positions of the dense protocol "
+        "(classification) and of the dense localisation protocol: 32 (the "
+        "network's own), 16 or 8 (its last one or two max-pools run at both "
+        "offsets, OverFeat's multiple pooling offsets: about 4 or 16 times "
+        "the work after them).", flag_values=fv)
     flags.DEFINE_enum("task", "classification",
                       ["classification", "localization", "localisation"],
                       "localization (or localisation): --model are "
@@ -440,7 +476,8 @@ def run_localization(fv):
     results = [localize.evaluate_localization(
         fv.model, fv.classifier or (), fv.dataset, protocol=p,
         scales=fv.scales, data_dir=fv.data_dir, split=fv.split,
-        max_images=fv.max_images, flip=fv.flip) for p in fv.loc_protocol]
+        max_images=fv.max_images, flip=fv.flip,
+        dense_stride=fv.dense_stride) for p in fv.loc_protocol]
     rows = [(r["protocol"] + (" +flip" if r["flip"] else ""),
              ",".join(map(str, r["scales"])),
              f"{100 * r['localization_error']:.2f}",
@@ -465,7 +502,8 @@ def run_from_flags(fv):
                        data_dir=fv.data_dir, max_images=fv.max_images,
                        flip=fv.flip, split=fv.split,
                        preprocessing=fv.preprocessing,
-                       batch_size=fv.batch_size, verbose=fv.verbose)
+                       batch_size=fv.batch_size, verbose=fv.verbose,
+                       dense_stride=fv.dense_stride)
     print(format_results(results))
     if fv.output:
         write_json(results, fv.output)

@@ -9,6 +9,9 @@
   box is rated by the classification network's class score at the same
   position and scale; the boxes of all positions, scales and models are
   unioned, then merged greedily (OverFeat: `keras_vgg.boxes.greedy_merge`).
+  `--dense_stride=16` or 8 gives a position every 16 or 8 pixels (the
+  last pools at both offsets: `keras_vgg.fully_convolutional`), for the
+  boxes and their ratings alike.
   Reported: the error with the ground-truth class, and the top-5 error (the
   ground-truth class among the classifier's five best, with a box of IoU
   > 0.5).
@@ -21,8 +24,8 @@
 Boxes: the localiser predicts (cx, cy, w, h) normalised to its input window;
 they are turned into corners normalised to the whole image.  Score-map
 position (i, j) sees the window starting at (stride*i, stride*j) of the
-covered part of the rescaled image (stride 32: five 2x2 pools), of the
-training crop's size.
+covered part of the rescaled image (stride 32: five 2x2 pools; 16 or 8
+with pooling offsets), of the training crop's size.
 """
 
 import time
@@ -56,20 +59,23 @@ def center_crop_box(localizer, image, class_index):
 
 
 def dense_boxes(localizers, classifier_fcns, image, scales, classes,
-                preprocessing="caffe", flip=False):
+                preprocessing="caffe", flip=False, stride=STRIDE):
     """Dense protocol: for each class in `classes`, the boxes of every
     position, scale and model with their class scores, merged greedily.
 
     Args:
         localizers: localiser `keras_vgg.runs.Run`s (their boxes are
             unioned).
-        classifier_fcns: fully convolutional classifiers (average=False)
-            whose per-position softmax rates the boxes (averaged over them).
+        classifier_fcns: fully convolutional classifiers (average=False,
+            score maps of `stride`) whose per-position softmax rates the
+            boxes (averaged over them).
         image: raw RGB pixels (H, W, 3).
         scales: test scales Q.
         classes: class indices to localise.
         flip: also the boxes of the mirrored image (mirrored back), rated
             by the classifier on the mirrored image.
+        stride: input pixels between score-map positions (32, 16, 8): the
+            localisers' fully convolutional networks are made with it.
 
     Returns:
         {class: (merged corner boxes (M, 4), merged scores (M,))}.
@@ -79,7 +85,7 @@ def dense_boxes(localizers, classifier_fcns, image, scales, classes,
         rescaled = protocol_lib.rescale(image, q)
         h, w = int(rescaled.shape[1]), int(rescaled.shape[2])
         crop = localizers[0].crop
-        top, left, rows, cols = box_lib.centered_grid(h, w, crop, STRIDE)
+        top, left, rows, cols = box_lib.centered_grid(h, w, crop, stride)
         covered = np.asarray(rescaled)[:, top:top + rows, left:left + cols]
         # Corners normalised to the covered part -> to the whole image.
         scale = np.array([rows, cols, rows, cols]) / [h, w, h, w]
@@ -90,14 +96,14 @@ def dense_boxes(localizers, classifier_fcns, image, scales, classes,
         for x, mirrored in views:
             scores = None
             for fcn in classifier_fcns:
-                s = np.asarray(fcn(protocol_lib.preprocess(x, preprocessing),
-                                   training=False))[0]
+                s = protocol_lib.predict(
+                    fcn, protocol_lib.preprocess(x, preprocessing))[0]
                 scores = s if scores is None else scores + s
             scores = scores / len(classifier_fcns)
             for loc in localizers:
-                box_map = np.asarray(loc.fully_convolutional()(
-                    protocol_lib.preprocess(x, loc.preprocessing),
-                    training=False))[0]
+                box_map = protocol_lib.predict(
+                    loc.fully_convolutional(stride=stride),
+                    protocol_lib.preprocess(x, loc.preprocessing))[0]
                 if box_map.shape[:2] != scores.shape[:2]:
                     raise ValueError(
                         f"Localiser {loc.name!r} and the classifier give "
@@ -110,7 +116,7 @@ def dense_boxes(localizers, classifier_fcns, image, scales, classes,
                     boxes = per_class[:, :, 0 if loc.regression == "scr"
                                       else c]
                     corners = box_lib.window_corners(
-                        boxes[None], (rows, cols), loc.crop, STRIDE)[0]
+                        boxes[None], (rows, cols), loc.crop, stride)[0]
                     if mirrored:
                         corners = box_lib.mirror_corners(corners)
                     corners = corners * scale + shift
@@ -153,7 +159,8 @@ def _matched_source(source, models, dataset):
 
 def evaluate_localization(localizers, classifiers=(), dataset="builtin",
                           protocol="center", scales=None, data_dir=None,
-                          split="validation", max_images=None, flip=False):
+                          split="validation", max_images=None, flip=False,
+                          dense_stride=STRIDE):
     """Localisation error of `localizers` on a dataset with boxes.
 
     Args:
@@ -165,6 +172,9 @@ def evaluate_localization(localizers, classifiers=(), dataset="builtin",
         scales: test scales for "dense" (default: each localiser's Q).
         flip: "dense": add the mirrored image's boxes (and average the
             classifier's top-5 over the flip).
+        dense_stride: input pixels between the positions of the dense
+            protocols (the classifier's top-5 and the dense boxes): 32, 16
+            or 8 (see `keras_vgg.fully_convolutional`).
 
     Returns:
         dict with `protocol`, `scales`, `images`, `localization_error`
@@ -181,7 +191,11 @@ def evaluate_localization(localizers, classifiers=(), dataset="builtin",
     if protocol == "dense" and not clfs:
         raise ValueError("The dense protocol rates boxes with a "
                          "classification network: give --classifier.")
-    fcns = [c.fully_convolutional() for c in clfs]
+    fcns = [c.fully_convolutional(stride=dense_stride, what="--dense_stride")
+            for c in clfs]
+    averaged = [c.fully_convolutional(True, dense_stride) for c in clfs]
+    for loc in locs if protocol == "dense" else ():  # errors early
+        loc.fully_convolutional(stride=dense_stride, what="--dense_stride")
     scales = [int(q) for q in (scales or sorted({loc.test_scale
                                                      for loc in locs}))]
     source = _matched_source(
@@ -205,9 +219,10 @@ def evaluate_localization(localizers, classifiers=(), dataset="builtin",
         label = int(example["label"].numpy())
         top5 = []
         if clfs:
-            probs = np.mean([protocol_lib.dense(c.fcn, image, q, flip=flip,
+            probs = np.mean([protocol_lib.dense(f, image, q, flip=flip,
                                      preprocessing=c.preprocessing)[0]
-                             for c in clfs for q in scales], axis=0)
+                             for c, f in zip(clfs, averaged)
+                             for q in scales], axis=0)
             top5 = list(np.argsort(-probs)[:5])
         if protocol == "center":
             guesses = {c: np.mean([center_crop_box(loc, image, c)
@@ -216,7 +231,8 @@ def evaluate_localization(localizers, classifiers=(), dataset="builtin",
         else:
             merged = dense_boxes(locs, fcns, image, scales,
                                  sorted(set(top5) | {label}),
-                                 clfs[0].preprocessing, flip=flip)
+                                 clfs[0].preprocessing, flip=flip,
+                                 stride=dense_stride)
             guesses = {c: m[0][0] for c, m in merged.items()}
         counted += 1
         wrong += not _hit(guesses[label], truth)
@@ -226,6 +242,7 @@ def evaluate_localization(localizers, classifiers=(), dataset="builtin",
         raise ValueError(f"No image with a box in {dataset!r} ({split}).")
     result = {"protocol": protocol, "scales": scales, "images": counted,
               "flip": bool(flip and protocol == "dense"),
+              "dense_stride": int(dense_stride),
               "localization_error": wrong / counted,
               "images_per_second": counted / (time.perf_counter() - start)}
     if clfs:
@@ -241,14 +258,16 @@ MIN_FIGURE_PROBABILITY = 0.05
 
 def localization_figure(localizer, classifier, image_path, scales=None,
                         top=3, flip=True,
-                        min_probability=MIN_FIGURE_PROBABILITY):
+                        min_probability=MIN_FIGURE_PROBABILITY,
+                        stride=STRIDE):
     """A matplotlib Figure: the image with the dense protocol's best box for
     each of the classifier's `top` classes, labelled with class and score
     (`flip`: the mirrored image's boxes and scores too).
 
     Classes under `min_probability` are left out, except the best one; the
     best box and its label are drawn last, on top of the others.  The title
-    names the image and the two models.
+    names the image and the two models.  `stride`: the dense protocol's
+    (32, 16, 8: see `dense_boxes`).
     """
     import matplotlib
     from matplotlib.figure import Figure
@@ -260,14 +279,17 @@ def localization_figure(localizer, classifier, image_path, scales=None,
     image = tf.io.decode_image(tf.io.read_file(image_path), channels=3,
                                expand_animations=False).numpy()
     scales = scales or [loc.test_scale]
-    probs = np.mean([protocol_lib.dense(clf.fcn, image, q, flip=flip,
+    scorer = clf.fully_convolutional(stride=stride, what="--dense_stride")
+    loc.fully_convolutional(stride=stride, what="--dense_stride")
+    averaged = clf.fully_convolutional(True, stride)
+    probs = np.mean([protocol_lib.dense(averaged, image, q, flip=flip,
                              preprocessing=clf.preprocessing)[0]
                      for q in scales], axis=0)
     ranked = np.argsort(-probs, kind="stable")[:top]
     best = [int(c) for rank, c in enumerate(ranked)
             if rank == 0 or probs[c] >= min_probability]
-    merged = dense_boxes([loc], [clf.fully_convolutional()],
-                         image, scales, best, clf.preprocessing, flip=flip)
+    merged = dense_boxes([loc], [scorer], image, scales, best,
+                         clf.preprocessing, flip=flip, stride=stride)
     names = clf.class_names or [str(i) for i in range(len(probs))]
     fig = Figure(figsize=(6, 6 * image.shape[0] / image.shape[1] + 0.5))
     ax = fig.add_subplot(1, 1, 1)
@@ -285,7 +307,8 @@ def localization_figure(localizer, classifier, image_path, scales=None,
                 color="white", backgroundcolor=colour, fontsize=9)
     ax.set_title(f"{_base_name(image_path)}: localiser "
                  f"{_base_name(loc.name)}, classifier "
-                 f"{_base_name(clf.name)}, Q={'/'.join(map(str, scales))}",
+                 f"{_base_name(clf.name)}, Q={'/'.join(map(str, scales))}"
+                 + (f", stride {stride}" if stride != STRIDE else ""),
                  fontsize=9)
     fig.tight_layout()
     return fig
@@ -310,7 +333,8 @@ def main(argv):
     fig = localization_figure(f.model, f.classifier, argv[1],
                               scales=[int(q) for q in f.scales] or None,
                               top=f.top, flip=f.flip,
-                              min_probability=f.min_probability)
+                              min_probability=f.min_probability,
+                              stride=f.dense_stride)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
@@ -335,6 +359,10 @@ def run():
                        "one is always drawn).")
     flags.DEFINE_bool("flip", True, "Add the mirrored image's boxes and "
                       "scores (--noflip: not).")
+    flags.DEFINE_integer("dense_stride", STRIDE, "Input pixels between "
+                         "the dense protocol's positions: 32 (the network's "
+                         "own), 16 or 8 (its last one or two max-pools at "
+                         "both offsets).")
     flags.mark_flags_as_required(["model", "classifier"])
     entry.run(main, __name__)
 

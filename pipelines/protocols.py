@@ -39,10 +39,13 @@ Example:
 (1, 1000)
 """
 
+import weakref
+
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_vgg import fully_conv
 from keras_vgg import preprocessing as vgg_preprocessing
 from keras_vgg import runs
 from keras_vgg.transforms import rescaled_size  # noqa: F401  (public here too)
@@ -107,14 +110,34 @@ def _classifier_crop(model, crop):
     return h
 
 
+# One graph per model, for every input size (see `predict`).
+_GRAPHS = weakref.WeakKeyDictionary()
+
+
+def compiled(model):
+    """`model(x, training=False)` as one `tf.function` for inputs of every
+    batch size and image size (an input signature of unknown dimensions):
+    the dense network sees a new size with nearly every image, and is
+    traced once all the same.  In a graph TensorFlow fuses each
+    convolution with its bias and ReLU, where eager calls run three passes
+    over every activation map."""
+    if model not in _GRAPHS:
+        spec = tf.TensorSpec((None,) * (len(model.inputs[0].shape) - 1)
+                             + tuple(model.inputs[0].shape[-1:]),
+                             tf.float32)
+        # A weak reference: the cache must not keep the model alive.
+        ref = weakref.ref(model)
+        _GRAPHS[model] = tf.function(
+            lambda x: ref()(x, training=False), input_signature=[spec])
+    return _GRAPHS[model]
+
+
 def predict(model, x, batch_size=50):
     """`model` on the float32 batch `x` in chunks of `batch_size`; numpy.
-
-    Called eagerly (`model(x, training=False)`): the dense network sees a
-    new input shape with nearly every image, which would retrace a
-    `tf.function` (`predict_on_batch`) again and again."""
+    The model runs as one graph for every input size (`compiled`)."""
     n = int(x.shape[0])
-    outputs = [np.asarray(model(x[i:i + batch_size], training=False))
+    graph = compiled(model)
+    outputs = [np.asarray(graph(tf.cast(x[i:i + batch_size], tf.float32)))
                for i in range(0, n, batch_size)]
     return np.concatenate(outputs, axis=0)
 
@@ -161,9 +184,13 @@ def single_crop(model, image, q, crop=None, preprocessing="caffe",
 def score_map_geometry(fcn_model):
     """(stride, window) of the score map of a fully convolutional model:
     position (i, j) is the classifier on the window x window box at
-    (stride * i, stride * j) of its input (32 and 224 for VGG).  Found from
-    its first "valid" conv (the former fc1; VGG's own convs are "same").
-    None when it cannot be told."""
+    (stride * i, stride * j) of its input (32 and 224 for VGG; stride 16 or
+    8 with pooling offsets, as its `WindowsInImage` layer records).  Else
+    found from its first "valid" conv (the former fc1; VGG's own convs are
+    "same").  None when it cannot be told."""
+    for layer in fcn_model.layers:
+        if isinstance(layer, fully_conv.WindowsInImage):
+            return layer.stride, max(layer.window)
     stride = 1
     for layer in fcn_model.layers:
         if isinstance(layer, keras.layers.Conv2D) and \

@@ -1,11 +1,12 @@
 """Class score maps of dense evaluation, drawn over the image.
 
     python -m pipelines.scoremap IMAGE --model=runs/a --output=out.png \\
-        [--q=448] [--top=3]
+        [--q=448] [--top=3] [--dense_stride=16]
 
 The fully convolutional network (section 3.2) gives, at every position of
 its score map, the classifier's softmax on one crop x crop window of the
-image rescaled to Q (one position per 32 pixels for VGG).  The figure shows
+image rescaled to Q (one position per 32 pixels for VGG; per 16 or 8 with
+`--dense_stride`, the last pools at both offsets).  The figure shows
 the rescaled image, then for each of the `top` classes of dense evaluation
 (softmax of the spatially averaged scores, averaged with the flipped image)
 the image with that class's per-position probability overlaid as a heatmap,
@@ -27,6 +28,7 @@ import tensorflow as tf
 
 from keras_vgg import atomic
 from keras_vgg import runs
+from keras_vgg.fully_conv import STRIDE
 from pipelines import entry
 from pipelines import protocols as protocol_lib
 
@@ -46,23 +48,22 @@ def load_image(path):
     return tf.cast(image, tf.float32).numpy()
 
 
-def score_maps(loaded, image, q, flip=True):
-    """Per-position probabilities and dense-evaluation probabilities.
+def score_maps(loaded, image, q, flip=True, stride=STRIDE):
+    """Per-position probabilities and dense-evaluation probabilities, with
+    a score map of `stride` (32, 16, 8).
 
     Returns:
         (score_map (H', W', classes) per-position softmax of the image
         rescaled to Q, probabilities (classes,) of the `dense` protocol,
         the rescaled raw image (H, W, 3), (stride, window) of the map).
     """
-    fcn = loaded.fcn
-    # The pre-softmax score map: the last conv of the averaged network.
-    last = [layer for layer in fcn.layers
-            if isinstance(layer, keras.layers.Conv2D)][-1]
-    scores = keras.Model(fcn.inputs, last.output)
+    fcn = loaded.fully_convolutional(True, stride, "--dense_stride")
+    # The pre-softmax score map: what the averaged network averages.
+    scores = keras.Model(fcn.inputs, fcn.get_layer("score_average").input)
     q = runs.check_test_scale(q, loaded.crop, f"model {loaded.name!r}")
     rescaled = protocol_lib.rescale(image, q)
     x = protocol_lib.preprocess(rescaled, loaded.preprocessing)
-    logits = np.asarray(scores(x, training=False))[0].astype(np.float64)
+    logits = protocol_lib.predict(scores, x)[0].astype(np.float64)
     logits -= logits.max(axis=-1, keepdims=True)
     score_map = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
     probabilities = protocol_lib.dense(fcn, image, q, flip,
@@ -73,7 +74,7 @@ def score_maps(loaded, image, q, flip=True):
 
 
 def score_map_figure(model, image_path, q=None, top=3, preprocessing=None,
-                     class_names=None, flip=True):
+                     class_names=None, flip=True, stride=STRIDE):
     """A matplotlib Figure (Agg canvas) of the dense class score maps of the
     `top` classes over the image.
 
@@ -87,6 +88,8 @@ def score_map_figure(model, image_path, q=None, top=3, preprocessing=None,
         preprocessing: override the run's preprocessing mode.
         class_names: override the class names.
         flip: the label probabilities average the flipped image (dense).
+        stride: input pixels between score-map positions: 32 (the
+            network's own), 16 or 8 (see `keras_vgg.fully_convolutional`).
 
     Returns:
         matplotlib.figure.Figure; `fig.savefig("out.png")` writes it.
@@ -101,7 +104,7 @@ def score_map_figure(model, image_path, q=None, top=3, preprocessing=None,
                       "q").test_scale
     image = load_image(image_path)
     score_map, probabilities, rescaled, (stride, window) = score_maps(
-        loaded, image, q, flip)
+        loaded, image, q, flip, stride)
     names = (list(class_names) if class_names is not None
              else loaded.class_names
              or [str(i) for i in range(loaded.num_classes)])
@@ -122,7 +125,8 @@ def score_map_figure(model, image_path, q=None, top=3, preprocessing=None,
     axes = fig.subplots(1, panels, squeeze=False)[0]
     pixels = np.clip(rescaled / 255.0, 0, 1)
     axes[0].imshow(pixels)
-    axes[0].set_title(f"Q={q}: {height}x{width}\nscore map {rows}x{cols}",
+    axes[0].set_title(f"Q={q}: {height}x{width}\nscore map {rows}x{cols}"
+                      + (f", stride {stride}" if stride != STRIDE else ""),
                       fontsize=9)
     heat = None
     for ax, c in zip(axes[1:], classes):
@@ -164,6 +168,10 @@ def define_flags(flag_values=None):
     flags.DEFINE_integer("top", 3, "Classes to draw.", flag_values=fv)
     flags.DEFINE_enum("preprocessing", None, ["caffe", "torch", "none"],
                       "Override the model's preprocessing.", flag_values=fv)
+    flags.DEFINE_integer("dense_stride", STRIDE, "Input pixels between "
+                         "score-map positions: 32 (the network's own), 16 "
+                         "or 8 (its last one or two max-pools at both "
+                         "offsets).", flag_values=fv)
     return fv
 
 
@@ -175,7 +183,8 @@ def run_from_flags(fv, args):
         raise ValueError("Give --model (a .keras file or a training run "
                          "directory).")
     fig = score_map_figure(fv.model, args[0], q=fv.q, top=fv.top,
-                           preprocessing=fv.preprocessing)
+                           preprocessing=fv.preprocessing,
+                           stride=fv.dense_stride)
     with atomic.atomic_path(fv.output) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     print(f"Score maps written to {fv.output}")

@@ -1,0 +1,164 @@
+"""Finer score maps of the fully convolutional rewrite: the last pools at
+both offsets (`keras_vgg.fully_convolutional(model, stride=16 | 8)`)."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_vgg
+from keras_vgg import cost
+from keras_vgg import fully_conv
+from tests.helpers import images
+from tests.helpers import randomize
+
+
+def pointwise_net(crop=64, classes=3):
+    """Five 1x1-conv + 2x2-pool blocks and an FC head: no convolution mixes
+    neighbouring pixels, so the fully convolutional net on a large image
+    and the network on one of its windows compute the same numbers (with
+    3x3 convs the borders differ: the window's are zero-padded)."""
+    layers = [keras.Input((crop, crop, 3))]
+    for i, width in enumerate((4, 6, 6, 8, 8)):
+        layers += [keras.layers.Conv2D(width, 1, activation="relu",
+                                       name=f"block{i + 1}_conv1"),
+                   keras.layers.MaxPooling2D(name=f"block{i + 1}_pool")]
+    layers += [keras.layers.Flatten(name="flatten"),
+               keras.layers.Dense(12, activation="relu", name="fc1"),
+               keras.layers.Dense(classes, name="predictions")]
+    return randomize(keras.Sequential(layers, name="pointwise"), seed=4)
+
+
+def tiny_vgg(crop=32, classes=4):
+    return randomize(keras_vgg.VGG("A", input_shape=(crop, crop, 3),
+                                   classes=classes, width_multiplier=0.125,
+                                   classifier_activation=None), seed=5)
+
+
+@pytest.fixture(scope="module")
+def pointwise():
+    return pointwise_net()
+
+
+@pytest.mark.parametrize("stride", [32, 16, 8])
+def test_every_position_is_the_network_on_its_window(pointwise, stride):
+    fcn = keras_vgg.fully_convolutional(pointwise, stride=stride)
+    # 64 + 40 rows, 64 + 27 columns: neither a multiple of the stride.
+    x = images(1, 104)[:, :, :91]
+    scores = np.asarray(fcn(x))
+    rows, cols = (104 - 64) // stride + 1, (91 - 64) // stride + 1
+    assert scores.shape == (1, rows, cols, 3)
+    windows = np.stack([x[0, stride * i:stride * i + 64,
+                          stride * j:stride * j + 64]
+                        for i in range(rows) for j in range(cols)])
+    expected = np.asarray(pointwise(windows)).reshape(rows, cols, 3)
+    np.testing.assert_allclose(scores[0], expected, rtol=1e-5,
+                               atol=1e-5 * np.abs(expected).max())
+
+
+def test_map_sizes_hold_every_window_that_fits(pointwise):
+    for stride in (16, 8):
+        fcn = keras_vgg.fully_convolutional(pointwise, stride=stride)
+        for side in (64, 65, 64 + stride - 1, 64 + stride, 64 + 3 * stride):
+            count = (side - 64) // stride + 1
+            x = np.zeros((2, side, 64 + stride, 3), "float32")
+            assert np.asarray(fcn(x)).shape == (2, count, 2, 3)
+            assert fcn.compute_output_shape(x.shape) == (2, count, 2, 3)
+
+
+def test_vgg_stride_16_is_the_head_on_both_pooling_offsets():
+    # A narrow VGG (3x3 convs): stride 16 pools the last conv's map at
+    # offsets {0, 1}^2 and runs the head on each (checked with numpy);
+    # stride 8's even positions are stride 16, stride 16's stride 32.
+    model = tiny_vgg()
+    fcn32, fcn16, fcn8 = (keras_vgg.fully_convolutional(model, stride=s)
+                          for s in (32, 16, 8))
+    x = keras_vgg.preprocess_input(images(2, 96, seed=1))[:, :, :80]
+    conv = keras.Model(fcn32.inputs,
+                       fcn32.get_layer("block5_conv2").output)
+    features = np.asarray(conv(x))
+    s32, s16, s8 = (np.asarray(f(x)) for f in (fcn32, fcn16, fcn8))
+    assert s16.shape == (2, 5, 4, 4) and s8.shape == (2, 9, 7, 4)
+    fc1, fc2, out = (model.get_layer(n).get_weights()
+                     for n in ("fc1", "fc2", "predictions"))
+    for i in range(5):
+        for j in range(4):
+            window = features[:, i:i + 2, j:j + 2]      # one pool window
+            pooled = window.max(axis=(1, 2))
+            h = np.maximum(pooled @ fc1[0] + fc1[1], 0)
+            h = np.maximum(h @ fc2[0] + fc2[1], 0)
+            expected = h @ out[0] + out[1]
+            np.testing.assert_allclose(s16[:, i, j], expected, rtol=1e-4,
+                                       atol=1e-5)
+    np.testing.assert_allclose(s16[:, ::2, ::2], s32, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(s8[:, ::2, ::2], s16, rtol=1e-5, atol=1e-6)
+
+
+def test_average_and_activation_follow_the_interleaved_map():
+    model = randomize(keras_vgg.VGG("A", input_shape=(32, 32, 3), classes=4,
+                                    width_multiplier=0.125), seed=6)
+    scores = keras_vgg.fully_convolutional(model, stride=8)
+    dense = keras_vgg.fully_convolutional(model, average=True, stride=8)
+    x = keras_vgg.preprocess_input(images(1, 72, seed=2))
+    per_position = np.asarray(scores(x))
+    assert per_position.shape == (1, 6, 6, 4)
+    np.testing.assert_allclose(per_position.sum(-1), 1.0, rtol=1e-5)
+    logits = np.asarray(keras.Model(
+        dense.inputs, dense.get_layer("score_average").input)(x))
+    assert logits.shape == (1, 6, 6, 4)
+    mean = logits.mean(axis=(1, 2))
+    expected = np.exp(mean - mean.max()) / np.exp(mean - mean.max()).sum()
+    np.testing.assert_allclose(np.asarray(dense(x)), expected, rtol=1e-5)
+
+
+def test_macs_count_every_offset(pointwise):
+    # After an offset pool the network runs four times (sixteen times after
+    # both of stride 8's) on maps of the stride-32 network's sizes.
+    shape = (104, 91, 3)
+    per_layer = {}
+    fcn32 = keras_vgg.fully_convolutional(pointwise)
+    current = (1,) + shape
+    for layer in fcn32.layers[1:]:
+        out = tuple(layer.compute_output_shape(current))
+        per_layer[layer.name] = cost.layer_macs(layer, current, out)
+        current = out
+    assert cost.count_graph_macs(fcn32, shape) == sum(per_layer.values())
+    assert cost.count_graph_macs(fcn32, shape) == cost.count_macs(fcn32,
+                                                                  shape)
+    head = ("fc1", "predictions")
+    for stride, repeats in ((16, {n: 4 for n in head}),
+                            (8, {"block5_conv1": 4,
+                                 **{n: 16 for n in head}})):
+        fcn = keras_vgg.fully_convolutional(pointwise, stride=stride)
+        expected = sum(m * repeats.get(n, 1) for n, m in per_layer.items())
+        assert cost.count_graph_macs(fcn, shape) == expected
+
+
+def test_strides_offered_and_refused():
+    model = tiny_vgg()
+    assert fully_conv.score_map_strides(model) == (32, 16, 8)
+    for bad in (4, 12, 64, "16", True, None):
+        with pytest.raises(ValueError, match=rf"--dense_stride={bad!r} is "
+                           "not a score-map stride .* allows 32, 16, 8"):
+            fully_conv.check_stride(model, bad, "--dense_stride")
+    with pytest.raises(ValueError, match="stride=4 .* allows 32, 16, 8"):
+        keras_vgg.fully_convolutional(model, stride=4)
+    # A last pool that is not a 2x2-strided pool: no offsets to run.
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.MaxPooling2D(2)(keras.layers.Conv2D(2, 1)(inputs))
+    x = keras.layers.Conv2D(2, 3, strides=2, padding="same")(x)
+    x = keras.layers.Dense(3)(keras.layers.Flatten()(x))
+    strided = keras.Model(inputs, x)
+    assert fully_conv.score_map_strides(strided) == (4,)
+    with pytest.raises(ValueError, match="stride=2 .* allows 4 "):
+        keras_vgg.fully_convolutional(strided, stride=2)
+
+
+def test_strided_model_round_trips(tmp_path):
+    fcn = keras_vgg.fully_convolutional(tiny_vgg(), average=True, stride=16)
+    assert fcn.name == "vgg11_fcn_s16"
+    path = str(tmp_path / "fcn16.keras")
+    fcn.save(path)
+    loaded = keras.saving.load_model(path)
+    x = images(1, 80)
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(fcn(x)),
+                               rtol=1e-6)
