@@ -239,12 +239,14 @@ def _define_compression_flags(fv):
                          "else one-shot (k-means). Shrinks the gzip size.",
                          flag_values=fv)
     flags.DEFINE_string("finetune_data", None, "Source spec (as "
-                        "--calibration_data) whose training images fine-tune "
-                        "the compressed model (central crops at Q); none: "
-                        "no fine-tuning.", flag_values=fv)
-    flags.DEFINE_integer("finetune_steps", 100, "Fine-tuning SGD steps (per "
+                        "--calibration_data) whose training images (central "
+                        "crops at Q, labels unused) fine-tune the compressed "
+                        "model's Dense layers to the uncompressed model's "
+                        "probabilities (distillation); none: no "
+                        "fine-tuning.", flag_values=fv)
+    flags.DEFINE_integer("finetune_steps", 300, "Fine-tuning SGD steps (per "
                          "stage: pruning, clustering).", flag_values=fv)
-    flags.DEFINE_float("finetune_lr", 1e-3, "Fine-tuning learning rate.",
+    flags.DEFINE_float("finetune_lr", 1e-2, "Fine-tuning learning rate.",
                        flag_values=fv)
 
 

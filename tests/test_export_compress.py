@@ -1,0 +1,172 @@
+"""export.compress through `export.tflite`: pruning reaches its sparsity in
+the exported weights, clustering leaves at most N values per layer, the
+command line writes a file LiteRT runs with the compression in its
+verification JSON, and what cannot apply is refused in one line."""
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import keras_vgg
+from export import common
+from export import compress
+from export import litert
+from export import tflite
+from pipelines import synthetic
+from tests import tiny_run
+
+Q, CROP = 36, 32
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    directory = str(tmp_path_factory.mktemp("builtin"))
+    synthetic.write_builtin(directory, num_train=40, num_val=20)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def source():
+    # fc1 64 x 512, fc2 512 x 512, predictions 512 x 4.
+    return common.load_export_model(tiny_run.tiny_model(), q=Q)
+
+
+def _export(source, data_dir, path, quantize, compression):
+    return tflite.export_tflite(source, str(path), quantize,
+                                calibration_data="builtin",
+                                calibration_steps=10, data_dir=data_dir,
+                                verify_images=10, compression=compression)
+
+
+def _kernels(path, layers):
+    """{layer: kernel values as stored} of the Dense layers named `layers`
+    in a .tflite file (their tensors are named ".../<layer>_1/MatMul")."""
+    lite = litert.LiteModel(model_path=str(path))
+    pattern = re.compile(rf"/({'|'.join(layers)})(_\d+)?/MatMul$")
+    kernels = {}
+    for detail in lite.interpreter.get_tensor_details():
+        match = pattern.search(detail["name"])
+        if match:
+            kernels[match.group(1)] = lite.interpreter.get_tensor(
+                detail["index"])
+    return kernels
+
+
+def test_pruning_reaches_its_sparsity_in_the_file(source, data_dir,
+                                                  tmp_path):
+    path = tmp_path / "pruned.tflite"
+    report = _export(source, data_dir, path, "int8",
+                     compress.Compression(prune=0.75))
+    kernels = _kernels(path, ("fc1", "fc2", "predictions"))
+    assert set(kernels) == {"fc1", "fc2", "predictions"}
+    for name in ("fc1", "fc2"):
+        assert kernels[name].dtype == np.int8
+        zeros = np.mean(kernels[name] == 0)
+        # int8 rounds a few more small weights to 0.
+        assert 0.75 <= zeros < 0.78, (name, zeros)
+    # The output layer is left whole.
+    assert np.mean(kernels["predictions"] == 0) < 0.1
+    assert abs(report["measured_sparsity"] - 0.75) < 1e-3
+    assert report["prune"] == 0.75 and not report["sparse_encoding"]
+    # The zeros compress: the gzip size is well under the file's.
+    assert report["gzip_size_bytes"] < 0.6 * report["size_bytes"]
+
+
+def test_clustering_leaves_n_values_per_layer(source, data_dir, tmp_path):
+    path = tmp_path / "clustered.tflite"
+    report = _export(source, data_dir, path, "none",
+                     compress.Compression(cluster=6, fc_rank=32))
+    assert report["fc_ranks"] == {"fc1": 32, "fc2": 32}
+    assert report["cluster"] == 6 and report["max_unique_values"] <= 6
+    kernels = _kernels(path, ("fc1_u", "fc1_v", "fc2_u", "fc2_v"))
+    assert len(kernels) == 4
+    for name, values in kernels.items():
+        assert values.dtype == np.float32
+        assert 2 <= len(np.unique(values)) <= 6, name
+    # Without fine-tuning the model is close to the original (a random
+    # tiny net, so only loosely).
+    assert report["compressed_keras_top1_agreement"] >= 0.5
+
+
+@pytest.mark.slow
+def test_cli_writes_a_verified_compressed_file(data_dir, tmp_path):
+    run_dir, _ = tiny_run.write_run(str(tmp_path / "run"))
+    output = str(tmp_path / "small.tflite")
+    result = subprocess.run(
+        [sys.executable, "-m", "export.tflite", f"--model={run_dir}",
+         "--quantize=int8", "--fc_rank=16", "--prune=0.5", "--cluster=8",
+         "--finetune_data=builtin", "--finetune_steps=2",
+         f"--output={output}", f"--data_dir={data_dir}",
+         "--calibration_steps=10", "--verify_images=8"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "gzip_size_bytes" in result.stdout
+    with open(litert.verification_path(output)) as f:
+        report = json.load(f)
+    assert report["fc_ranks"] == {"fc1": 16, "fc2": 16}
+    assert report["prune"] == 0.5 and report["cluster"] == 8
+    assert report["finetune_steps"] == 2
+    assert report["max_unique_values"] <= 8
+    assert report["measured_sparsity"] >= 0.5
+    assert report["images"] == 8 and 0 <= report["top1_agreement"] <= 1
+    assert report["compressed_parameters"] < report["parameters"]
+    lite = litert.LiteModel(model_path=output)
+    assert lite.predict(tiny_run.pixels(CROP, CROP)[None]).shape == (1, 4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flag, message", [
+    ("--prune=1.5", "--prune=1.5: expected a sparsity in (0, 1)"),
+    ("--fc_rank=65", "--fc_rank=65 is larger than layer 'fc1'"),
+])
+def test_cli_bad_flags_are_one_error_line(tmp_path, flag, message):
+    run_dir, _ = tiny_run.write_run(str(tmp_path / "run"))
+    output = tmp_path / "x.tflite"
+    result = subprocess.run(
+        [sys.executable, "-m", "export.tflite", f"--model={run_dir}",
+         flag, f"--output={output}"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert message in lines[0]
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(prune=0.0), "--prune=0.0"),
+    (dict(prune=1.0), "--prune=1.0"),
+    (dict(cluster=1), "--cluster=1: expected at least 2"),
+    (dict(prune_convs=True), "--prune_convs needs --prune"),
+    (dict(fc_rank=4, fc_energy=0.5), "not both"),
+    (dict(finetune_data="builtin"), "--finetune_data fine-tunes"),
+    (dict(prune=0.5, finetune_data="builtin", finetune_steps=0),
+     "--finetune_steps=0"),
+])
+def test_settings_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        compress.Compression(**kwargs).check()
+
+
+def test_models_refused(source, tmp_path):
+    lrn = common.load_export_model(keras_vgg.VGG(
+        "A-LRN", width_multiplier=0.125, input_shape=(CROP, CROP, 3),
+        classes=5), q=Q)
+    with pytest.raises(ValueError, match="A-LRN.*--fc_rank / --fc_energy"):
+        tflite.export_tflite(lrn, str(tmp_path / "l.tflite"),
+                             compression=compress.Compression(cluster=4))
+    with pytest.raises(ValueError, match="--quantize=qat"):
+        tflite.export_tflite(source, str(tmp_path / "q.tflite"), "qat",
+                             compression=compress.Compression(prune=0.5))
+    localizer = common.LocalizerSource(
+        localizer=None, regression="scr", preprocessing="caffe",
+        classifier=source)
+    with pytest.raises(ValueError, match="localiser"):
+        tflite.export_tflite(localizer, str(tmp_path / "loc.tflite"),
+                             compression=compress.Compression(fc_rank=4))
+    with pytest.raises(ValueError, match="Sparse weight encoding"):
+        litert.convert(tflite.pixel_model(source), "dynamic", sparse=True)
