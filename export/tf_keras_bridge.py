@@ -1,6 +1,7 @@
 """A tf_keras (Keras 2) copy of a Keras 3 VGG classifier, for the tools that
 take only Keras 2 models: tensorflow-model-optimization's quantisation-aware
-training (`python -m export.tflite --quantize=qat`).
+training (`python -m export.tflite --quantize=qat`), pruning and clustering
+(`export.compress`).
 
 The copy is made from the Keras 3 model itself, layer by layer: each layer
 of the (plain chain) functional model becomes the tf_keras layer of the same

@@ -22,6 +22,15 @@ on validation images of the calibration source and compared with the Keras
 model; size, top-1 agreement, max abs probability difference and latency are
 printed and written to `<output without .tflite>.verification.json`.
 
+Smaller files (`export.compress`): `--fc_rank=N` / `--fc_energy=F` (fc1
+and fc2 as their truncated SVD), `--prune=SPARSITY` (`--prune_convs`),
+`--cluster=N`, each one-shot or fine-tuned on `--finetune_data`
+(`--finetune_steps`); they combine with every `--quantize` but qat (SVD
+alone goes with qat too).  The verification then compares the file with
+the uncompressed model and adds the ranks, sparsity, cluster count,
+parameters and gzip size (pruning and clustering shrink the gzip size; the
+file itself only with SVD, or pruning at `--quantize=none`).
+
 This module is the command line and the `export_tflite` dispatcher; the
 converter and the LiteRT runner live in `export.litert`, the calibration
 images in `export.calibration`, the QAT copy in `export.tf_keras_bridge`
@@ -30,6 +39,9 @@ and the localiser in `export.tflite_localizer`.
 Usage:
     python -m export.tflite --model=runs/demo --quantize=int8 \\
         --calibration_data=builtin --output=/tmp/vgg_int8.tflite
+    python -m export.tflite --model=runs/demo --quantize=int8 \\
+        --fc_rank=64 --prune=0.5 --cluster=16 --finetune_data=builtin \\
+        --output=/tmp/vgg_small.tflite
 """
 
 import os
@@ -221,7 +233,9 @@ def _define_compression_flags(fv):
                          "each layer).", flag_values=fv)
     flags.DEFINE_float("fc_energy", None, "Instead of --fc_rank: per layer "
                        "the smallest rank keeping this fraction of the sum "
-                       "of squared singular values, in (0, 1].",
+                       "of squared singular values, in (0, 1] (a rank over "
+                       "in*out/(in+out) makes the layer larger: see "
+                       "fc_ranks and compressed_parameters in the JSON).",
                        flag_values=fv)
     flags.DEFINE_float("prune", None, "Magnitude pruning (tfmot) of the "
                        "Dense layers to this sparsity, in (0, 1): "

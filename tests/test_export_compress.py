@@ -4,6 +4,7 @@ command line writes a file LiteRT runs with the compression in its
 verification JSON, and what cannot apply is refused in one line."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -35,13 +36,6 @@ def source():
     return common.load_export_model(tiny_run.tiny_model(), q=Q)
 
 
-def _export(source, data_dir, path, quantize, compression):
-    return tflite.export_tflite(source, str(path), quantize,
-                                calibration_data="builtin",
-                                calibration_steps=10, data_dir=data_dir,
-                                verify_images=10, compression=compression)
-
-
 def _kernels(path, layers):
     """{layer: kernel values as stored} of the Dense layers named `layers`
     in a .tflite file (their tensors are named ".../<layer>_1/MatMul")."""
@@ -56,49 +50,16 @@ def _kernels(path, layers):
     return kernels
 
 
-def test_pruning_reaches_its_sparsity_in_the_file(source, data_dir,
-                                                  tmp_path):
-    path = tmp_path / "pruned.tflite"
-    report = _export(source, data_dir, path, "int8",
-                     compress.Compression(prune=0.75))
-    kernels = _kernels(path, ("fc1", "fc2", "predictions"))
-    assert set(kernels) == {"fc1", "fc2", "predictions"}
-    for name in ("fc1", "fc2"):
-        assert kernels[name].dtype == np.int8
-        zeros = np.mean(kernels[name] == 0)
-        # int8 rounds a few more small weights to 0.
-        assert 0.75 <= zeros < 0.78, (name, zeros)
-    # The output layer is left whole.
-    assert np.mean(kernels["predictions"] == 0) < 0.1
-    assert abs(report["measured_sparsity"] - 0.75) < 1e-3
-    assert report["prune"] == 0.75 and not report["sparse_encoding"]
-    # The zeros compress: the gzip size is well under the file's.
-    assert report["gzip_size_bytes"] < 0.6 * report["size_bytes"]
-
-
-def test_clustering_leaves_n_values_per_layer(source, data_dir, tmp_path):
-    path = tmp_path / "clustered.tflite"
-    report = _export(source, data_dir, path, "none",
-                     compress.Compression(cluster=6, fc_rank=32))
-    assert report["fc_ranks"] == {"fc1": 32, "fc2": 32}
-    assert report["cluster"] == 6 and report["max_unique_values"] <= 6
-    kernels = _kernels(path, ("fc1_u", "fc1_v", "fc2_u", "fc2_v"))
-    assert len(kernels) == 4
-    for name, values in kernels.items():
-        assert values.dtype == np.float32
-        assert 2 <= len(np.unique(values)) <= 6, name
-    # Without fine-tuning the model is close to the original (a random
-    # tiny net, so only loosely).
-    assert report["compressed_keras_top1_agreement"] >= 0.5
-
-
 @pytest.mark.slow
 def test_cli_writes_a_verified_compressed_file(data_dir, tmp_path):
+    """SVD, pruning, clustering and fine-tuning at once, through the
+    command line: the int8 file LiteRT runs holds the sparsity and at most
+    N values per output channel, and its JSON says so."""
     run_dir, _ = tiny_run.write_run(str(tmp_path / "run"))
     output = str(tmp_path / "small.tflite")
     result = subprocess.run(
         [sys.executable, "-m", "export.tflite", f"--model={run_dir}",
-         "--quantize=int8", "--fc_rank=16", "--prune=0.5", "--cluster=8",
+         "--quantize=int8", "--fc_rank=16", "--prune=0.5", "--cluster=6",
          "--finetune_data=builtin", "--finetune_steps=2",
          f"--output={output}", f"--data_dir={data_dir}",
          "--calibration_steps=10", "--verify_images=8"],
@@ -108,19 +69,39 @@ def test_cli_writes_a_verified_compressed_file(data_dir, tmp_path):
     with open(litert.verification_path(output)) as f:
         report = json.load(f)
     assert report["fc_ranks"] == {"fc1": 16, "fc2": 16}
-    assert report["prune"] == 0.5 and report["cluster"] == 8
+    assert report["prune"] == 0.5 and report["cluster"] == 6
+    assert report["finetune_data"] == "builtin"
     assert report["finetune_steps"] == 2
-    assert report["max_unique_values"] <= 8
-    assert report["measured_sparsity"] >= 0.5
+    assert 0.5 <= report["measured_sparsity"] < 0.501
+    assert 2 <= report["max_unique_values"] <= 6
     assert report["images"] == 8 and 0 <= report["top1_agreement"] <= 1
-    assert report["compressed_parameters"] < report["parameters"]
+    # fc1 64 x 512 and fc2 512 x 512 became 16 (64 + 512) + 16 (512 + 512)
+    # weights (and 32 zero biases).
+    assert (report["parameters"] - report["compressed_parameters"]
+            == 64 * 512 + 512 * 512 - 16 * (64 + 512) - 16 * 1024 - 32)
+    assert report["gzip_size_bytes"] < report["size_bytes"]
+    assert report["sparse_encoding"] is False
+    assert os.path.getsize(output) == report["size_bytes"]
+
+    kernels = _kernels(output, ("fc1_u", "fc1_v", "fc2_u", "fc2_v",
+                                "predictions"))
+    assert len(kernels) == 5
+    for name in ("fc1_u", "fc1_v", "fc2_u", "fc2_v"):
+        values = kernels[name]
+        assert values.dtype == np.int8
+        # int8 rounds a few more small weights to 0.
+        assert 0.5 <= np.mean(values == 0) < 0.6, name
+        # Per-channel int8 scales: at most N values in each output row.
+        assert max(len(np.unique(row)) for row in values) <= 6, name
+    # The output layer is neither pruned nor clustered.
+    assert np.mean(kernels["predictions"] == 0) < 0.1
+    assert len(np.unique(kernels["predictions"])) > 6
     lite = litert.LiteModel(model_path=output)
     assert lite.predict(tiny_run.pixels(CROP, CROP)[None]).shape == (1, 4)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("flag, message", [
-    ("--prune=1.5", "--prune=1.5: expected a sparsity in (0, 1)"),
     ("--fc_rank=65", "--fc_rank=65 is larger than layer 'fc1'"),
 ])
 def test_cli_bad_flags_are_one_error_line(tmp_path, flag, message):
