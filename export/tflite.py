@@ -237,8 +237,9 @@ def _define_compression_flags(fv):
                        "in*out/(in+out) makes the layer larger: see "
                        "fc_ranks and compressed_parameters in the JSON).",
                        flag_values=fv)
-    flags.DEFINE_float("prune", None, "Magnitude pruning (tfmot) of the "
-                       "Dense layers to this sparsity, in (0, 1): "
+    flags.DEFINE_float("prune", None, "Magnitude pruning (tfmot) of fc1 "
+                       "and fc2 (or their SVD factors; the output layer is "
+                       "left whole) to this sparsity, in (0, 1): "
                        "fine-tuned on --finetune_data with the sparsity "
                        "rising gradually, else one-shot (the smallest "
                        "weights zeroed, no training). Pruning shrinks the "
@@ -247,9 +248,10 @@ def _define_compression_flags(fv):
                        flag_values=fv)
     flags.DEFINE_bool("prune_convs", False, "With --prune: prune the "
                       "convolutions too.", flag_values=fv)
-    flags.DEFINE_integer("cluster", None, "Weight clustering (tfmot) of the "
-                         "Dense layers: at most this many distinct values "
-                         "per layer (>= 2); fine-tuned on --finetune_data, "
+    flags.DEFINE_integer("cluster", None, "Weight clustering (tfmot) of fc1 "
+                         "and fc2 (or their SVD factors): at most this many "
+                         "distinct values per layer (>= 2); fine-tuned on "
+                         "--finetune_data, "
                          "else one-shot (k-means). Shrinks the gzip size.",
                          flag_values=fv)
     flags.DEFINE_string("finetune_data", None, "Source spec (as "
