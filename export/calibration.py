@@ -51,3 +51,20 @@ def training_batches(spec, data_dir=None, scale=256, crop=224,
     dataset = _dataset(spec, split, data_dir, scale, crop, batch_size, run)
     return dataset.map(
         lambda x, y: (tf.cast(x, tf.float32), tf.cast(y, tf.int64))).repeat()
+
+
+def labelled_images(spec, split="validation", data_dir=None, scale=256,
+                    crop=224, count=None, run=None):
+    """(images, labels): up to `count` (None: all) crops of
+    `calibration_images`'s pipeline and their labels (int64), matched to
+    the classes of `run` (a `keras_vgg.runs.Run`) by name when given."""
+    images, labels = [], []
+    for batch, label in _dataset(spec, split, data_dir, scale, crop, 32,
+                                 run):
+        images.extend(np.asarray(batch, np.float32))
+        labels.extend(np.asarray(label, np.int64))
+        if count is not None and len(images) >= count:
+            break
+    if not images:
+        raise ValueError(f"{spec!r} gave no images for split {split!r}.")
+    return np.stack(images[:count]), np.array(labels[:count])

@@ -31,7 +31,7 @@ def check_quantize(quantize):
 
 
 def convert(keras_model, quantize="none", representative=None,
-            int8_io=False):
+            int8_io=False, sparse=False):
     """TFLite flatbuffer bytes of `keras_model` (a pixel model).
 
     Args:
@@ -39,6 +39,10 @@ def convert(keras_model, quantize="none", representative=None,
             with fake quantisation; it converts like "int8").
         representative: for "int8": numpy images (n, h, w, 3) in [0, 255].
         int8_io: with "int8"/"qat": uint8 input pixels instead of float32.
+        sparse: LiteRT's sparse weight encoding (EXPERIMENTAL_SPARSITY) for
+            mostly-zero weights; "none" only: LiteRT 2.3's XNNPack fails to
+            prepare the sparse int8 / dynamic-range fully connected layers
+            it makes.
     """
     check_quantize(quantize)
     if int8_io and quantize not in ("int8", "qat"):
@@ -48,6 +52,11 @@ def convert(keras_model, quantize="none", representative=None,
     # report (~60 TensorSpec lines) on stdout: not for the user.
     with contextlib.redirect_stdout(io.StringIO()):
         converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    if sparse and quantize != "none":
+        raise ValueError("Sparse weight encoding needs --quantize=none "
+                         f"(got {quantize!r}).")
+    if sparse:
+        converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     if quantize == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]

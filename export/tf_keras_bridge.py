@@ -1,6 +1,7 @@
 """A tf_keras (Keras 2) copy of a Keras 3 VGG classifier, for the tools that
 take only Keras 2 models: tensorflow-model-optimization's quantisation-aware
-training (`python -m export.tflite --quantize=qat`).
+training (`python -m export.tflite --quantize=qat`), pruning and clustering
+(`export.compress`).
 
 The copy is made from the Keras 3 model itself, layer by layer: each layer
 of the (plain chain) functional model becomes the tf_keras layer of the same
@@ -45,8 +46,10 @@ MIRRORED = ("Conv2D", "BatchNormalization", "ReLU", "Activation",
 _DROPPED_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
 
 
-def _tf_keras():
-    # tf_keras is an optional dependency, needed only for QAT.
+def load_tf_keras():
+    """The tf_keras module."""
+    # tf_keras is an optional dependency, needed only for QAT and the
+    # tfmot compressions (export.compress).
     import tf_keras
 
     return tf_keras
@@ -91,7 +94,7 @@ def _chain(model):
 def mirror_layer(layer):
     """The tf_keras layer of the same class, name and config as the Keras 3
     `layer` (one of MIRRORED), unbuilt and without weights."""
-    tf_keras_class = getattr(_tf_keras().layers, type(layer).__name__)
+    tf_keras_class = getattr(load_tf_keras().layers, type(layer).__name__)
     accepted = inspect.signature(tf_keras_class.__init__).parameters
     config = {key: value for key, value in layer.get_config().items()
               if (key in accepted or key in ("name", "trainable"))
@@ -135,7 +138,7 @@ def to_tf_keras(model, preprocessing=None, name=None, input_name=None):
         ValueError: a layer or a topology the bridge does not mirror, or
             `preprocessing` for a model that holds its own.
     """
-    tf_keras = _tf_keras()
+    tf_keras = load_tf_keras()
     layers = _chain(model)
     own = _in_model_preprocessing(layers)
     if preprocessing not in (None, "none") and own != "none":
@@ -168,6 +171,16 @@ def to_tf_keras(model, preprocessing=None, name=None, input_name=None):
     return tf_keras_model
 
 
+def pixel_copy(source):
+    """The tf_keras copy of a classifier `keras_vgg.runs.Run`'s model that
+    takes RGB pixels [0, 255] (input "pixels"): its preprocessing as the
+    leading fixed conv, as `export.tflite.pixel_model` puts it."""
+    preprocessing = (None if source.preprocessing == "none"
+                     else source.preprocessing)
+    return to_tf_keras(source.model, preprocessing=preprocessing,
+                       input_name="pixels")
+
+
 def copy_back(tf_keras_model, keras_model):
     """Copies the weights of a (plain, not quantisation-wrapped) tf_keras
     copy back into the Keras 3 model, by layer name.  Returns the names
@@ -178,10 +191,12 @@ def copy_back(tf_keras_model, keras_model):
 
 # -- quantisation-aware training ---------------------------------------------
 
-def _tfmot():
+def load_tfmot():
+    """The tensorflow_model_optimization module."""
     # tensorflow-model-optimization is an optional dependency, needed only
-    # for QAT.  It sets TF_USE_LEGACY_KERAS=1 for the whole process when
-    # imported; keep the environment as it was for the rest of the program.
+    # for QAT, pruning and clustering.  It sets TF_USE_LEGACY_KERAS=1 for
+    # the whole process when imported; keep the environment as it was for
+    # the rest of the program.
     before = os.environ.get("TF_USE_LEGACY_KERAS")
     try:
         import tensorflow_model_optimization as tfmot
@@ -196,17 +211,29 @@ def _tfmot():
 def qat_model(tf_keras_model, learning_rate=1e-4, momentum=0.9):
     """`tfmot.quantization.keras.quantize_model` of the tf_keras copy,
     compiled for fine-tuning (SGD, sparse categorical cross-entropy)."""
-    tfmot = _tfmot()
-    tf_keras = _tf_keras()
-    quantized = tfmot.quantization.keras.quantize_model(tf_keras_model)
+    quantized = load_tfmot().quantization.keras.quantize_model(
+        tf_keras_model)
+    return compile_for_finetuning(quantized, learning_rate, momentum)
+
+
+def compile_for_finetuning(tf_keras_model, learning_rate=1e-4,
+                           momentum=0.9):
+    """Compiles a tf_keras classifier (or its tfmot wrapping) for
+    fine-tuning: SGD with momentum, sparse categorical cross-entropy on its
+    probabilities (or logits, when its last layer has no softmax).
+    Returns the model."""
+    tf_keras = load_tf_keras()
     activation = getattr(tf_keras_model.layers[-1], "activation", None)
+    if activation is None:  # a tfmot wrapper: the layer it wraps
+        inner = getattr(tf_keras_model.layers[-1], "layer", None)
+        activation = getattr(inner, "activation", None)
     from_logits = getattr(activation, "__name__", "") != "softmax"
-    quantized.compile(
+    tf_keras_model.compile(
         optimizer=tf_keras.optimizers.SGD(learning_rate, momentum=momentum),
         loss=tf_keras.losses.SparseCategoricalCrossentropy(
             from_logits=from_logits),
         metrics=["accuracy"])
-    return quantized
+    return tf_keras_model
 
 
 def calibrate_ranges(quantized, float_model, images, batch_size=16):
@@ -220,7 +247,7 @@ def calibrate_ranges(quantized, float_model, images, batch_size=16):
     ranges make even a short fine-tuning (or none) close to the float
     model.  Returns {variable name: value set}.
     """
-    tf_keras = _tf_keras()
+    tf_keras = load_tf_keras()
     wanted = {}  # float tensor key -> (kind, layer)
     for layer in quantized.layers:
         inner = getattr(layer, "layer", None)
@@ -300,10 +327,7 @@ def qat_pixel_model(source, calibration_data, data_dir=None, steps=20,
                          "classifier); use --quantize=int8 for it.")
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"--qat_steps={steps!r}: expected an int >= 0.")
-    preprocessing = (None if source.preprocessing == "none"
-                     else source.preprocessing)
-    tf_keras_model = to_tf_keras(source.model, preprocessing=preprocessing,
-                                 input_name="pixels")
+    tf_keras_model = pixel_copy(source)
     quantized = qat_model(tf_keras_model, learning_rate=learning_rate)
     images = calibration.calibration_images(
         calibration_data, "train", data_dir, source.test_scale, source.crop,

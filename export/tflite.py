@@ -22,6 +22,15 @@ on validation images of the calibration source and compared with the Keras
 model; size, top-1 agreement, max abs probability difference and latency are
 printed and written to `<output without .tflite>.verification.json`.
 
+Smaller files (`export.compress`): `--fc_rank=N` / `--fc_energy=F` (fc1
+and fc2 as their truncated SVD), `--prune=SPARSITY` (`--prune_convs`),
+`--cluster=N`, each one-shot or fine-tuned on `--finetune_data`
+(`--finetune_steps`); they combine with every `--quantize` but qat (SVD
+alone goes with qat too).  The verification then compares the file with
+the uncompressed model and adds the ranks, sparsity, cluster count,
+parameters and gzip size (pruning and clustering shrink the gzip size; the
+file itself only with SVD, or pruning at `--quantize=none`).
+
 This module is the command line and the `export_tflite` dispatcher; the
 converter and the LiteRT runner live in `export.litert`, the calibration
 images in `export.calibration`, the QAT copy in `export.tf_keras_bridge`
@@ -30,17 +39,22 @@ and the localiser in `export.tflite_localizer`.
 Usage:
     python -m export.tflite --model=runs/demo --quantize=int8 \\
         --calibration_data=builtin --output=/tmp/vgg_int8.tflite
+    python -m export.tflite --model=runs/demo --quantize=int8 \\
+        --fc_rank=64 --prune=0.5 --cluster=16 --finetune_data=builtin \\
+        --output=/tmp/vgg_small.tflite
 """
 
 import os
 
 import keras
+import numpy as np
 from absl import app
 from absl import flags
 
 import keras_vgg
 from export import calibration
 from export import common
+from export import compress
 from export import litert
 from export import tf_keras_bridge
 from export import tflite_localizer
@@ -71,7 +85,7 @@ def pixel_model(source, dynamic_size=False):
 def export_tflite(source, output, quantize="none", dynamic_size=False,
                   int8_io=False, calibration_data="builtin",
                   calibration_steps=100, data_dir=None, verify_images=50,
-                  qat_steps=20, overwrite=False, top_k=5):
+                  qat_steps=20, overwrite=False, top_k=5, compression=None):
     """Converts, verifies, writes the JSON and `output` (only once
     verified: `litert.write_verified`).
 
@@ -84,14 +98,20 @@ def export_tflite(source, output, quantize="none", dynamic_size=False,
             int8 / QAT images (split "train") and the verification images
             (split "validation").  None: verify on nothing.
         verify_images: how many validation images to compare on (0: skip).
+        compression: an `export.compress.Compression` (low-rank FC layers,
+            pruning, clustering, fine-tuning) applied before conversion;
+            the verification then compares with the uncompressed model.
 
     Returns:
         The verification dict (with "quantize", "dynamic_size", "int8_io",
-        "output"), or {} when not verified.
+        "output", and the compression's fields), or {} when not verified.
     """
     if not common.is_export_source(source):
         source = common.load_export_model(source)
     litert.check_quantize(quantize)
+    compression = (compression or compress.Compression()).check()
+    if compression.active:
+        _check_compression(source, compression, quantize)
     if isinstance(source, common.LocalizerSource):
         if dynamic_size:
             raise ValueError("--dynamic_size is for classifiers: a "
@@ -102,11 +122,18 @@ def export_tflite(source, output, quantize="none", dynamic_size=False,
             calibration_steps, data_dir, verify_images, top_k, overwrite)
     if os.path.exists(output) and not overwrite:
         raise FileExistsError(f"{output!r} exists; pass --overwrite.")
-    keras_model = pixel_model(source, dynamic_size)
-    q, crop = source.test_scale, source.crop
-    representative = None
     if quantize in ("int8", "qat") and calibration_data is None:
         raise ValueError(f"--quantize={quantize} needs --calibration_data.")
+    reference = pixel_model(source, dynamic_size)
+    compressed = {}
+    if compression.active:
+        source, compressed = compress.compress(source, compression, data_dir)
+    keras_model = (pixel_model(source, dynamic_size) if compressed
+                   else reference)
+    q, crop = source.test_scale, source.crop
+    representative = None
+    # LiteRT's sparse weight encoding runs (XNNPack) for float32 only.
+    sparse = compression.prune is not None and quantize == "none"
     if quantize == "int8":
         representative = calibration.calibration_images(
             calibration_data, "train", data_dir, q, crop, calibration_steps)
@@ -117,7 +144,7 @@ def export_tflite(source, output, quantize="none", dynamic_size=False,
         flatbuffer = litert.convert(converted_model, "qat", int8_io=int8_io)
     else:
         flatbuffer = litert.convert(keras_model, quantize, representative,
-                                    int8_io)
+                                    int8_io, sparse=sparse)
 
     def check(flatbuffer):
         if calibration_data is None or not verify_images:
@@ -126,14 +153,47 @@ def export_tflite(source, output, quantize="none", dynamic_size=False,
         size = q if dynamic_size else crop
         images = calibration.calibration_images(
             calibration_data, "validation", data_dir, q, size, verify_images)
-        report = litert.verify(flatbuffer, keras_model, images)
+        report = litert.verify(flatbuffer, reference, images)
         report.update(quantize=quantize, dynamic_size=bool(dynamic_size),
                       int8_io=bool(int8_io), input_size=size,
                       output=os.path.abspath(output),
                       calibration_data=calibration_data)
+        if compression.active:
+            report.update(compressed, sparse_encoding=sparse)
+            report.update(_compressed_report(flatbuffer, keras_model,
+                                             reference, images))
         return report
 
     return litert.write_verified(output, flatbuffer, check, overwrite)
+
+
+def _check_compression(source, compression, quantize):
+    if isinstance(source, common.LocalizerSource):
+        raise ValueError("--fc_rank, --fc_energy, --prune and --cluster "
+                         "compress classifiers; a localiser (--classifier) "
+                         "is exported uncompressed.")
+    if quantize == "qat" and compression.uses_tfmot:
+        raise ValueError("--prune, --cluster and --finetune_data do not "
+                         "combine with --quantize=qat (tfmot's pruning- and "
+                         "clustering-preserving QAT is not wired here); use "
+                         "--quantize=int8.")
+    compress.check_model(source, compression)
+
+
+def _compressed_report(flatbuffer, keras_model, reference, images):
+    """The compression's part of the verification JSON: gzip size and the
+    compressed float model's agreement with the original."""
+    got = np.asarray(keras_model.predict(images, batch_size=16, verbose=0))
+    expected = np.asarray(reference.predict(images, batch_size=16,
+                                            verbose=0))
+    return {
+        "reference": "uncompressed float Keras model",
+        "gzip_size_bytes": compress.compressed_size(flatbuffer),
+        "compressed_keras_top1_agreement": float(
+            np.mean(got.argmax(1) == expected.argmax(1))),
+        "compressed_parameters": int(keras_model.count_params()),
+        "parameters": int(reference.count_params()),
+    }
 
 
 def define_flags(flag_values=None):
@@ -163,6 +223,59 @@ def define_flags(flag_values=None):
                          flag_values=fv)
     flags.DEFINE_integer("top_k", 5, "Localiser (--classifier): boxes of "
                          "this many top classes.", flag_values=fv)
+    _define_compression_flags(fv)
+
+
+def _define_compression_flags(fv):
+    flags.DEFINE_integer("fc_rank", None, "Low-rank FC layers: fc1 and fc2 "
+                         "become their truncated SVD of this rank, two "
+                         "Dense layers each (at most min(inputs, units) of "
+                         "each layer).", flag_values=fv)
+    flags.DEFINE_float("fc_energy", None, "Instead of --fc_rank: per layer "
+                       "the smallest rank keeping this fraction of the sum "
+                       "of squared singular values, in (0, 1] (a rank over "
+                       "in*out/(in+out) makes the layer larger: see "
+                       "fc_ranks and compressed_parameters in the JSON).",
+                       flag_values=fv)
+    flags.DEFINE_float("prune", None, "Magnitude pruning (tfmot) of fc1 "
+                       "and fc2 (or their SVD factors; the output layer is "
+                       "left whole) to this sparsity, in (0, 1): "
+                       "fine-tuned on --finetune_data with the sparsity "
+                       "rising gradually, else one-shot (the smallest "
+                       "weights zeroed, no training). Pruning shrinks the "
+                       "gzip size (reported), and the file itself only at "
+                       "--quantize=none (LiteRT sparse encoding).",
+                       flag_values=fv)
+    flags.DEFINE_bool("prune_convs", False, "With --prune: prune the "
+                      "convolutions too.", flag_values=fv)
+    flags.DEFINE_integer("cluster", None, "Weight clustering (tfmot) of fc1 "
+                         "and fc2 (or their SVD factors): at most this many "
+                         "distinct values per layer (>= 2); fine-tuned on "
+                         "--finetune_data, "
+                         "else one-shot (k-means). Shrinks the gzip size.",
+                         flag_values=fv)
+    flags.DEFINE_string("finetune_data", None, "Source spec (as "
+                        "--calibration_data) whose training images (central "
+                        "crops at Q, labels unused) fine-tune the compressed "
+                        "model's Dense layers to the uncompressed model's "
+                        "probabilities (distillation); none: no "
+                        "fine-tuning.", flag_values=fv)
+    flags.DEFINE_integer("finetune_steps", 300, "Fine-tuning SGD steps (per "
+                         "stage: pruning, clustering).", flag_values=fv)
+    flags.DEFINE_float("finetune_lr", 1e-2, "Fine-tuning learning rate.",
+                       flag_values=fv)
+
+
+def compression_from_flags(fv):
+    """The `export.compress.Compression` the flags ask for."""
+    for name in ("finetune_steps", "finetune_lr"):
+        if fv[name].present and not fv.finetune_data:
+            raise ValueError(f"--{name} needs --finetune_data.")
+    return compress.Compression(
+        fc_rank=fv.fc_rank, fc_energy=fv.fc_energy, prune=fv.prune,
+        prune_convs=fv.prune_convs, cluster=fv.cluster,
+        finetune_data=fv.finetune_data, finetune_steps=fv.finetune_steps,
+        finetune_lr=fv.finetune_lr).check()
 
 
 def main(argv):
@@ -170,16 +283,20 @@ def main(argv):
     fv = flags.FLAGS
     if not fv.output:
         raise app.UsageError("--output is required.")
+    compression = compression_from_flags(fv)
     source = common.model_from_flags(fv)
     report = export_tflite(
         source, fv.output, fv.quantize, fv.dynamic_size, fv.int8_io,
         fv.calibration_data, fv.calibration_steps, fv.data_dir,
-        fv.verify_images, fv.qat_steps, fv.overwrite, fv.top_k)
+        fv.verify_images, fv.qat_steps, fv.overwrite, fv.top_k,
+        compression)
     if report:
         keys = ("quantize", "size_bytes", "images", "top1_agreement",
                 "max_abs_prob_diff", "latency_ms", "keras_latency_ms")
         if "mean_box_iou" in report:
             keys = keys[:5] + ("mean_box_iou",) + keys[5:]
+        if "gzip_size_bytes" in report:
+            keys = keys[:2] + ("gzip_size_bytes",) + keys[2:]
         print(format_table(keys, [[
             f"{report[k]:.4g}" if isinstance(report[k], float) else report[k]
             for k in keys]]))
