@@ -189,11 +189,6 @@ def define_flags(flag_values=None):
     flags.DEFINE_string("output", None, "SavedModel directory to write.",
                         flag_values=fv)
     common.define_serving_flags(fv)
-    flags.DEFINE_integer(
-        "dense_stride", STRIDE, "Input pixels between the score-map "
-        "positions the served model averages: 32 (the network's own), 16 or "
-        "8 (its last one or two max-pools at both offsets; about 4 or 16 "
-        "times the work after them).", flag_values=fv)
     # So that --help lists common's flags with this command's own flags.
     flags.adopt_module_key_flags(common, flag_values=fv)
 

@@ -39,6 +39,7 @@ from export import common
 from export import dense
 from export import saved_model
 from keras_vgg import atomic
+from keras_vgg.fully_conv import STRIDE
 from pipelines import entry
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
@@ -154,7 +155,8 @@ services:
 def export_for_serving(source, base_dir="models", name="vgg16", version=None,
                        overwrite=False, q=None, flip=True, top_k=5,
                        warmup=None, max_pixels=dense.MAX_PIXELS,
-                       max_aspect_ratio=dense.MAX_ASPECT_RATIO):
+                       max_aspect_ratio=dense.MAX_ASPECT_RATIO,
+                       dense_stride=STRIDE):
     """Writes `<base_dir>/<name>/<version>/` and the serving files.
 
     Args:
@@ -164,7 +166,7 @@ def export_for_serving(source, base_dir="models", name="vgg16", version=None,
         overwrite: replace an existing `version`.
         warmup: encoded images for the warmup requests (default
             `warmup_images()`).
-        q, flip, top_k, max_pixels, max_aspect_ratio: as
+        q, flip, top_k, max_pixels, max_aspect_ratio, dense_stride: as
             `export.saved_model.write_saved_model`.
 
     Returns:
@@ -191,7 +193,7 @@ def export_for_serving(source, base_dir="models", name="vgg16", version=None,
     with atomic.atomic_directory(target, overwrite=overwrite) as tmp:
         saved_model.write_saved_model(
             source, tmp, q=q, flip=flip, top_k=top_k, max_pixels=max_pixels,
-            max_aspect_ratio=max_aspect_ratio)
+            max_aspect_ratio=max_aspect_ratio, dense_stride=dense_stride)
         write_warmup(os.path.join(tmp, WARMUP_FILE), name, warmup)
     atomic.atomic_write_file(os.path.join(base_dir, CONFIG_FILE),
                              model_server_config(base_dir), overwrite=True)
@@ -224,7 +226,8 @@ def main(argv):
     path = export_for_serving(source, fv.base_dir, fv.name, fv.version,
                               fv.overwrite, q=fv.q, flip=fv.flip,
                               top_k=fv.top_k, max_pixels=fv.max_pixels,
-                              max_aspect_ratio=fv.max_aspect_ratio)
+                              max_aspect_ratio=fv.max_aspect_ratio,
+                              dense_stride=fv.dense_stride)
     print(f"Wrote {path}; serve with: docker compose -f "
           f"{os.path.join(fv.base_dir, 'docker-compose.yml')} up")
     return 0

@@ -61,7 +61,13 @@ def test_every_model_is_served(source, repository, tmp_path):
     base = str(tmp_path / "models")
     shutil.copytree(repository[0], base)
     serving.export_for_serving(source, base, name="second",
-                               warmup=serving.warmup_images(((40, 40),)))
+                               warmup=serving.warmup_images(((40, 40),)),
+                               dense_stride=16)
+    # Each model keeps the score-map stride it was exported with.
+    assert int(tf.saved_model.load(os.path.join(
+        base, "second", "1")).dense_stride.numpy()) == 16
+    assert int(tf.saved_model.load(os.path.join(
+        base, "tiny", "1")).dense_stride.numpy()) == 32
     config = open(os.path.join(base, "models.config")).read()
     assert 'name: "second"' in config and 'name: "tiny"' in config
     docker = open(os.path.join(base, "Dockerfile")).read()
