@@ -97,7 +97,8 @@ def _claim_report(claim, rows):
 
     def words(v):
         return ("holds" if v["holds"] else "does not hold") + (
-            f" in {v['held']} of {v['of']}" if v["of"] > 1 else "")
+            f" (true in {v['held']} of {v['of']} comparisons)"
+            if v["of"] > 1 else "")
 
     line = f"- **{claim.text}.** Paper: " + (
         words(p) + " (" + "; ".join(p["details"]) + (
