@@ -81,7 +81,8 @@ _FLAGS = flags.FLAGS
 
 
 def _define_flags():
-    flags.DEFINE_integer("port", 5050, "The dispatcher's port.")
+    flags.DEFINE_integer("port", 5050, "The dispatcher's port.",
+                         lower_bound=1, upper_bound=65535)
     flags.DEFINE_integer("workers", 1, "Workers started on this machine "
                          "(each decodes and augments on its own threads).")
     flags.DEFINE_string("host", "localhost",
@@ -92,7 +93,8 @@ def _define_flags():
                         "only workers, registered with it.")
     flags.DEFINE_integer("worker_port", 0,
                          "The first worker's port, the next ones following "
-                         "(0: any free ports).")
+                         "(0: any free ports).", lower_bound=0,
+                         upper_bound=65535)
 
 
 def main(argv):

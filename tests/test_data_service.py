@@ -3,6 +3,9 @@
 augment the built-in data for a short run."""
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -81,3 +84,15 @@ def test_training_through_the_service_learns(service, data_dir, tmp_path):
     # workers' order varies, so the margin is the falling loss's).
     assert metrics["val_top1_accuracy"] > 0.2, metrics
     assert metrics["images_skipped"] == 0
+
+
+def test_cli_refuses_a_port_out_of_range():
+    # A port over 65535 would silently wrap around (70000 -> 4464).
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.data_service", "--port=70000"],
+        env=dict(os.environ, PYTHONPATH=root), cwd=root,
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--port=70000" in lines[0], proc.stderr
