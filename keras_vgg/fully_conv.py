@@ -233,7 +233,7 @@ def check_stride(model, stride, what="stride", name=None):
     return value
 
 
-def fully_convolutional(model, average=False, name=None, stride=STRIDE):
+def fully_convolutional(model, average=False, name=None, stride=None):
     """Rewrites the Flatten/Dense head of `model` into convolutions.
 
     Args:
@@ -247,8 +247,8 @@ def fully_convolutional(model, average=False, name=None, stride=STRIDE):
             output `(N, classes)`.
         name: name of the new model; default `<model.name>_fcn` (with
             `_s16`, `_s8` for the finer strides).
-        stride: input pixels between neighbouring score-map positions: 32
-            (the network's own), 16 (its last pool at both offsets in each
+        stride: input pixels between neighbouring score-map positions:
+            None or 32 (the network's own; another chain's own may differ), 16 (its last pool at both offsets in each
             direction: 4 times the work after that pool) or 8 (the last two
             pools: 16 times after the fourth).  Position (i, j) is the
             crop-sized window at (stride * i, stride * j); the map holds
@@ -271,6 +271,8 @@ def fully_convolutional(model, average=False, name=None, stride=STRIDE):
         fine(np.zeros((1, 384, 384, 3))).shape  # (1, 11, 11, 1000)
     """
     body, head, flatten = _split(model)
+    if stride is None:
+        stride = score_map_strides(model)[0]
     stride = check_stride(model, stride)
     allowed, strided = _strides(body)
     levels = allowed.index(stride)
