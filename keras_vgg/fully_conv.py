@@ -248,9 +248,10 @@ def fully_convolutional(model, average=False, name=None, stride=None):
         name: name of the new model; default `<model.name>_fcn` (with
             `_s16`, `_s8` for the finer strides).
         stride: input pixels between neighbouring score-map positions:
-            None or 32 (the network's own; another chain's own may differ), 16 (its last pool at both offsets in each
-            direction: 4 times the work after that pool) or 8 (the last two
-            pools: 16 times after the fourth).  Position (i, j) is the
+            None or 32 (the network's own; a chain with fewer pools has
+            another), 16 (its last pool at both offsets in each direction:
+            4 times the work after that pool) or 8 (the last two pools: 16
+            times after the fourth).  Position (i, j) is the
             crop-sized window at (stride * i, stride * j); the map holds
             every window that fits in the image.
 
