@@ -12,11 +12,8 @@ not cap every path at the same copy speed):
     (a)  fused: header shape -> decode_and_crop_jpeg of the window -> resize
          to crop x crop (`augment.decode_window` + `tf.image.resize`)
     (a+) (a) inside the whole training pipeline, `make_dataset(training=
-         True)`: flip, PCA lighting and caffe preprocessing (one fused
-         pass), shuffle, exact bad-image counting, batching
-    (a+) before: the same with the per-example steps as they were before
-         (flip, then + lighting, then `keras_vgg.preprocessing.apply`: RGB
-         -> BGR and - mean, each a pass over the float image)
+         True)`: flip, PCA lighting, caffe preprocessing, shuffle, exact
+         bad-image counting (per batch), batching
     (a+) in order: `make_dataset(deterministic=True)`, as the trainer
          runs it (exact counts at every step, exact resume)
     (a+) no counting: (a+) with a plain parallel map + `ignore_errors`
@@ -48,7 +45,6 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from keras_vgg import preprocessing as vgg_preprocessing  # noqa: E402
 from pipelines import augment  # noqa: E402
 from pipelines import sources  # noqa: E402
 from pipelines import synthetic  # noqa: E402
@@ -151,38 +147,12 @@ def run(num_images=200, epochs=3, scale_min=256, scale_max=512, crop=224,
     results = _time({
         "(a)  fused decode_and_crop + resize": mapped(fused),
         "(a+) (a) in make_dataset(training)": training(),
-        "(a+) before: per-example float steps": consumed(_before(
-            examples, scale_min, scale_max, crop, batch_size)),
         "(a+) in order (deterministic=True)": training(True),
         "(a+) no skip counting": _without_counting(training),
         "(b)  decode -> resize -> crop": mapped(decode_resize_crop),
         "(c)  decode only (bound for b)": mapped(decode_only),
     }, epochs, rounds)
     return results
-
-
-def _before(examples, scale_min, scale_max, crop, batch_size):
-    """`make_dataset(training=True)` as it was before its per-example float
-    steps were fused: flip, + lighting, then preprocessing, each a pass."""
-    def transform(index, example):
-        seed = augment.example_seed(0, index)
-        pixels, _ = augment.decode_window(
-            example["encoded"], lambda h, w: augment.sample_crop_window(
-                h, w, scale_min, scale_max, crop, seed))
-        image = tf.image.resize(pixels, [crop, crop])
-        image = tf.cond(augment.sample_flip(seed),
-                        lambda: tf.image.flip_left_right(image),
-                        lambda: image)
-        image += 255.0 * augment.lighting_shift(
-            augment.sample_lighting_alpha(0.1, seed))
-        return vgg_preprocessing.apply(image, "caffe"), example["label"]
-
-    dataset = examples.shuffle(len(examples), seed=0,
-                               reshuffle_each_iteration=True)
-    # Counted per element, then batched, as it was.
-    return augment.map_skipping_errors(
-        dataset, transform, augment.SkipCounter(), deterministic=False,
-        with_index=True).batch(batch_size)
 
 
 def _without_counting(training):

@@ -587,33 +587,6 @@ def crop_boxes(boxes, window, flip=False):
 
 # -- maps -------------------------------------------------------------------
 
-def _pixel_affine(mode):
-    """`keras_vgg.preprocessing` mode `mode` as one affine map of a pixel:
-    apply(x) == x @ matrix + offset (a channel permutation and a scale and
-    shift per channel, for every mode), derived from `apply` itself."""
-    offset = vgg_preprocessing.apply(np.zeros([1, 1, 3], np.float32), mode)
-    rows = vgg_preprocessing.apply(np.eye(3, dtype=np.float32)[None], mode)
-    return (np.asarray(rows[0] - offset[0], np.float32),
-            np.asarray(offset[0, 0], np.float32))
-
-
-def _lighting_and_preprocessing(image, mode, shift):
-    """preprocessing(image + shift) in one pass over the pixels: a 1x1
-    convolution plus a bias, which TensorFlow fuses into one kernel.  The
-    lighting shift and the preprocessing's own shift become that bias; done
-    one after the other, as `keras_vgg.preprocessing.apply` on the lit image
-    does, they took three or four passes, more than the decode saved."""
-    matrix, offset = _pixel_affine(mode)
-    if mode == "none" and shift is None:
-        return image
-    bias = tf.constant(offset)
-    if shift is not None:
-        bias += tf.linalg.matvec(tf.constant(matrix), shift, transpose_a=True)
-    out = tf.nn.conv2d(image[None], tf.constant(matrix)[None, None], 1,
-                       "VALID")
-    return tf.nn.bias_add(out, bias)[0]
-
-
 def _train_example(example, scale_min, scale_max, crop, preprocessing_mode,
                    pca_lighting_std, seed, flip):
     vgg_preprocessing.check_mode(preprocessing_mode)
@@ -626,12 +599,13 @@ def _train_example(example, scale_min, scale_max, crop, preprocessing_mode,
     flipped = sample_flip(seed) if flip else tf.constant(False)
     image = tf.cond(flipped, lambda: tf.image.flip_left_right(image),
                     lambda: image)
-    # The shift is defined on pixels in [0, 1] (AlexNet, fb.resnet);
-    # (x / 255 + shift) * 255 == x + 255 * shift.  No clipping, as there.
-    shift = (255.0 * lighting_shift(sample_lighting_alpha(pca_lighting_std,
-                                                          seed))
-             if pca_lighting_std else None)
-    image = _lighting_and_preprocessing(image, preprocessing_mode, shift)
+    if pca_lighting_std:
+        # The shift is defined on pixels in [0, 1] (AlexNet, fb.resnet);
+        # (x / 255 + shift) * 255 == x + 255 * shift, one pass over the
+        # image instead of three.  No clipping, as there.
+        shift = lighting_shift(sample_lighting_alpha(pca_lighting_std, seed))
+        image = image + 255.0 * shift
+    image = vgg_preprocessing.apply(image, preprocessing_mode)
     image.set_shape([crop, crop, 3])
     boxes = crop_boxes(example["bbox"], window, flipped)
     return image, example["label"], boxes

@@ -197,17 +197,3 @@ def test_a_run_of_failures_inside_a_batch_stops_the_pipeline():
         tf.io.decode_jpeg, counter, max_consecutive_failures=5, batch_size=4)
     assert sum(len(b) for b in ds) == 2 and counter.count == 8
 
-
-@pytest.mark.parametrize("mode", ["caffe", "torch", "none"])
-def test_fused_lighting_and_preprocessing_equals_one_after_the_other(mode):
-    from keras_vgg import preprocessing
-
-    image = tf.random.stateless_uniform([5, 7, 3], [0, 1], 0, 255)
-    shift = tf.constant([3.5, -7.25, 11.0])
-    fused = augment._lighting_and_preprocessing(image, mode, shift)
-    np.testing.assert_allclose(
-        fused, preprocessing.apply((image + shift).numpy(), mode),
-        rtol=1e-5, atol=1e-4)
-    plain = augment._lighting_and_preprocessing(image, mode, None)
-    np.testing.assert_allclose(plain, preprocessing.apply(image.numpy(), mode),
-                               rtol=1e-5, atol=1e-4)
