@@ -55,6 +55,12 @@ from keras_vgg import layers as vgg_layers
 LLOYD_ITERATIONS = 10
 
 
+def _int_at_least(value, minimum):
+    """An int (not a bool) of at least `minimum`."""
+    return (isinstance(value, (int, np.integer))
+            and not isinstance(value, bool) and value >= minimum)
+
+
 @dataclasses.dataclass(frozen=True)
 class Compression:
     """What `compress` does (see the module doc); the default does
@@ -96,10 +102,7 @@ class Compression:
         apply.  Returns self."""
         if self.fc_rank is not None and self.fc_energy is not None:
             raise ValueError("Give --fc_rank or --fc_energy, not both.")
-        if self.fc_rank is not None and (
-                isinstance(self.fc_rank, bool)
-                or not isinstance(self.fc_rank, (int, np.integer))
-                or self.fc_rank < 1):
+        if self.fc_rank is not None and not _int_at_least(self.fc_rank, 1):
             raise ValueError(f"--fc_rank={self.fc_rank!r}: expected an int "
                              ">= 1.")
         if self.fc_energy is not None and not 0 < self.fc_energy <= 1:
@@ -110,10 +113,7 @@ class Compression:
                              "in (0, 1), the fraction of weights zeroed.")
         if self.prune_convs and self.prune is None:
             raise ValueError("--prune_convs needs --prune=SPARSITY.")
-        if self.cluster is not None and (
-                isinstance(self.cluster, bool)
-                or not isinstance(self.cluster, (int, np.integer))
-                or self.cluster < 2):
+        if self.cluster is not None and not _int_at_least(self.cluster, 2):
             raise ValueError(f"--cluster={self.cluster!r}: expected at least "
                              "2 centroids.")
         if self.finetune_data is not None and not self.active:
