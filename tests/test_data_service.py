@@ -80,9 +80,8 @@ def test_training_through_the_service_learns(service, data_dir, tmp_path):
                           verbose=0)
     losses = [h["train_loss"] for h in metrics["history"]]
     assert losses[-1] < losses[0] - 0.05, losses
-    # Five classes: chance is 0.2 (0.35 seen after these 3 epochs; the
-    # workers' order varies, so the margin is the falling loss's).
-    assert metrics["val_top1_accuracy"] > 0.2, metrics
+    # Five classes: chance is 0.2 (0.35 seen after these 3 epochs).
+    assert metrics["val_top1_accuracy"] > 0.25, metrics
     assert metrics["images_skipped"] == 0
 
 
