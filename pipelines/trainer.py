@@ -405,6 +405,13 @@ class Trainer:
         def replica_fn(micro_batches):
             grads_sum, loss_sum, metric_sums = None, 0.0, {}
             for batch in micro_batches:
+                # The flip, lighting and preprocessing, left to the step by
+                # the input pipeline (`defer_pixel_ops`): here they run on
+                # the accelerator, not on the host's CPUs.
+                ops = batch[-1]
+                batch = (augment.finish_pixels(
+                    batch[0], ops["flip"], ops["shift"], cfg.preprocessing),
+                ) + tuple(batch[1:-1])
                 with tf.GradientTape() as tape:
                     outputs = tf.cast(model(batch[0], training=True),
                                       tf.float32)
@@ -483,7 +490,7 @@ class Trainer:
             # exact at every step (out of order, a slow image counts as
             # skipped until it arrives), and resumes replay the same batches.
             deterministic=True, skip_counter=self.skip_counter,
-            data_service=cfg.data_service)
+            data_service=cfg.data_service, defer_pixel_ops=True)
         if skip_batches:
             ds = ds.skip(skip_batches)
         return self.strategy.experimental_distribute_dataset(ds)

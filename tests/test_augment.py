@@ -383,3 +383,35 @@ def test_make_dataset_arguments():
                               with_bbox=True)
     images, labels, boxes = next(iter(ds))
     assert images.shape == (2, 32, 32, 3) and boxes.shape[-1] == 4
+
+
+def test_deferred_pixel_ops_give_the_same_bits_per_batch():
+    # The trainer's pipeline leaves flip, lighting and preprocessing to its
+    # step (`defer_pixel_ops`); applied there to the batch, they must give
+    # exactly the images of the ready pipeline, boxes included.
+    source = _examples_dataset()
+    for mode, with_bbox in (("caffe", False), ("torch", True)):
+        kwargs = dict(scale=(40, 56), crop=32, seed=5, deterministic=True,
+                      shuffle_buffer=12, preprocessing=mode,
+                      with_bbox=with_bbox)
+        ready = list(augment.make_dataset(source, True, 4, **kwargs))
+        deferred = list(augment.make_dataset(source, True, 4,
+                                             defer_pixel_ops=True, **kwargs))
+        assert len(ready) == len(deferred) == 3
+        flips = set()
+        for r, d in zip(ready, deferred):
+            ops = d[-1]
+            assert len(d) == len(r) + 1
+            assert ops["flip"].shape == (4,) and ops["shift"].shape == (4, 3)
+            flips |= set(ops["flip"].numpy().tolist())
+            finished = augment.finish_pixels(d[0], ops["flip"], ops["shift"],
+                                             mode)
+            np.testing.assert_array_equal(finished, r[0])
+            # The crops arrive unflipped and unlit: not yet the images.
+            assert not np.array_equal(d[0], r[0])
+            for a, b in zip(r[1:], d[1:-1]):
+                np.testing.assert_array_equal(a, b)
+        assert flips == {True, False}
+    with pytest.raises(ValueError, match="defer_pixel_ops"):
+        augment.make_dataset(source, False, 4, scale=32, crop=32,
+                             defer_pixel_ops=True)
