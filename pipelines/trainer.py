@@ -393,7 +393,8 @@ class Trainer:
     def _make_train_step(self):
         cfg, model, optimizer, task = (self.cfg, self.model, self.optimizer,
                                        self.task)
-        kernels = _kernels(model)
+        kernels = {id(k) for k in _kernels(model)}
+        decayed = [id(v) in kernels for v in model.trainable_variables]
         # Summed over replicas and micro-batches, the decay term counts once.
         decay = 0.5 * cfg.weight_decay / (
             self.strategy.num_replicas_in_sync * cfg.grad_accum)
@@ -419,12 +420,17 @@ class Trainer:
                     # Scaled by the global batch: summing over replicas and
                     # micro-batches gives the batch mean.
                     loss = tf.reduce_sum(losses) / cfg.batch_size
-                    if cfg.weight_decay:
-                        loss += decay * tf.add_n([tf.reduce_sum(tf.square(
-                            tf.cast(k, tf.float32))) for k in kernels])
-                    scaled = (optimizer.scale_loss(loss)
-                              if hasattr(optimizer, "scale_loss") else loss)
+                    scaled = optimizer.scale_loss(loss)
                 grads = tape.gradient(scaled, model.trainable_variables)
+                if cfg.weight_decay:
+                    # The gradient of decay * sum(||kernel||^2), added
+                    # directly: through the tape, the same products (bit
+                    # for bit) came after a pass over every weight for the
+                    # unused sum and one for its broadcast, every step.
+                    rate = optimizer.scale_loss(tf.constant(2.0 * decay))
+                    grads = [g + rate * w if in_decay else g
+                             for g, w, in_decay in zip(
+                                 grads, model.trainable_variables, decayed)]
                 grads_sum = grads if grads_sum is None else [
                     a + b for a, b in zip(grads_sum, grads)]
                 loss_sum += tf.reduce_sum(losses)

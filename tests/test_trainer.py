@@ -169,3 +169,33 @@ def test_steps_per_loop_flag_reaches_the_config():
     cfg = train.config_from_flags(fv)
     assert cfg.steps_per_loop == 10
     assert dataclasses.replace(cfg, steps_per_loop=None).steps_per_loop is None
+
+
+@pytest.mark.slow
+def test_weight_decay_adds_its_gradient_to_kernels_only(tmp_path, data_dir):
+    # One SGD step from the same weights on the same batch, with and
+    # without weight decay: the decayed run's kernels move by a further
+    # -lr * weight_decay * w (the gradient of 0.5 * wd * ||w||^2, the
+    # paper's L2 penalty), its biases and BN parameters not at all.
+    cfg = recipes.TrainConfig(**{**TINY, "batch_norm": True},
+                              learning_rate=0.1, weight_decay=0.05,
+                              steps_per_epoch=1, max_epochs=1)
+    runs = {}
+    for wd in (0.05, 0.0):
+        trainer = _trainer(dataclasses.replace(cfg, weight_decay=wd),
+                           tmp_path / str(wd), data_dir)
+        before = {v.path: v.numpy() for v in trainer.model.trainable_variables}
+        trainer._train_loop(iter(trainer._train_dataset(0, 0)),
+                            tf.constant(1))
+        runs[wd] = {v.path: v.numpy()
+                    for v in trainer.model.trainable_variables}
+    kernels = {k.path for k in trainer_lib._kernels(trainer.model)}
+    assert kernels and len(kernels) < len(before)
+    for path, w in before.items():
+        extra = runs[0.05][path] - runs[0.0][path]
+        if path in kernels:
+            np.testing.assert_allclose(extra, -0.1 * 0.05 * w, rtol=1e-3,
+                                       atol=1e-7)
+            assert np.abs(extra).max() > 1e-5
+        else:
+            np.testing.assert_array_equal(extra, 0)
