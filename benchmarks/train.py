@@ -55,9 +55,9 @@ def _baseline(data, crop, steps):
                                       classes=5, classifier_activation=None)
     model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(data(), steps_per_epoch=3, epochs=1, verbose=0)
+    model.fit(data(), steps_per_epoch=3, epochs=1, verbose=0, shuffle=False)
     return lambda: model.fit(data(), steps_per_epoch=steps, epochs=1,
-                             verbose=0)
+                             verbose=0, shuffle=False)
 
 
 def trainer_loops(trainer, steps, loops):
