@@ -22,6 +22,11 @@ epoch end, a `checkpoint_every` step or the end of training, so that
 checkpoints, validation, NaN rollback and resumes fall on the same steps
 whatever the loop length.  `pipelines.run_dir` keeps the directory's
 training config honest across resumes.
+
+The input pipeline only decodes and resizes (`make_dataset(
+defer_pixel_ops=True)`); each step flips, lights and preprocesses its batch
+(`augment.finish_pixels`) on the accelerator, bit-identical to doing it in
+the pipeline.
 """
 
 import collections
