@@ -80,14 +80,21 @@ def test_workers_read_each_example_once_per_pass(service, data_dir):
 @pytest.mark.slow
 def test_training_through_the_service_learns(service, data_dir, tmp_path):
     cfg = dataclasses.replace(
-        recipes.RECIPES["demo"], max_epochs=3, lr_patience=10,
+        recipes.RECIPES["demo"], max_epochs=5, lr_patience=10,
         data_service=service)
     metrics = train.train(cfg, model_dir=str(tmp_path), data_dir=data_dir,
                           verbose=0)
-    losses = [h["train_loss"] for h in metrics["history"]]
-    assert losses[-1] < losses[0] - 0.05, losses
-    # Five classes: chance is 0.2 (0.35 seen after these 3 epochs).
-    assert metrics["val_top1_accuracy"] > 0.25, metrics
+    history = metrics["history"]
+    losses = [h["train_loss"] for h in history]
+    # Five classes: a uniform guess scores ln 5 = 1.61 and 20 % top-1.
+    # Seen in three runs: the loss falls 0.28-0.47 to 1.37-1.42 by the
+    # fifth epoch.  Validation is noisier this early (BN's moving
+    # statistics still lag; 0.23-0.29 after 3 epochs, 0.29-0.38 after 5):
+    # its mean over the last three epochs is the steadier figure.
+    assert losses[-1] < losses[0] - 0.15, losses
+    assert losses[-1] < np.log(5) - 0.1, losses
+    last = [h["val_top1_accuracy"] for h in history[-3:]]
+    assert np.mean(last) > 0.25, last
     assert metrics["images_skipped"] == 0
 
 
