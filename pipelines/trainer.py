@@ -400,9 +400,8 @@ class Trainer:
                                        self.task)
         kernels = {id(k) for k in _kernels(model)}
         decayed = [id(v) in kernels for v in model.trainable_variables]
-        # Summed over replicas and micro-batches, the decay term counts once.
-        decay = 0.5 * cfg.weight_decay / (
-            self.strategy.num_replicas_in_sync * cfg.grad_accum)
+        # Summed over replicas, the decay term counts once.
+        decay = 0.5 * cfg.weight_decay / self.strategy.num_replicas_in_sync
         # A slower body: its gradients (weight decay included) scaled, which
         # for SGD with momentum is the same as scaling its learning rate.
         body = (tasks.body_variables(model) if cfg.body_lr_multiplier != 1
@@ -427,20 +426,21 @@ class Trainer:
                     loss = tf.reduce_sum(losses) / cfg.batch_size
                     scaled = optimizer.scale_loss(loss)
                 grads = tape.gradient(scaled, model.trainable_variables)
-                if cfg.weight_decay:
-                    # The gradient of decay * sum(||kernel||^2), added
-                    # directly: through the tape, the same products (bit
-                    # for bit) came after a pass over every weight for the
-                    # unused sum and one for its broadcast, every step.
-                    rate = optimizer.scale_loss(tf.constant(2.0 * decay))
-                    grads = [g + rate * w if in_decay else g
-                             for g, w, in_decay in zip(
-                                 grads, model.trainable_variables, decayed)]
                 grads_sum = grads if grads_sum is None else [
                     a + b for a, b in zip(grads_sum, grads)]
                 loss_sum += tf.reduce_sum(losses)
                 for name, value in task.metric_sums(outputs, batch).items():
                     metric_sums[name] = metric_sums.get(name, 0.0) + value
+            if cfg.weight_decay:
+                # The gradient of decay * sum(||kernel||^2), added once per
+                # step, directly: through the tape, the same products (bit
+                # for bit) came after a pass over every weight for the
+                # unused sum and one for its broadcast, per micro-batch.
+                rate = optimizer.scale_loss(tf.constant(2.0 * decay))
+                grads_sum = [g + rate * w if in_decay else g
+                             for g, w, in_decay in zip(
+                                 grads_sum, model.trainable_variables,
+                                 decayed)]
             grads_sum = [g * cfg.body_lr_multiplier if in_body else g
                          for g, in_body in zip(grads_sum, body)]
             optimizer.apply(grads_sum, model.trainable_variables)

@@ -36,6 +36,14 @@ def _trainer(cfg, model_dir, data_dir):
         str(model_dir), verbose=0)
 
 
+def _loop_trainer(steps_per_loop, tmp_path, data_dir, **settings):
+    """A TINY trainer running `steps_per_loop` steps a call, in its own
+    directory under tmp_path."""
+    cfg = recipes.TrainConfig(steps_per_loop=steps_per_loop, **settings,
+                              **TINY)
+    return _trainer(cfg, tmp_path / str(steps_per_loop), data_dir)
+
+
 def _numbers(values):
     return [float(v) for v in values]
 
@@ -103,10 +111,9 @@ def test_loops_train_as_single_steps_and_stop_at_boundaries(
     of one step per call."""
     runs = {}
     for k in (1, 5):
-        cfg = recipes.TrainConfig(
-            steps_per_epoch=7, checkpoint_every=3, max_steps=11,
-            keep_checkpoints=10, steps_per_loop=k, **TINY)
-        trainer = _trainer(cfg, tmp_path / str(k), data_dir)
+        trainer = _loop_trainer(k, tmp_path, data_dir, steps_per_epoch=7,
+                                checkpoint_every=3, max_steps=11,
+                                keep_checkpoints=10)
         lengths, bar = _record_boundaries(trainer, monkeypatch)
         metrics = trainer.run()
         runs[k] = (trainer, lengths, bar, metrics)
@@ -137,10 +144,9 @@ def test_nan_rollback_names_the_step_inside_a_loop(tmp_path, data_dir):
     names the same step as one step per call."""
     diverged = {}
     for k in (1, 8):
-        cfg = recipes.TrainConfig(
-            steps_per_epoch=20, checkpoint_every=1000, max_epochs=1,
-            max_rollbacks=1, steps_per_loop=k, **TINY)
-        trainer = _trainer(cfg, tmp_path / str(k), data_dir)
+        trainer = _loop_trainer(k, tmp_path, data_dir, steps_per_epoch=20,
+                                checkpoint_every=1000, max_epochs=1,
+                                max_rollbacks=1)
         trainer.schedule.learning_rate.assign(1e6)
         trainer._sync_learning_rate()
         trainer._save()  # ckpt-0, with that rate
