@@ -2,6 +2,7 @@
 
     python -m benchmarks.evaluate [--architecture=D] [--q=384] [--repeats=2]
         [--image=pipelines/data/grace_hopper.jpg] [--dense_stride=32]
+        [--noeager]
 
 For VGG16 (random weights, full width) on one image rescaled to Q, times in
 the same process: a single central crop, dense evaluation with its flip (the
@@ -41,7 +42,8 @@ IMAGE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "pipelines",
 FLAGS = flags.FLAGS
 flags.DEFINE_string("architecture", "D", "Table 1 configuration.")
 flags.DEFINE_integer("q", 384, "Test scale Q (smallest side).")
-flags.DEFINE_integer("repeats", 2, "Timed calls per protocol.")
+flags.DEFINE_integer("repeats", 2, "Timed rounds, each calling every "
+                     "protocol once (the median is printed).")
 flags.DEFINE_string("image", IMAGE, "The image.")
 flags.DEFINE_integer("dense_stride", 32, "Dense evaluation's score-map "
                      "stride: 32, 16 or 8.")

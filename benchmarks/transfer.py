@@ -6,8 +6,9 @@ descriptors.
 
 A narrow net A (the `demo` recipe) is pretrained on three of the built-in
 dataset's classes (`--pretrain_classes`); then each method learns the
-other two from a folder (train/, val/) of new drawings: few to learn from
-(`--train_per_class`), many to validate on (`--val_per_class`).  Prints
+others (two by default) from a folder (train/, val/) of new drawings: few
+to learn from (`--train_per_class`), many to validate on
+(`--val_per_class`).  Prints
 validation top-1 accuracy and wall time of each, in the same process.
 """
 
@@ -50,7 +51,7 @@ def _write_jpeg(path, image):
 def write_folders(root, data_dir, pretrain_classes=(0, 3, 4),
                   train_per_class=40, val_per_class=150):
     """Two folder datasets laid out by split (train/, val/): the built-in
-    dataset's first classes, whole; and new drawings of the other classes,
+    dataset's `pretrain_classes`, whole; and new drawings of the others,
     few to learn from and many to validate on (the usual transfer setting).
     Returns their specs and image counts."""
     counts = {"pretrain": 0, "transfer": 0}

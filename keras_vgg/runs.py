@@ -50,6 +50,7 @@ from keras_vgg.fully_conv import score_map_strides
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "training_config.json"
 CLASS_NAMES_FILE = "class_names.txt"
+METRICS_FILE = "metrics.json"
 
 # The paper's smallest training scale and its multi-scale step, at its
 # 224-pixel crop.

@@ -57,7 +57,8 @@ def start(port=5050, num_workers=1, host="localhost", dispatcher=None,
         dispatcher's "HOST:PORT").
     """
     if num_workers < 0:
-        raise ValueError(f"`workers` must be >= 0. Received: {num_workers}")
+        raise ValueError("`num_workers` must be >= 0. Received: "
+                         f"num_workers={num_workers}")
     server = None
     if dispatcher is None:
         server = tf.data.experimental.service.DispatchServer(

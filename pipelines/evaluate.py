@@ -213,13 +213,6 @@ class _Cost:
         return self._cache[key]
 
 
-def dense_network(run, stride=fully_conv.STRIDE, what="--dense_stride"):
-    """The run's fully convolutional classifier with averaged scores whose
-    score map has `stride` (ValueError naming `what` when the model does
-    not allow it)."""
-    return run.fully_convolutional(average=True, stride=stride, what=what)
-
-
 def _run_part(part, run, image, q, flip, batch_size, macs,
               stride=fully_conv.STRIDE):
     """Probabilities (1, classes) and MACs of one protocol part, one model,
@@ -235,7 +228,7 @@ def _run_part(part, run, image, q, flip, batch_size, macs,
                                     batch_size=batch_size)
         views = protocol_lib.GRID * protocol_lib.GRID * (2 if flip else 1)
         return p, views * macs(run.model, (crop, crop, 3))
-    fcn = dense_network(run, stride)
+    fcn = run.fully_convolutional(True, stride, "--dense_stride")
     p = protocol_lib.dense(fcn, image, q, flip, mode)
     return p, (2 if flip else 1) * macs(fcn, (h, w, 3))
 
@@ -298,7 +291,7 @@ def evaluate(models, dataset, protocols=PROTOCOLS, scales=None,
                    for part in parts}
     if "dense" in parts:
         for m in loaded:  # a ValueError naming a bad model, early
-            dense_network(m, dense_stride)
+            m.fully_convolutional(True, dense_stride, "--dense_stride")
     if max_images is not None and max_images < 1:
         raise ValueError(f"`max_images` must be >= 1. Received: "
                          f"max_images={max_images!r}")

@@ -54,7 +54,7 @@ from pipelines import run_dir
 from pipelines import sources
 from pipelines import train
 from pipelines.reproduce_plan import SIZES
-from pipelines.reproduce_plan import TABLES  # noqa: F401 - public name
+from pipelines.reproduce_plan import TABLES
 from pipelines.reproduce_plan import Size
 from pipelines.reproduce_plan import make_size
 from pipelines.reproduce_plan import parse_tables
@@ -183,7 +183,7 @@ def check_dataset(dataset, data_dir, tables):
 def _train_done(work_dir, step):
     d = run_path(work_dir, step.name)
     return all(os.path.isfile(os.path.join(d, f))
-               for f in (runs.MODEL_FILE, "metrics.json"))
+               for f in (runs.MODEL_FILE, runs.METRICS_FILE))
 
 
 def _run_train(step, work_dir, dataset, data_dir, verbose):
@@ -268,16 +268,19 @@ def reproduce(tables, work_dir, dataset="builtin", data_dir=None,
         f"{len(todo)} to run.")
     start = time.perf_counter()
     logging.getLogger("tensorflow").addFilter(_retracing_filter)
-    for i, (kind, step, _, command) in enumerate(todo, 1):
-        say(f"[{i}/{len(todo)}] {command}", flush=True)
-        began = time.perf_counter()
-        if kind == "train":
-            _run_train(step, work_dir, dataset, data_dir, verbose)
-        else:
-            _run_evaluation(step, work_dir, dataset, data_dir,
-                            size.max_images)
-        say(f"  {kind} {step.name}: {time.perf_counter() - began:.0f} s",
-            flush=True)
+    try:
+        for i, (kind, step, _, command) in enumerate(todo, 1):
+            say(f"[{i}/{len(todo)}] {command}", flush=True)
+            began = time.perf_counter()
+            if kind == "train":
+                _run_train(step, work_dir, dataset, data_dir, verbose)
+            else:
+                _run_evaluation(step, work_dir, dataset, data_dir,
+                                size.max_images)
+            say(f"  {kind} {step.name}: {time.perf_counter() - began:.0f} s",
+                flush=True)
+    finally:  # the note is back for whatever this process runs next
+        logging.getLogger("tensorflow").removeFilter(_retracing_filter)
     if todo:
         say(f"{len(todo)} steps in {time.perf_counter() - start:.0f} s.")
     reports = {}

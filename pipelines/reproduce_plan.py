@@ -112,10 +112,6 @@ class EvalStep:
     classifiers: tuple = ()  # localisation: the runs that rate the boxes
 
     @property
-    def task(self):
-        return "localization" if self.classifiers else "classification"
-
-    @property
     def name(self):
         rated = ["by_" + "+".join(self.classifiers)] if self.classifiers \
             else []

@@ -578,7 +578,7 @@ class Trainer:
         if not self.restored:
             return None
         metrics = run_dir.read_json(os.path.join(self.model_dir,
-                                                 "metrics.json"))
+                                                 runs.METRICS_FILE))
         if (not metrics or metrics.get("steps") != self._step() or not (
                 metrics.get("stop_reason") == "plateau"
                 or self._step() >= self._max_steps())):
@@ -793,5 +793,5 @@ class Trainer:
         finally:
             for layer, value in zip(self._batch_norms, synced):
                 layer.synchronized = value
-        atomic.atomic_write_file(os.path.join(d, "metrics.json"),
+        atomic.atomic_write_file(os.path.join(d, runs.METRICS_FILE),
                                  json.dumps(metrics, indent=2))

@@ -122,9 +122,9 @@ def test_dense_boxes_at_stride_16():
                                    input_shape=(32, 32, 3),
                                    width_multiplier=0.125)
     layer = model.get_layer("boxes")
-    kernel, bias = layer.get_weights()
+    kernel, _ = layer.get_weights()
     layer.set_weights([np.zeros_like(kernel),
-                       np.tile(np.array([.5, .5, 1., 1.], "float32"), 1)])
+                       np.array([.5, .5, 1., 1.], "float32")])
     loc = runs.from_model(model, name="const").with_q(32)
     clf = keras_vgg.fully_convolutional(
         keras_vgg.VGG("A", input_shape=(32, 32, 3), classes=3,
