@@ -210,6 +210,14 @@ def main(argv=None):
     parser.add_argument("--crop", type=int, default=224)
     parser.add_argument("--batch_size", type=int, default=32)
     args = parser.parse_args(argv)
+    for name in ("num_images", "epochs", "rounds", "min_side", "crop",
+                 "batch_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1")
+    if args.max_side < args.min_side:
+        parser.error("--max_side must be >= --min_side")
+    if not 0 < args.crop <= args.scale_min <= args.scale_max:
+        parser.error("expected 0 < --crop <= --scale_min <= --scale_max")
     results = run(args.num_images, args.epochs, args.scale_min,
                   args.scale_max, args.crop, args.batch_size, args.rounds,
                   (args.min_side, args.max_side))
