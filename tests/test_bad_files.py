@@ -129,16 +129,11 @@ def test_check_decodable_error_names_a_file(tmp_path):
 @pytest.mark.slow
 def test_cli_run_writes_bad_files_to_metrics(tmp_path):
     images = _folder(tmp_path / "train", per_class=8)
-    val = _folder(tmp_path / "val", per_class=20)
-    # One file of each class of the validation split (2 of 4) made bad:
-    # validation reads its data once per epoch, so each is met 3 times.
-    held_out = sources.load_source(f"folder:{val}", "validation",
-                                   seed=1).paths
-    assert len(held_out) == 4
-    bad = [held_out[0], held_out[-1]]
-    for path in bad:
-        with open(path, "wb") as f:
-            f.write(b"not a jpeg")
+    # One bad file of each class in the folder given as --val_dataset,
+    # which validation reads whole once per epoch: each is met 3 times.
+    val = _folder(tmp_path / "val", per_class=20,
+                  bad=["cat/0.jpg", "dog/7.jpg"])
+    bad = [str(val / "cat" / "0.jpg"), str(val / "dog" / "7.jpg")]
     run = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, "-m", "pipelines.train", "--recipe=demo",
