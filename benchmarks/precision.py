@@ -33,6 +33,7 @@ from pipelines import entry
 from pipelines import recipes
 from pipelines import sources
 from pipelines import train
+from pipelines import trainer as trainer_lib
 from pipelines.report import format_table
 
 FLAGS = flags.FLAGS
@@ -63,6 +64,8 @@ def _inference(precision, size, batch):
         keras.mixed_precision.set_global_policy(_NAMES[precision])
     try:
         model = keras_vgg.VGG("D", input_shape=(size, size, 3))
+        if precision != "none":  # as the trainer builds it
+            trainer_lib.float32_outputs(model)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     x = tf.constant(np.random.RandomState(0).uniform(

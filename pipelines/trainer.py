@@ -75,6 +75,15 @@ def default_steps_per_loop(strategy):
     return 1 if on_cpu else ACCELERATOR_STEPS_PER_LOOP
 
 
+def float32_outputs(model):
+    """Under a mixed precision policy, the output layers compute in
+    float32, as Keras advises: the loss sees float32 logits, and the saved
+    model's softmax gives float32 probabilities (in bfloat16 they would sum
+    to 1 only within 1e-2)."""
+    for name in model.output_names:
+        model.get_layer(name).dtype_policy = "float32"
+
+
 def make_train_loop(step):
     """Up to `num_steps` calls of `step(iterator)` in one compiled call
     (orbit's `steps_per_loop`): the host dispatches once and reads the sums
@@ -229,12 +238,7 @@ class Trainer:
             with self.strategy.scope():
                 self.model = self.task.build_model()
                 if cfg.mixed_precision != "none":
-                    # The output layer in float32, as Keras advises: the
-                    # loss sees float32 logits, and the saved model's
-                    # softmax gives float32 probabilities (in bfloat16 they
-                    # would sum to 1 only within 1e-2).
-                    for name in self.model.output_names:
-                        self.model.get_layer(name).dtype_policy = "float32"
+                    float32_outputs(self.model)
                 optimizer = keras.optimizers.SGD(cfg.learning_rate,
                                                  momentum=cfg.momentum)
                 if cfg.mixed_precision == "float16":
