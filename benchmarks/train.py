@@ -8,10 +8,14 @@ Both train VGG16 (config D) from scratch with SGD (momentum 0.9) on batches
 from the same `pipelines.augment.make_dataset` input.  The trainer runs its
 steps `steps_per_loop` at a time in one compiled call (one row per value):
 at small crops, where a step is short, the per-call dispatch and the loss
-read back after each call show.  Both models are built first and timed in
-turns, `--repeats` rounds (the median is printed), so that a change in the
-machine's load touches every row alike; the first steps of each (tracing)
-are excluded.  Prints images/s and the ratio to the baseline.
+read back after each call show.  A last row is the compute ceiling: the
+trainer's model stepped on one fixed batch in a bare `tf.function` (forward,
+backward, SGD; no input pipeline, augmentation, weight decay or metrics),
+which no loop over real data can beat; a loop's fraction of it is what its
+overhead leaves.  All are built first and timed in turns, `--repeats`
+rounds (the median is printed), so that a change in the machine's load
+touches every row alike; the first steps of each (tracing) are excluded.
+Prints images/s and the ratio to the baseline.
 """
 
 import dataclasses
@@ -78,6 +82,36 @@ def trainer_loops(trainer, steps, loops):
     return {k: (lambda k=k: run(k)) for k in loops}
 
 
+def compute_ceiling(model, batch, crop, steps):
+    """`steps` bare training steps of `model` on one fixed batch, warmed
+    up: forward, backward and SGD with momentum, nothing else."""
+    import keras
+    import tensorflow as tf
+
+    optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
+    images = tf.random.stateless_uniform([batch, crop, crop, 3], (0, 0),
+                                         -120.0, 150.0)
+    labels = tf.zeros([batch], tf.int32)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
+                labels, logits, from_logits=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply(grads, model.trainable_variables)
+        return loss
+
+    float(step())
+
+    def run():
+        for _ in range(steps):
+            loss = step()
+        float(loss)
+    return run
+
+
 def main(argv):
     del argv
     import keras
@@ -102,6 +136,9 @@ def main(argv):
         trainer = Trainer(cfg, source, val, model_dir,
                           distribute.make_strategy("one_device"), verbose=0)
         ours = trainer_loops(trainer, steps, loops)
+        with trainer.strategy.scope():
+            ceiling_model = trainer.task.build_model()
+        ours["ceiling"] = compute_ceiling(ceiling_model, batch, crop, steps)
         speeds = {"base": []}
         for _ in range(FLAGS.repeats):
             speeds["base"].append(timed(baseline, steps * batch))
@@ -116,6 +153,9 @@ def main(argv):
         ips = statistics.median(speeds[k])
         rows.append((f"keras_vgg trainer, steps_per_loop={k}", f"{ips:.2f}",
                      f"{ips / base:.2f}"))
+    ceiling = statistics.median(speeds["ceiling"])
+    rows.append(("compute ceiling: the trainer's model, one fixed batch",
+                 f"{ceiling:.2f}", f"{ceiling / base:.2f}"))
     print(f"\nTraining VGG16 at {crop}x{crop}, batch {batch}, {steps} steps "
           f"per round, median of {FLAGS.repeats} rounds, built-in data, "
           f"backend {keras.backend.backend()}:")
