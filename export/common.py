@@ -28,7 +28,7 @@ import keras_vgg
 from export import dense
 from keras_vgg import runs
 from keras_vgg import weights as weights_lib
-from keras_vgg.fully_conv import STRIDE
+from pipelines import entry
 
 
 @dataclasses.dataclass
@@ -223,12 +223,8 @@ def define_serving_flags(flag_values=None):
         "max_aspect_ratio", dense.MAX_ASPECT_RATIO, "Most elongated image "
         "(long side / short side) the served model accepts; rescaled to Q "
         "an image costs Q^2 times this.", lower_bound=1.0, flag_values=fv)
-    flags.DEFINE_integer(
-        "dense_stride", STRIDE, "Input pixels between "
-        "the score-map positions the served model averages: 32 (the "
-        "network's own), 16 or 8 (its last one or two max-pools at both "
-        "offsets; about 4 or 16 times the work after them).",
-        flag_values=fv)
+    entry.define_dense_stride(
+        "the score-map positions the served model averages", __name__, fv)
 
 
 @contextlib.contextmanager

@@ -212,10 +212,12 @@ def score_map_strides(model):
 
 
 def check_stride(model, stride, what="stride", name=None):
-    """`stride` as an int when `model` allows it (`score_map_strides`);
-    ValueError naming `what` (a flag, an argument) and the model (`name`,
-    default its Keras name) otherwise."""
+    """`stride` as an int when `model` allows it (`score_map_strides`), the
+    model's own for None; ValueError naming `what` (a flag, an argument)
+    and the model (`name`, default its Keras name) otherwise."""
     allowed = score_map_strides(model)
+    if stride is None:
+        return allowed[0]
     try:
         value = int(stride)
     except (TypeError, ValueError):

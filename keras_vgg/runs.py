@@ -42,7 +42,6 @@ from keras_vgg import localizer as localizer_lib
 from keras_vgg import preprocessing as vgg_preprocessing
 from keras_vgg import vgg
 from keras_vgg import weights as weights_lib
-from keras_vgg.fully_conv import STRIDE
 from keras_vgg.fully_conv import check_stride
 from keras_vgg.fully_conv import fully_convolutional
 from keras_vgg.fully_conv import score_map_strides
@@ -272,13 +271,14 @@ class Run:
         return dataclasses.replace(self, test_scale_override=q, _fcns={})
 
     def fully_convolutional(self, average: bool = False,
-                            stride: int = STRIDE,
+                            stride: int | None = None,
                             what: str = "stride") -> keras.Model:
         """`keras_vgg.fully_convolutional(model, average, stride=stride)`,
-        made once per (average, stride); a stride the model does not allow
-        is a ValueError naming `what` (e.g. "--dense_stride")."""
-        key = (bool(average), stride)
-        if key not in self._fcns:
+        made once per (average, stride); None is the network's own stride;
+        a stride the model does not allow is a ValueError naming `what`
+        (e.g. "--dense_stride")."""
+        asked = (bool(average), stride)
+        if asked not in self._fcns:
             try:
                 score_map_strides(self.model)
             except ValueError as e:
@@ -286,10 +286,13 @@ class Run:
                     f"Model {self.name!r} cannot be evaluated densely: its "
                     f"head cannot be rewritten into convolutions ({e})"
                 ) from e
-            stride = check_stride(self.model, stride, what, self.name)
-            self._fcns[key] = fully_convolutional(
-                self.model, average=average, stride=stride)
-        return self._fcns[key]
+            key = (bool(average),
+                   check_stride(self.model, stride, what, self.name))
+            if key not in self._fcns:
+                self._fcns[key] = fully_convolutional(
+                    self.model, average=average, stride=key[1])
+            self._fcns[asked] = self._fcns[key]
+        return self._fcns[asked]
 
     @property
     def fcn(self) -> keras.Model:

@@ -22,6 +22,7 @@ from absl import flags
 from absl import logging
 
 import pipelines
+from keras_vgg.fully_conv import STRIDE
 
 DEBUG_ENV = "KERAS_VGG_DEBUG"
 
@@ -58,6 +59,27 @@ def _debug():
     if flags.FLAGS.is_parsed():
         return "debug" in flags.FLAGS and flags.FLAGS.debug
     return "--debug" in sys.argv  # flag parsing failed
+
+
+def define_dense_stride(positions, module_name, flag_values=None):
+    """`--dense_stride`, the same flag in every command line that makes
+    score maps (`evaluate`, `localize`, `scoremap`, the exporters).
+
+    Args:
+        positions: what the stride spaces, e.g. "the score-map positions
+            the served model averages".
+        module_name: the defining command's `__name__`, so that its
+            `--help` lists the flag.
+        flag_values: default `flags.FLAGS`.
+    """
+    if module_name == "__main__":  # `python -m`: absl's name for it
+        module_name = sys.argv[0]
+    flags.DEFINE_integer(
+        "dense_stride", STRIDE, f"Input pixels between {positions}: "
+        f"{STRIDE} (the network's own), 16 or 8 (its last one or two "
+        "max-pools run at both offsets, OverFeat's multiple pooling "
+        "offsets: about 4 or 16 times the work after them).",
+        flag_values=flag_values or flags.FLAGS, module_name=module_name)
 
 
 def _parse_flags(argv):

@@ -443,13 +443,9 @@ def define_flags(flag_values=None):
                          flag_values=fv)
     flags.DEFINE_integer("verbose", 0, "Print progress every N images.",
                          flag_values=fv)
-    flags.DEFINE_integer(
-        "dense_stride", fully_conv.STRIDE,
-        "Input pixels between score-map positions of the dense protocol "
-        "(classification) and of the dense localisation protocol: 32 (the "
-        "network's own), 16 or 8 (its last one or two max-pools run at both "
-        "offsets, OverFeat's multiple pooling offsets: about 4 or 16 times "
-        "the work after them).", flag_values=fv)
+    entry.define_dense_stride(
+        "the score-map positions of the dense protocol (classification) and "
+        "of the dense localisation protocol", __name__, fv)
     flags.DEFINE_enum("task", "classification",
                       ["classification", "localization", "localisation"],
                       "localization (or localisation): --model are "

@@ -359,10 +359,7 @@ def run():
                        "one is always drawn).")
     flags.DEFINE_bool("flip", True, "Add the mirrored image's boxes and "
                       "scores (--noflip: not).")
-    flags.DEFINE_integer("dense_stride", STRIDE, "Input pixels between "
-                         "the dense protocol's positions: 32 (the network's "
-                         "own), 16 or 8 (its last one or two max-pools at "
-                         "both offsets).")
+    entry.define_dense_stride("the dense protocol's positions", __name__)
     flags.mark_flags_as_required(["model", "classifier"])
     entry.run(main, __name__)
 

@@ -168,10 +168,7 @@ def define_flags(flag_values=None):
     flags.DEFINE_integer("top", 3, "Classes to draw.", flag_values=fv)
     flags.DEFINE_enum("preprocessing", None, ["caffe", "torch", "none"],
                       "Override the model's preprocessing.", flag_values=fv)
-    flags.DEFINE_integer("dense_stride", STRIDE, "Input pixels between "
-                         "score-map positions: 32 (the network's own), 16 "
-                         "or 8 (its last one or two max-pools at both "
-                         "offsets).", flag_values=fv)
+    entry.define_dense_stride("the score-map positions", __name__, fv)
     return fv
 
 

@@ -8,6 +8,7 @@ import pytest
 import keras_vgg
 from keras_vgg import cost
 from keras_vgg import fully_conv
+from keras_vgg import runs
 from tests.helpers import images
 from tests.helpers import randomize
 
@@ -136,7 +137,9 @@ def test_macs_count_every_offset(pointwise):
 def test_strides_offered_and_refused():
     model = tiny_vgg()
     assert fully_conv.score_map_strides(model) == (32, 16, 8)
-    for bad in (4, 12, 64, "16", True, None):
+    # None: the network's own stride.
+    assert fully_conv.check_stride(model, None) == 32
+    for bad in (4, 12, 64, "16", True, 32.5):
         with pytest.raises(ValueError, match=rf"--dense_stride={bad!r} is "
                            "not a score-map stride .* allows 32, 16, 8"):
             fully_conv.check_stride(model, bad, "--dense_stride")
@@ -149,6 +152,7 @@ def test_strides_offered_and_refused():
     x = keras.layers.Dense(3)(keras.layers.Flatten()(x))
     strided = keras.Model(inputs, x)
     assert fully_conv.score_map_strides(strided) == (4,)
+    assert fully_conv.check_stride(strided, None) == 4
     with pytest.raises(ValueError, match="stride=2 .* allows 4 "):
         keras_vgg.fully_convolutional(strided, stride=2)
 
@@ -162,3 +166,22 @@ def test_strided_model_round_trips(tmp_path):
     x = images(1, 80)
     np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(fcn(x)),
                                rtol=1e-6)
+
+
+def test_run_takes_the_networks_own_stride_by_default():
+    # A chain with three pools has its own stride 8: a default of 32 would
+    # refuse it.
+    inputs = keras.Input((16, 16, 3))
+    x = inputs
+    for _ in range(3):
+        x = keras.layers.MaxPooling2D(2)(
+            keras.layers.Conv2D(2, 3, padding="same")(x))
+    outputs = keras.layers.Dense(3)(keras.layers.Flatten()(x))
+    run = runs.from_model(keras.Model(inputs, outputs), name="three_pools")
+    assert fully_conv.score_map_strides(run.model)[0] == 8
+    fcn = run.fully_convolutional(True)
+    assert fcn is run.fully_convolutional(True, 8)
+    assert fcn.output.shape[-1] == 3
+    with pytest.raises(ValueError, match="--dense_stride=32 is not a "
+                       "score-map stride of model 'three_pools'"):
+        run.fully_convolutional(True, 32, "--dense_stride")
