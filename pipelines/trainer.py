@@ -32,6 +32,7 @@ the pipeline.
 import collections
 import contextlib
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -557,6 +558,12 @@ class Trainer:
             self._stop_if_preempted()
             epoch = int(self.progress["epoch"].numpy())
             result = self._train_epoch(epoch, max_steps)
+            if self.cfg.data_service:
+                # The epoch's iterator sits in reference cycles inside
+                # tf.distribute; until Python's cycle collector frees it,
+                # its tf.data service job stays open and the workers keep
+                # running a task for it beside the next epoch's.
+                gc.collect()
             if result.diverged_step is not None:
                 rollbacks += 1
                 self._roll_back(rollbacks, result.diverged_step)

@@ -3,6 +3,7 @@
 augment the built-in data for a short run."""
 
 import dataclasses
+import gc
 import os
 import subprocess
 import sys
@@ -23,6 +24,9 @@ def service():
     server, workers, dispatcher = data_service.start(
         port=0, num_workers=2, host="127.0.0.1")
     yield f"grpc://{dispatcher}"
+    # A test's dataset iterators still in reference cycles keep their jobs'
+    # tasks running, and each worker waits for them to stop (seconds each).
+    gc.collect()
     for worker in workers:
         worker.stop()
     server.stop()
