@@ -20,15 +20,14 @@ in one process:
 """
 
 import dataclasses
-import os
 
 from absl import flags
 
+from benchmarks.localization import trained
 from pipelines import entry
 from pipelines import evaluate
 from pipelines import localize
 from pipelines import recipes
-from pipelines import train
 from pipelines.report import format_table
 
 flags.DEFINE_string("work_dir", "/tmp/keras_vgg_stride", "Runs are "
@@ -41,16 +40,6 @@ flags.DEFINE_list("scales", ["64", "96"], "Classification test scales Q "
                   "(averaged).")
 FLAGS = flags.FLAGS
 STRIDES = (32, 16, 8)
-
-
-def trained(name, cfg, work, init_from=None):
-    """The run directory of `cfg` in `work`, trained unless it is there."""
-    model_dir = os.path.join(work, name)
-    if not os.path.isfile(os.path.join(model_dir, "model.keras")):
-        print(f"Training {name} ({cfg.max_epochs} epochs) ...", flush=True)
-        train.train(cfg, dataset="builtin", model_dir=model_dir,
-                    init_from=init_from, verbose=0)
-    return model_dir
 
 
 def classification_rows(classifier, scales, max_images):

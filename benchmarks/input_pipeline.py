@@ -80,7 +80,7 @@ def _passes(dataset, epochs):
             count / (time.process_time() - cpu))
 
 
-def _time(datasets, epochs, rounds):
+def time_datasets(datasets, epochs, rounds):
     """Best (images/s, images/CPU-s) of each dataset over `rounds` rounds,
     the datasets taking turns so that a burst of load on a shared machine
     hits all."""
@@ -151,7 +151,7 @@ def run(num_images=800, epochs=2, scale_min=256, scale_max=512, crop=224,
             drop_remainder=False, deterministic=deterministic,
             defer_pixel_ops=defer))
 
-    results = _time({
+    results = time_datasets({
         "(a)  fused decode_and_crop + resize": mapped(fused),
         "(a+) as the trainer reads it": training(True),
         "(a+) out of order": training(),

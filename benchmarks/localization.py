@@ -47,6 +47,17 @@ def _define_flags():
     flags.DEFINE_integer("max_images", 150, "Validation images measured.")
 
 
+def trained(name, cfg, work, init_from=None):
+    """The run directory of `cfg` in `work`, trained unless it is there."""
+    model_dir = os.path.join(work, name)
+    if not os.path.isfile(os.path.join(model_dir, "model.keras")):
+        print(f"Training {name} ({cfg.max_epochs} epochs) into {model_dir} "
+              "...", flush=True)
+        train.train(cfg, dataset="builtin", model_dir=model_dir,
+                    init_from=init_from, verbose=0)
+    return model_dir
+
+
 def fine_tune(regression, layers, classifier, model_dir, epochs=None):
 
     cfg = dataclasses.replace(recipes.RECIPES["demo_loc"],
@@ -70,13 +81,8 @@ def main(argv):
     del argv
 
     work = FLAGS.work_dir
-    classifier = FLAGS.classifier
-    if not classifier:
-        classifier = os.path.join(work, "classifier")
-        if not os.path.isfile(os.path.join(classifier, "model.keras")):
-            print(f"Training the demo classifier into {classifier} ...")
-            train.train(recipes.RECIPES["demo"], dataset="builtin",
-                        model_dir=classifier, verbose=0)
+    classifier = (FLAGS.classifier or
+                  trained("classifier", recipes.RECIPES["demo"], work))
     locs, losses = {}, []
     for layers in ("fc", "all"):
         for regression in ("scr", "pcr"):

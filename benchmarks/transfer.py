@@ -18,7 +18,6 @@ import shutil
 import time
 
 from absl import flags
-from PIL import Image
 
 from keras_vgg import runs
 from pipelines import entry
@@ -43,9 +42,10 @@ flags.DEFINE_integer("val_per_class", 150,
 FLAGS = flags.FLAGS
 
 
-def _write_jpeg(path, image):
+def _write(path, data):
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    Image.fromarray(image).save(path, format="JPEG", quality=90)
+    with open(path, "wb") as f:
+        f.write(data)
 
 
 def write_folders(root, data_dir, pretrain_classes=(0, 3, 4),
@@ -63,10 +63,8 @@ def write_folders(root, data_dir, pretrain_classes=(0, 3, 4),
             if label not in pretrain_classes:
                 continue
             name = source.class_names[label]
-            path = os.path.join(root, "pretrain", folder, name, f"{i}.jpg")
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as f:
-                f.write(example["encoded"])
+            _write(os.path.join(root, "pretrain", folder, name, f"{i}.jpg"),
+                   example["encoded"])
             counts["pretrain"] += 1
     for label in sorted(set(range(synthetic.NUM_CLASSES))
                         - set(pretrain_classes)):
@@ -76,8 +74,8 @@ def write_folders(root, data_dir, pretrain_classes=(0, 3, 4),
             for i in range(count):
                 # Seeds of their own: none of these is a built-in image.
                 image, _, _ = synthetic.render(label, (7919, salt, i))
-                _write_jpeg(os.path.join(root, "transfer", folder, name,
-                                         f"{i}.jpg"), image)
+                _write(os.path.join(root, "transfer", folder, name,
+                                    f"{i}.jpg"), synthetic.encode_jpeg(image))
                 counts["transfer"] += 1
     specs = [f"folder:{os.path.join(root, n)}"
              for n in ("pretrain", "transfer")]

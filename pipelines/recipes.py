@@ -141,7 +141,7 @@ class TrainConfig:
              "must be >= 0"),
             (self.data_service is None
              or data_service.is_address(self.data_service),
-             "data_service", "must be grpc://HOST:PORT"),
+             "data_service", "must be grpc://HOST:PORT or HOST:PORT"),
             # Service workers deliver batches in the order they finish.
             (not (self.data_service and self.deterministic), "data_service",
              "cannot be combined with deterministic=True"),

@@ -181,7 +181,8 @@ def render(label, seed):
     return image, tuple(float(v) for v in bbox), mask
 
 
-def _encode_jpeg(image, quality=90):
+def encode_jpeg(image, quality=90):
+    """The JPEG bytes of a uint8 image, as the built-in dataset stores it."""
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
@@ -229,7 +230,7 @@ def _write_split(directory, split, count, seed):
                 # so it does not depend on how many others are drawn.
                 label = index % NUM_CLASSES
                 image, bbox, _ = render(label, (seed, split_id, index))
-                example = _to_example(_encode_jpeg(image), label, bbox,
+                example = _to_example(encode_jpeg(image), label, bbox,
                                       image.shape[0], image.shape[1])
                 writer.write(example.SerializeToString())
 

@@ -39,7 +39,8 @@ def test_addresses():
         assert not data_service.is_address(bad)
         with pytest.raises(ValueError, match="grpc://HOST:PORT"):
             data_service.address(bad)
-    with pytest.raises(ValueError, match="data_service"):
+    with pytest.raises(ValueError, match="`data_service` must be "
+                       "grpc://HOST:PORT or HOST:PORT. .*'localhost'"):
         recipes.TrainConfig(data_service="localhost")
     with pytest.raises(ValueError, match="data_service"):
         recipes.TrainConfig(data_service="localhost:5050",
