@@ -13,11 +13,12 @@ goes to `<work_dir>/runs/<name>` (the recipe's name) and each evaluation to
 `<work_dir>/results/<name>.json`.  A finished run (`model.keras` and
 `metrics.json`) and a written result are skipped; an interrupted run
 resumes (`pipelines.train` resumes a run dir), so the same command picks a
-reproduction up where it stopped.  Steps run in this process through the
-library functions the command lines wrap (`train.train`,
-`evaluate.evaluate`, `localize.evaluate_localization`); `--dry_run` prints
-the equivalent `python -m pipelines.train ...` / `python -m
-pipelines.evaluate ...` lines, for a cluster, and runs nothing.
+reproduction up where it stopped.  Steps run in this process: training
+through `train.train`, the library function `pipelines.train` wraps, and
+evaluation through the `pipelines.evaluate` command line itself, with the
+arguments the plan prints; `--dry_run` prints the equivalent `python -m
+pipelines.train ...` / `python -m pipelines.evaluate ...` lines, for a
+cluster, and runs nothing.
 
 Each table is printed and written as `table<N>.json` and `table<N>.md`
 (the paper's rows, the measured errors beside the published ones from
@@ -34,7 +35,9 @@ holding another plan's runs is refused, as is a dataset without classes
 (or, for Tables 8 and 9, without boxes).
 """
 
+import contextlib
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -48,7 +51,6 @@ from keras_vgg import atomic
 from keras_vgg import runs
 from pipelines import entry
 from pipelines import evaluate
-from pipelines import localize
 from pipelines import recipes
 from pipelines import run_dir
 from pipelines import sources
@@ -195,19 +197,13 @@ def _run_train(step, work_dir, dataset, data_dir, verbose):
 
 
 def _run_evaluation(step, work_dir, dataset, data_dir, max_images):
+    """Runs the `pipelines.evaluate` command the plan prints for `step`
+    (`evaluate_args`), so that a step pasted from the plan computes what
+    this one does; its table is left to the report."""
     keras.backend.clear_session()
-    models = [run_path(work_dir, m) for m in step.models]
-    if step.classifiers:
-        results = [localize.evaluate_localization(
-            models, [run_path(work_dir, c) for c in step.classifiers],
-            dataset, protocol=step.protocols[0], scales=list(step.scales),
-            data_dir=data_dir, max_images=max_images, flip=True)]
-    else:
-        results = evaluate.evaluate(models, dataset, step.protocols,
-                                    scales=list(step.scales),
-                                    data_dir=data_dir,
-                                    max_images=max_images)
-    evaluate.write_json(results, result_path(work_dir, step))
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluate.cli(evaluate_args(step, work_dir, dataset, data_dir,
+                                   max_images))
 
 
 def _steps(trains, evals, work_dir, dataset, data_dir, max_images):
