@@ -575,7 +575,8 @@ class Trainer:
             summary, record = self._end_epoch(epoch, result)
             history = json.loads(self.history.numpy())
             self.history.assign(json.dumps(history + [record]))
-            stop = self.schedule.update(summary[self.task.monitor])
+            stop = self.schedule.update(summary[self.task.monitor],
+                                        epoch + 1)
             self._sync_learning_rate()
             self._save()
             if stop:

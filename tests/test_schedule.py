@@ -1,3 +1,5 @@
+import pytest
+
 from pipelines import recipes
 from pipelines.schedule import PlateauSchedule
 
@@ -39,3 +41,32 @@ def test_plateau_schedule_patience_and_stop_epochs():
     assert [stop for _, _, stop in trace].count(True) == 1
     assert float(schedule.best_accuracy.numpy()) == 0.6
     assert int(schedule.lr_decreases.numpy()) == 2
+
+
+def test_step_schedule_divides_after_its_epochs_and_never_stops():
+    cfg = recipes.TrainConfig(learning_rate=0.1, lr_decay_epochs="2, 4",
+                              lr_patience=1)
+    assert cfg.decay_epochs == (2, 4)
+    schedule = PlateauSchedule.from_train_config(cfg)
+    trace = []
+    # Flat validation: the plateau rule (patience 1) would have divided
+    # the rate after epoch 2 and stopped by epoch 5.
+    for epoch, accuracy in enumerate((0.5, 0.5, 0.5, 0.4, 0.5, 0.5), 1):
+        stop = schedule.update(accuracy, epoch)
+        trace.append((epoch, round(schedule.current_learning_rate, 6), stop))
+    assert trace == [(1, 0.1, False), (2, 0.01, False), (3, 0.01, False),
+                     (4, 0.001, False), (5, 0.001, False),
+                     (6, 0.001, False)]
+    assert int(schedule.lr_decreases.numpy()) == 2
+    assert float(schedule.best_accuracy.numpy()) == 0.5
+    with pytest.raises(ValueError, match="needs the epoch"):
+        schedule.update(0.5)
+
+
+def test_step_schedule_epochs_are_checked():
+    for bad in ("3,2", "0", "2,2", "a", "1.5"):
+        with pytest.raises(ValueError, match=rf"`lr_decay_epochs` must be "
+                           rf"increasing .* Received: "
+                           rf"lr_decay_epochs={bad!r}"):
+            recipes.TrainConfig(lr_decay_epochs=bad)
+    assert recipes.TrainConfig().decay_epochs == ()
