@@ -24,8 +24,8 @@ from keras_vgg import runs
 # learning_rate overrides the checkpointed (scheduled) rate from that step.
 SAFE_CHANGES = ("learning_rate", "max_epochs", "max_steps",
                 "checkpoint_every", "keep_checkpoints", "val_batch_size",
-                "max_rollbacks", "lr_patience", "steps_per_loop",
-                "data_service")
+                "max_rollbacks", "lr_patience", "lr_decay_epochs",
+                "steps_per_loop", "data_service")
 
 # Fields that follow from others: a difference there is already listed.
 _DERIVED = ("jittered", "validation_scale", "changes")

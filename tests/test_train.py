@@ -300,6 +300,28 @@ def _tiny(**changes):
     return recipes.TrainConfig(**fields)
 
 
+@pytest.mark.slow
+def test_step_schedule_divides_after_its_epochs_across_a_resume(
+        tmp_path, data_dir):
+    run = str(tmp_path / "run")
+    first = train.train(_tiny(learning_rate=0.01, lr_decay_epochs="1"),
+                        model_dir=run, data_dir=data_dir, verbose=0)
+    assert first["learning_rate"] == pytest.approx(0.001)
+    # Resumed with one more decay epoch and two more epochs (safe changes).
+    metrics = train.train(
+        _tiny(learning_rate=0.01, lr_decay_epochs="1,2", max_epochs=3),
+        model_dir=run, data_dir=data_dir, verbose=0)
+    rates = [h["learning_rate"] for h in metrics["history"]]
+    assert rates == pytest.approx([0.01, 0.001, 0.0001])
+    assert metrics["lr_decreases"] == 2
+    assert metrics["learning_rate"] == pytest.approx(0.0001)
+    assert metrics["stop_reason"] == "max_epochs"
+    changes = json.loads(open(os.path.join(
+        run, "training_config.json")).read())["changes"]
+    assert {(c["field"], c["from"], c["to"]) for c in changes} >= {
+        ("lr_decay_epochs", "1", "1,2"), ("max_epochs", 1, 3)}
+
+
 def _mtimes(path, names):
     return {n: os.stat(path / n).st_mtime_ns for n in names}
 
