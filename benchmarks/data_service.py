@@ -26,11 +26,14 @@ from pipelines import sources
 from pipelines.report import format_table
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("num_images", 200, "Synthetic JPEGs (350-450 px).")
-flags.DEFINE_integer("epochs", 2, "Timed passes over the images.")
-flags.DEFINE_integer("rounds", 2, "The paths take turns; the best counts.")
-flags.DEFINE_integer("batch_size", 32, "Images per batch.")
-flags.DEFINE_integer("crop", 224, "Training crop.")
+flags.DEFINE_integer("num_images", 200, "Synthetic JPEGs (350-450 px).",
+                     lower_bound=1)
+flags.DEFINE_integer("epochs", 2, "Timed passes over the images.",
+                     lower_bound=1)
+flags.DEFINE_integer("rounds", 2, "The paths take turns; the best counts.",
+                     lower_bound=1)
+flags.DEFINE_integer("batch_size", 32, "Images per batch.", lower_bound=1)
+flags.DEFINE_integer("crop", 224, "Training crop.", lower_bound=1)
 
 
 def main(argv):

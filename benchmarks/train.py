@@ -34,13 +34,20 @@ from pipelines.report import format_table
 from pipelines.train import Trainer
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("crop", 112, "Training crop (the paper: 224).")
-flags.DEFINE_integer("batch_size", 16, "Global batch size.")
+flags.DEFINE_integer("crop", 112, "Training crop (the paper: 224).",
+                     lower_bound=32)
+flags.DEFINE_integer("batch_size", 16, "Global batch size.", lower_bound=1)
 flags.DEFINE_integer("steps", 20, "Timed steps per round (after warm-up); "
-                     "a multiple of every --steps_per_loop is fairest.")
+                     "a multiple of every --steps_per_loop is fairest.",
+                     lower_bound=1)
 flags.DEFINE_list("steps_per_loop", ["1"], "The trainer's steps per "
                   "compiled call, one row each (e.g. 1,10,50).")
-flags.DEFINE_integer("repeats", 3, "Timed rounds (median printed).")
+flags.DEFINE_integer("repeats", 3, "Timed rounds (median printed).",
+                     lower_bound=1)
+flags.register_validator(
+    "steps_per_loop", lambda v: all(str(k).isdigit() and int(k) >= 1
+                                    for k in v),
+    "--steps_per_loop takes whole numbers >= 1, e.g. 1,10,50.")
 flags.DEFINE_string("data_dir", None, "Built-in dataset cache.")
 
 
