@@ -70,9 +70,10 @@ class TrainConfig:
     lr_patience: int = 2
     lr_decay_factor: float = 0.1
     max_lr_decreases: int = 3
-    # "E1,E2,...": divide the lr by 10 after those epochs instead (a step
-    # schedule, as torchvision's MultiStepLR and Model Garden's stepwise
-    # one), training to `max_epochs`; "": the plateau rule above.
+    # "E1,E2,...": multiply the lr by `lr_decay_factor` after those epochs
+    # instead (a step schedule, as torchvision's MultiStepLR and Model
+    # Garden's stepwise one), training to `max_epochs`; "": the plateau
+    # rule above.
     lr_decay_epochs: str = ""
     max_epochs: int = 74
     max_steps: int = None

@@ -168,10 +168,11 @@ _FIELD_HELP = {
                "class count stays new; preprocessing follows the weights.",
     "fine_tune": "Layers trained: all, fc (the FC head only) or "
                  "from:<block or layer> (e.g. from:block4).",
-    "lr_decay_epochs": "Divide the learning rate by 10 after these epochs "
-                       "(e.g. 24,28: a step schedule, training to "
-                       "--max_epochs) instead of on validation plateaus; "
-                       "'' for the plateau rule, overriding the recipe's.",
+    "lr_decay_epochs": "Multiply the learning rate by --lr_decay_factor "
+                       "(0.1) after these epochs (e.g. 24,28: a step "
+                       "schedule, training to --max_epochs) instead of on "
+                       "validation plateaus; '' for the plateau rule, "
+                       "overriding the recipe's.",
     "body_lr_multiplier": "The conv body's learning rate as a multiple of "
                           "--learning_rate (e.g. 0.1 when fine-tuning).",
     "preprocessing": "caffe, torch or none; default the --weights' own, "
