@@ -49,9 +49,10 @@ class WeightSet:
         origin_notop, file_name_notop, file_hash_notop: a file without the
             head, where one is published (else the head is skipped on load).
         hash_algorithm: "md5", "sha256" or "auto" (for keras.utils.get_file).
-        eval_resize, eval_crop, eval_interpolation: the evaluation transform
-            its accuracy was measured with (shorter side, central crop,
-            resampling; `keras_vgg.eval_transform`).
+        eval_resize, eval_crop, eval_interpolation, eval_rounding: the
+            evaluation transform its accuracy was measured with (shorter
+            side, central crop, resampling, how the long side and the crop
+            offset are rounded; `keras_vgg.eval_transform`).
     """
 
     name: str
@@ -74,6 +75,7 @@ class WeightSet:
     eval_resize: int = 256
     eval_crop: int = 224
     eval_interpolation: str = "bilinear"
+    eval_rounding: str = "half_even"
 
     @property
     def format(self):
@@ -117,6 +119,8 @@ def _torchvision(config, arch, batch_norm, top1, top5):
         top5=top5,
         origin=_HF.format(arch=arch),
         file_name=f"timm_{arch}.tv_in1k.safetensors",
+        # torchvision's Resize truncates the long side, CenterCrop rounds.
+        eval_rounding="torchvision",
     )
 
 
