@@ -57,6 +57,9 @@ EXPORT = TRAIN + [
 ALL = sorted(set(TRAIN + EXPORT))
 # The tests exercise every floor, so they need everything.
 TEST = ALL + [
+    # Image loading and decoding are tested over drawn sizes, modes, bit
+    # depths and orientations (tests/test_image_properties.py).
+    "hypothesis>=6",
     "pytest>=8",
     # `make test` runs the suite on both cores (-n 2): 8.7 instead of 13.1
     # minutes here.
