@@ -80,6 +80,28 @@ def header_size(encoded):
         lambda: other)
 
 
+def bmp_palette_colours(encoded, image):
+    """`image` as decoded by `tf.io.decode_image(channels=3)`, with the
+    colours of an 8-bit paletted BMP looked up: TensorFlow's BMP decoder
+    returns the palette indices (right only for a gray ramp palette).  The
+    palette follows the DIB header (size at bytes 14-18): 4 bytes B, G, R,
+    0 an entry (the BMP specification)."""
+    raw = tf.io.decode_raw(tf.strings.substr(tf.strings.join(
+        [encoded, tf.constant(b"\0" * 32)]), 0, 32), tf.uint8)
+    bits = tf.cast(raw[28], tf.int64) + 256 * tf.cast(raw[29], tf.int64)
+    paletted = tf.logical_and(
+        tf.equal(tf.strings.substr(encoded, 0, 2), b"BM"), tf.equal(bits, 8))
+
+    def lookup():
+        start = 14 + _unsigned(_header(encoded), 14, 4, True)
+        table = tf.strings.substr(tf.strings.join(
+            [encoded, tf.constant(b"\0" * 1024)]), start, 1024)
+        bgr0 = tf.reshape(tf.io.decode_raw(table, tf.uint8), [256, 4])
+        return tf.gather(bgr0[:, 2::-1], tf.cast(image[..., 0], tf.int32))
+
+    return tf.cond(paletted, lookup, lambda: image)
+
+
 def check_size(size, max_pixels, max_aspect_ratio):
     """Assert ops refusing (InvalidArgumentError, naming the limit and the
     size) an image of `size` (height, width) above the limits; (-1, -1),
@@ -195,7 +217,7 @@ class DenseClassifier:
         with tf.control_dependencies(self.check_size(header_size(encoded))):
             image = tf.io.decode_image(encoded, channels=3,
                                        expand_animations=False)
-        return tf.cast(image, tf.float32)
+        return tf.cast(bmp_palette_colours(encoded, image), tf.float32)
 
     def classify_encoded(self, encoded):
         # Images differ in size: one at a time (map_fn), then stacked.

@@ -222,11 +222,10 @@ def _serving_decode(encoded):
     return dense.DenseClassifier.decode(_LIMITS, tf.constant(encoded)).numpy()
 
 
-# TensorFlow's BMP decoder returns the palette indices of a paletted (P)
-# image and refuses 1-bit ones: those are left out here.
+# TensorFlow's BMP decoder refuses 1-bit images: left out here.
 _SERVED_FORMAT_MODES = st.sampled_from(
     [(f, m) for f, modes in _FORMAT_MODES.items() for m in modes
-     if f != "BMP" or m not in ("1", "P")])
+     if (f, m) != ("BMP", "1")])
 
 
 @FAST
@@ -261,3 +260,11 @@ def test_serving_decode_refuses_an_image_beyond_the_limits():
                        match="200x1 .* max_aspect_ratio=10"):
         dense.DenseClassifier.decode(limits, tf.constant(tall))
     assert pixels.read(tall, "tall").shape == (200, 1, 3)
+
+
+def test_serving_decode_looks_up_a_bmp_palette():
+    rgb = np.random.RandomState(0).randint(0, 256, (5, 7, 3)).astype(
+        np.uint8)
+    encoded = _encoded(Image.fromarray(rgb).quantize(16), "BMP")
+    np.testing.assert_array_equal(_serving_decode(encoded),
+                                  _reference(encoded))
