@@ -8,7 +8,11 @@ respect to the images.
 
 Both take RGB images in [0, 255] (`input_range=255`, the default) or in
 [0, 1] (`input_range=1`) and apply the weights' preprocessing inside; the VGG
-is frozen (its weights never train).
+is frozen (its weights never train) and computes in the loss's `dtype`
+(float32 unless asked, whatever the global mixed-precision policy). A
+layer's features are its ReLU output (in the BN variants: after BN and
+ReLU). A model compiled with either loss saves to a `.keras` file with the
+loss's VGG weights and loads back with `keras.models.load_model`.
 
 - `PerceptualLoss` (feature reconstruction): for each layer j with feature
   maps of shape C x H x W, the mean over the C H W values of

@@ -153,11 +153,12 @@ def test_batch_norm_networks_compare_relu_outputs():
 
 @pytest.fixture
 def mixed_bfloat16():
+    previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
         yield
     finally:
-        keras.mixed_precision.set_global_policy("float32")
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def test_a_mixed_precision_policy_leaves_the_loss_in_float32(network,
