@@ -72,6 +72,25 @@ def _has_batch_norm(model):
                for layer in model.layers)
 
 
+def _network(network, weights, batch_norm):
+    """(the VGG, its preprocessing mode, its Table 1 configuration name or
+    None, the entries of the loss's config that rebuild it)."""
+    if isinstance(network, keras.Model):
+        # The model's architecture goes into the config; its weights are
+        # the extractor's, which a `.keras` file saves (see `get_config`).
+        config = {"network": keras.saving.serialize_keras_object(network),
+                  "weights": None, "batch_norm": _has_batch_norm(network)}
+        return (network, vgg_layers.input_preprocessing(network) or "caffe",
+                _architecture(network), config)
+    model = vgg.VGG(network, include_top=False, weights=weights,
+                    batch_norm=batch_norm, input_shape=(None, None, 3))
+    name = configs.get_config(network).name
+    config = {"network": name,
+              "weights": os.fspath(weights) if weights is not None else None,
+              "batch_norm": bool(batch_norm)}
+    return model, weights_lib.preprocessing_for(weights), name, config
+
+
 class _VGGLoss(keras.losses.Loss):
     """What both losses share: the frozen extractor, the input scaling and
     the configuration that rebuilds them."""
@@ -97,24 +116,8 @@ class _VGGLoss(keras.losses.Loss):
             raise ValueError("`input_range` must be 255 (pixels in [0, 255]) "
                              f"or 1 (in [0, 1]). Received: input_range="
                              f"{input_range!r}")
-        if isinstance(network, keras.Model):
-            model = network
-            mode = vgg_layers.input_preprocessing(model) or "caffe"
-            architecture = _architecture(model)
-            # The model's own architecture goes into the config; its weights
-            # are the extractor's, which a `.keras` file saves (see
-            # `get_config`).
-            self.network = keras.saving.serialize_keras_object(model)
-            self.weights, self.batch_norm = None, _has_batch_norm(model)
-        else:
-            model = vgg.VGG(network, include_top=False, weights=weights,
-                            batch_norm=batch_norm, input_shape=(None, None, 3))
-            mode = weights_lib.preprocessing_for(weights)
-            architecture = configs.get_config(network).name
-            self.network = architecture
-            self.weights = (os.fspath(weights) if weights is not None
-                            else None)
-            self.batch_norm = bool(batch_norm)
+        model, mode, architecture, self._network_config = _network(
+            network, weights, batch_norm)
         self.layer_names = tuple(layers) if layers else self._default_layers(
             architecture)
         if layer_weights is None:
@@ -162,8 +165,7 @@ class _VGGLoss(keras.losses.Loss):
         """
         config = super().get_config()
         config.update(
-            network=self.network, layers=list(self.layer_names),
-            weights=self.weights, batch_norm=self.batch_norm,
+            self._network_config, layers=list(self.layer_names),
             input_range=self.input_range,
             layer_weights=list(self.layer_weights),
             preprocessing_mode=self.preprocessing,
