@@ -125,7 +125,8 @@ def feature_extractor(model: keras.Model | str = "D",
                       layers: str | list[str] | None = None,
                       stages: str | list[str] | None = None,
                       weights: str | None = None, batch_norm: bool = False,
-                      name: str | None = None) -> keras.Model:
+                      name: str | None = None,
+                      dtype: str | None = None) -> keras.Model:
     """A model returning a dict of named feature maps of a VGG.
 
     Args:
@@ -138,6 +139,8 @@ def feature_extractor(model: keras.Model | str = "D",
         weights: with a configuration name: as `keras_vgg.VGG`.
         batch_norm: with a configuration name: the BN variant.
         name: the extractor's name.
+        dtype: a dtype policy for the extractor's layers (e.g. "float32" for
+            a model built under a mixed policy); default the model's own.
 
     With neither `layers` nor `stages`: the five blocks before their pools.
 
@@ -166,7 +169,10 @@ def feature_extractor(model: keras.Model | str = "D",
     inputs = keras.Input((None, None, 3), name="images")
     x, outputs = inputs, {}
     for layer in body:
-        copy = layer.__class__.from_config(layer.get_config())
+        config = layer.get_config()
+        if dtype is not None:
+            config["dtype"] = dtype
+        copy = layer.__class__.from_config(config)
         x = copy(x)
         copy.set_weights(layer.get_weights())
         for out_name in by_layer.get(layer.name, ()):
