@@ -412,9 +412,8 @@ def read_safetensors(path, model):
 def read_weight_file(path: str, model: keras.Model) -> dict:
     """{layer key: arrays} of a weight file, by its extension; a ValueError
     naming the file and what is wrong with it for a missing, truncated or
-    garbage file (h5py and safetensors name neither)."""
-    if not os.path.isfile(path):
-        raise ValueError(f"Weight file not found: {path!r}")
+    garbage file (h5py and safetensors name neither).  `model` is only
+    read for a `.safetensors` file (its layer names)."""
     if path.endswith(".safetensors"):
         reader, kind = (lambda: read_safetensors(path, model)), "safetensors"
     elif path.endswith((".h5", ".hdf5", ".keras.h5")):
@@ -425,6 +424,13 @@ def read_weight_file(path: str, model: keras.Model) -> dict:
             "Keras), '.weights.h5' (Keras 3) or '.safetensors' (timm or "
             "torchvision)."
         )
+    return _read_guarded(path, kind, reader)
+
+
+def _read_guarded(path, kind, reader):
+    """`reader()`, its errors turned into a ValueError naming the file."""
+    if not os.path.isfile(path):
+        raise ValueError(f"Weight file not found: {path!r}")
     try:
         return reader()
     except ValueError as e:
@@ -437,6 +443,73 @@ def read_weight_file(path: str, model: keras.Model) -> dict:
             f"Cannot read the weight file {path!r} ({size} bytes) as "
             f"{kind}: it is truncated, corrupt or not a {kind} weight file "
             f"({type(e).__name__}: {str(e).strip()[:300]})") from e
+
+
+@dataclasses.dataclass(frozen=True)
+class FileNetwork:
+    """What a weight file's shapes say about the network it was saved from.
+
+    Attributes:
+        batch_norm: whether it holds BatchNormalization layers.
+        width_multiplier: its widest convolution's (or, with the head, its
+            FC layers') width over Table 1's.
+        classes: the class count of its head; None for a file without one.
+    """
+    batch_norm: bool
+    width_multiplier: float
+    classes: int | None
+
+
+def inspect_weight_file(path: str | os.PathLike) -> FileNetwork:
+    """The BN setting, width multiplier and class count of the network a
+    weight file (any format `load_weights` reads) was saved from, so that a
+    model to load it into can be built without being told them.
+
+    Raises:
+        ValueError: the file cannot be read, or holds no convolution.
+    """
+    path = os.fspath(path)
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+
+        state = _read_guarded(path, "safetensors", lambda: load_file(path))
+        convs = sorted((k for k in state if k.startswith("features.")
+                        and state[k].ndim == 4), key=_feature_index)
+        # (out, in, ...) torch layouts: the width is the first axis.
+        widths = [state[k].shape[0] for k in convs[-1:]]
+        heads = [k for k in ("pre_logits.fc2.weight", "classifier.3.weight",
+                             "head.fc.weight", "classifier.6.weight")
+                 if k in state]
+        fc = [state[k].shape[0] for k in heads]
+        batch_norm = any(k.endswith(".running_mean") for k in state)
+    else:
+        entries = read_weight_file(path, model=None)
+        roots = _conv_roots(entries)
+        if len(roots) > 1:
+            raise _nesting_error(f"The weight file {path!r}", roots)
+        entries = _under(entries, next(iter(roots), ""))
+        if all(":" in k for k in entries):
+            convs = sorted((k for k in entries if k.startswith("conv2d:")),
+                           key=lambda k: int(k.split(":")[1]))
+            dense = sorted((k for k in entries if k.startswith("dense:")),
+                           key=lambda k: int(k.split(":")[1]))
+        else:
+            convs = sorted(k for k in entries if _paper_width(k) and
+                           k.startswith("block") and not k.endswith("_bn"))
+            dense = [k for k in ("fc1", "fc2", "predictions")
+                     if k in entries]
+        widths = [entries[k][0].shape[-1] for k in convs[-1:]]
+        fc = [entries[k][0].shape[-1] for k in dense[-2:]]
+        batch_norm = any(_is_batch_norm_key(k) for k in entries)
+    if not widths:
+        raise ValueError(f"The weight file {path!r} holds no convolution: "
+                         "it is not the file of a VGG.")
+    # The last convolution of every configuration is 512 wide; FC-4096,
+    # when there, tells the multiplier more finely.
+    multiplier = (fc[0] / configs.FC_UNITS if len(fc) == 2
+                  else widths[0] / configs.CONFIGS["A"].blocks[-1][-1][1])
+    return FileNetwork(batch_norm=batch_norm, width_multiplier=multiplier,
+                       classes=int(fc[1]) if len(fc) == 2 else None)
 
 
 @dataclasses.dataclass

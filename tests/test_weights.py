@@ -400,3 +400,31 @@ def test_width_mismatch_names_layer_shapes_and_multiplier(
             r"0\.5 times as wide .* width_multiplier=0\.0625 and the model "
             r"with 0\.125")):
         weights_lib.load_weights(_tiny(), path, skip_mismatch=skip_mismatch)
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".weights.h5", ".safetensors"])
+def test_inspect_weight_file(tmp_path, suffix):
+    path = str(tmp_path / f"net{suffix}")
+    if suffix == ".safetensors":
+        save_file(torch_state_dict("A", True, 1, 3), path)
+        want = weights_lib.FileNetwork(True, 1.0, 3)
+    else:
+        net = keras_vgg.VGG("A", width_multiplier=0.3, batch_norm=True,
+                            classes=7, input_shape=(32, 32, 3))
+        save_legacy_h5(net, path) if suffix == ".h5" else net.save_weights(
+            path)
+        want = weights_lib.FileNetwork(True, 1229 / 4096, 7)
+    assert weights_lib.inspect_weight_file(path) == want
+    # A file without the head: the widest convolution gives the width.
+    plain = _tiny()
+    notop = str(tmp_path / f"notop{suffix}")
+    if suffix == ".safetensors":
+        state = torch_state_dict("A", False, 1, 3)
+        save_file({k: v for k, v in state.items()
+                   if k.startswith("features")}, notop)
+        want = weights_lib.FileNetwork(False, 1.0, None)
+    else:
+        save_legacy_h5(plain, notop) if suffix == ".h5" else \
+            plain.save_weights(notop)
+        want = weights_lib.FileNetwork(False, 0.125, None)
+    assert weights_lib.inspect_weight_file(notop) == want
