@@ -41,6 +41,7 @@ import numpy as np
 from keras import layers as keras_layers
 
 from keras_vgg import chain as chain_lib
+from keras_vgg import checks
 from keras_vgg import cost
 from keras_vgg import vgg
 
@@ -145,28 +146,39 @@ def feature_extractor(model: keras.Model | str = "D",
     With neither `layers` nor `stages`: the five blocks before their pools.
 
     Returns:
-        A keras.Model taking (N, H, W, 3) images of any size (at least 32)
-        and returning {name: feature map}; `feature_info(extractor)` gives
+        A keras.Model taking (N, H, W, C) images of any size (at least 32),
+        C the model's input channels (3 for a configuration name), and
+        returning {name: feature map}; `feature_info(extractor)` gives
         each output's channels and stride.
 
     Raises:
+        TypeError: `model` neither a keras.Model nor a name, `batch_norm`
+            not a bool.
         ValueError: an unknown layer or stage, or a model that is not a
             keras_vgg network; a configuration name or weights that
             `keras_vgg.VGG` refuses.
     """
+    batch_norm = checks.check_bool(batch_norm, "batch_norm")
     if isinstance(model, str):
         model = vgg.VGG(model, include_top=False, weights=weights,
                         batch_norm=batch_norm, input_shape=(None, None, 3))
+    elif not isinstance(model, keras.Model):
+        raise TypeError("`model` must be a keras_vgg network (keras.Model) "
+                        "or a configuration name such as 'D'. Received: "
+                        f"model={model!r} ({type(model).__name__})")
     elif weights is not None or batch_norm:
         raise ValueError("`weights` and `batch_norm` go with a configuration "
                          "name; a given model keeps its own weights.")
     body = _body(model)
+    # The copies keep the model's weights, so the new input keeps its
+    # channel count (a 1-channel network's first kernel is 3x3x1).
+    channels = model.inputs[0].shape[-1]
     wanted = _requested(body, layers, stages)
     by_layer = {}
     for out_name, layer_name in wanted:
         by_layer.setdefault(layer_name, []).append(out_name)
     last = wanted[-1][1]
-    inputs = keras.Input((None, None, 3), name="images")
+    inputs = keras.Input((None, None, channels), name="images")
     x, outputs = inputs, {}
     for layer in body:
         config = layer.get_config()

@@ -383,10 +383,16 @@ def from_model(model: keras.Model, name: str | None = None,
 
 
 def from_weights(architecture: str, weights: str,
-                 batch_norm: bool = False, classes: int = 1000) -> Run:
+                 batch_norm: bool | None = None, classes: int | None = None,
+                 width_multiplier: float | None = None) -> Run:
     """The `Run` of a Table 1 network built with a weight set or file (no
     training run): named "<architecture>:<weights>", with the weights'
     preprocessing and ImageNet's class names for 1000 classes.
+
+    `batch_norm`, `classes` and `width_multiplier` left None are what a
+    weight file's shapes say (`keras_vgg.weights.inspect_weight_file`; 1000
+    classes for a file without a head); with a weight set name, False,
+    1000 and 1.0.
 
     Raises:
         ValueError: naming `--architecture` or `--weights`.
@@ -402,8 +408,15 @@ def from_weights(architecture: str, weights: str,
             f"({list(weights_lib.WEIGHT_NAMES)}) nor an existing weight "
             "file.")
     try:
-        model = vgg.VGG(architecture, weights=weights, batch_norm=batch_norm,
-                        classes=classes)
+        if weights_lib.is_weight_file(weights):
+            found = weights_lib.inspect_weight_file(weights)
+            batch_norm = found.batch_norm if batch_norm is None else batch_norm
+            classes = classes or found.classes
+            width_multiplier = width_multiplier or found.width_multiplier
+        model = vgg.VGG(architecture, weights=weights,
+                        batch_norm=batch_norm or False,
+                        classes=classes or 1000,
+                        width_multiplier=width_multiplier or 1.0)
     except ValueError as e:
         raise ValueError(f"--architecture={architecture!r} "
                          f"--weights={weights!r}: {e}") from e

@@ -32,6 +32,7 @@ import os
 import keras
 import numpy as np
 
+from keras_vgg import checks
 from keras_vgg import pixels
 from keras_vgg import preprocessing
 from keras_vgg import weights as weights_lib
@@ -133,6 +134,8 @@ def eval_transform(weights: str | None = "imagenet",
     and its preprocessing); for a weight file or None, 256 / 224 bilinear
     with the file's preprocessing.  A `crop` other than the set's scales
     the resize with it (256 * crop / 224)."""
+    if crop is not None:
+        crop = checks.check_positive_int(crop, "crop")
     sets = [w for w in weights_lib.WEIGHT_SETS.values() if w.name == weights]
     resize, base, interpolation, rounding = (
         (sets[0].eval_resize, sets[0].eval_crop, sets[0].eval_interpolation,

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import keras
 from keras import layers
 
+from keras_vgg import checks
 from keras_vgg import configs
 from keras_vgg import weights as weights_lib
 from keras_vgg.layers import LocalResponseNormalization
@@ -109,12 +110,21 @@ def VGG(config: str | configs.VGGConfig, include_top: bool = True,
     Returns:
         A functional `keras.Model`.
 
+    Raises:
+        TypeError: `include_top`, `batch_norm` or `include_preprocessing`
+            not a bool, `classes` not an int.
+        ValueError: an argument out of range, or weights that do not fit.
+
     Example (downloads the ImageNet weights, so not a doctest)::
 
         model = keras_vgg.VGG("D", weights="imagenet")
         model.count_params()  # 138357544
     """
     cfg = configs.get_config(config)
+    include_top = checks.check_bool(include_top, "include_top")
+    batch_norm = checks.check_bool(batch_norm, "batch_norm")
+    include_preprocessing = checks.check_bool(include_preprocessing,
+                                              "include_preprocessing")
     if keras.backend.image_data_format() != "channels_last":
         raise ValueError(
             "keras_vgg builds channels_last models; "
@@ -137,11 +147,7 @@ def VGG(config: str | configs.VGGConfig, include_top: bool = True,
         raise ValueError(
             f"`pooling` must be one of {POOLING}. Received: pooling={pooling!r}"
         )
-    if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
-        raise ValueError(
-            "`classes` must be a positive integer. Received: "
-            f"classes={classes!r}"
-        )
+    classes = checks.check_positive_int(classes, "classes")
     if weight_set is not None and include_top and classes != weight_set.classes:
         raise ValueError(
             f"With `weights`={weight_set.name!r} and `include_top=True`, "

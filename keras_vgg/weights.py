@@ -238,22 +238,30 @@ def read_h5(path):
                     out[lname] = [np.asarray(group[n]) for n in names]
             return out
         if "layers" in root:
-            # Keras 3 keys layers by class and order ("conv2d", "conv2d_1",
-            # ...), not by layer name: see `_class_order_keys`.
-            out = {}
-            for key, group in root["layers"].items():
-                if "vars" in group and len(group["vars"]):
-                    base, _, count = key.rpartition("_")
-                    if not (base and count.isdigit()):
-                        base, count = key, "0"
-                    arrays = [np.asarray(group["vars"][str(i)])
-                              for i in range(len(group["vars"]))]
-                    out[f"{base}:{int(count)}"] = arrays
-            return out
+            return _read_keras3_layers(root)
     raise ValueError(
         f"Weight file {path!r} is HDF5 but neither a legacy Keras weight file "
         "(no 'layer_names') nor a Keras 3 '.weights.h5' (no 'layers' group)."
     )
+
+
+def _read_keras3_layers(group, prefix=""):
+    """{"conv2d:3": arrays} of a Keras 3 `.weights.h5` group.  Keras keys
+    layers by class and order ("conv2d", "conv2d_1", ...), not by layer
+    name (see `_class_order_keys`); a nested model is a group with its own
+    `layers`, numbered apart: "functional:0/conv2d:3"."""
+    out = {}
+    for key, child in group["layers"].items():
+        base, _, count = key.rpartition("_")
+        if not (base and count.isdigit()):
+            base, count = key, "0"
+        name = f"{prefix}{base}:{int(count)}"
+        if "vars" in child and len(child["vars"]):
+            out[name] = [np.asarray(child["vars"][str(i)])
+                         for i in range(len(child["vars"]))]
+        if "layers" in child:
+            out.update(_read_keras3_layers(child, name + "/"))
+    return out
 
 
 def _snake_case(name):
@@ -263,17 +271,72 @@ def _snake_case(name):
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-def _class_order_keys(layers):
+def _class_order_keys(layers, prefix=""):
     """{"conv2d:3": layer} for the 4th Conv2D of the model, and so on: how
     the layers of a Keras 3 `.weights.h5` are matched.  Loading such a file
     needs the same sequence of weighted layers of each class; the shapes are
-    checked layer by layer."""
+    checked layer by layer.  A nested model's layers are numbered within
+    it, under its own key ("sequential:0/conv2d:3"), as Keras saves them."""
     counts, keys = {}, {}
     for layer in layers:
         base = _snake_case(type(layer).__name__)
-        keys[f"{base}:{counts.get(base, 0)}"] = layer
+        key = f"{prefix}{base}:{counts.get(base, 0)}"
         counts[base] = counts.get(base, 0) + 1
+        if getattr(layer, "layers", None):
+            keys.update(_class_order_keys(layer.layers, key + "/"))
+        else:
+            keys[key] = layer
     return keys
+
+
+def _conv_roots(keys):
+    """{nested model key ("" for the top): its number of Conv2D entries}."""
+    roots = {}
+    for key in keys:
+        root, _, own = key.rpartition("/")
+        if own.startswith("conv2d:"):
+            roots[root] = roots.get(root, 0) + 1
+    return roots
+
+
+def _under(keys, root):
+    """The entries of `keys` inside nested model `root`, keyed within it."""
+    if not root:
+        return dict(keys)
+    prefix = root + "/"
+    return {k[len(prefix):]: v for k, v in keys.items()
+            if k.startswith(prefix)}
+
+
+def _nesting_error(what, roots):
+    return ValueError(
+        f"{what} nests {len(roots)} networks with convolutions "
+        f"({', '.join(repr(r or 'top level') for r in sorted(roots))}), "
+        "and it is not clear which the other side's network is. Load it "
+        "into a model of the same structure with keras.Model.load_weights, "
+        "or save the VGG sub-model's weights on their own "
+        "(`model.get_layer(NAME).save_weights(...)`) and load that file.")
+
+
+def _match_nesting(entries, layers, path):
+    """`entries` and `layers` (Keras 3 class-order keys) keyed from the
+    network that holds the convolutions on each side, so that the
+    `.weights.h5` of a model nesting a VGG (`Sequential([vgg, Dense])`)
+    loads into the VGG, and a VGG's file into a model nesting one.  Returns
+    (entries, layers, file keys outside that network)."""
+    file_roots, model_roots = _conv_roots(entries), _conv_roots(layers)
+    if not file_roots or not model_roots or set(file_roots) == set(
+            model_roots):
+        return entries, layers, []
+    for roots, what in ((file_roots, f"The weight file {path!r}"),
+                        (model_roots, "The model")):
+        if len(roots) > 1:
+            raise _nesting_error(what, roots)
+    (file_root,), (model_root,) = file_roots, model_roots
+    inside = _under(entries, file_root)
+    outside = [k for k in entries
+               if file_root and not k.startswith(file_root + "/")]
+    return inside, _under(layers, model_root), outside
 
 
 def _torch_conv(w):
@@ -353,9 +416,8 @@ def read_safetensors(path, model):
 def read_weight_file(path: str, model: keras.Model) -> dict:
     """{layer key: arrays} of a weight file, by its extension; a ValueError
     naming the file and what is wrong with it for a missing, truncated or
-    garbage file (h5py and safetensors name neither)."""
-    if not os.path.isfile(path):
-        raise ValueError(f"Weight file not found: {path!r}")
+    garbage file (h5py and safetensors name neither).  `model` is only
+    read for a `.safetensors` file (its layer names)."""
     if path.endswith(".safetensors"):
         reader, kind = (lambda: read_safetensors(path, model)), "safetensors"
     elif path.endswith((".h5", ".hdf5", ".keras.h5")):
@@ -366,6 +428,13 @@ def read_weight_file(path: str, model: keras.Model) -> dict:
             "Keras), '.weights.h5' (Keras 3) or '.safetensors' (timm or "
             "torchvision)."
         )
+    return _read_guarded(path, kind, reader)
+
+
+def _read_guarded(path, kind, reader):
+    """`reader()`, its errors turned into a ValueError naming the file."""
+    if not os.path.isfile(path):
+        raise ValueError(f"Weight file not found: {path!r}")
     try:
         return reader()
     except ValueError as e:
@@ -378,6 +447,73 @@ def read_weight_file(path: str, model: keras.Model) -> dict:
             f"Cannot read the weight file {path!r} ({size} bytes) as "
             f"{kind}: it is truncated, corrupt or not a {kind} weight file "
             f"({type(e).__name__}: {str(e).strip()[:300]})") from e
+
+
+@dataclasses.dataclass(frozen=True)
+class FileNetwork:
+    """What a weight file's shapes say about the network it was saved from.
+
+    Attributes:
+        batch_norm: whether it holds BatchNormalization layers.
+        width_multiplier: its widest convolution's (or, with the head, its
+            FC layers') width over Table 1's.
+        classes: the class count of its head; None for a file without one.
+    """
+    batch_norm: bool
+    width_multiplier: float
+    classes: int | None
+
+
+def inspect_weight_file(path: str | os.PathLike) -> FileNetwork:
+    """The BN setting, width multiplier and class count of the network a
+    weight file (any format `load_weights` reads) was saved from, so that a
+    model to load it into can be built without being told them.
+
+    Raises:
+        ValueError: the file cannot be read, or holds no convolution.
+    """
+    path = os.fspath(path)
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+
+        state = _read_guarded(path, "safetensors", lambda: load_file(path))
+        convs = sorted((k for k in state if k.startswith("features.")
+                        and state[k].ndim == 4), key=_feature_index)
+        # (out, in, ...) torch layouts: the width is the first axis.
+        widths = [state[k].shape[0] for k in convs[-1:]]
+        heads = [k for k in ("pre_logits.fc2.weight", "classifier.3.weight",
+                             "head.fc.weight", "classifier.6.weight")
+                 if k in state]
+        fc = [state[k].shape[0] for k in heads]
+        batch_norm = any(k.endswith(".running_mean") for k in state)
+    else:
+        entries = read_weight_file(path, model=None)
+        roots = _conv_roots(entries)
+        if len(roots) > 1:
+            raise _nesting_error(f"The weight file {path!r}", roots)
+        entries = _under(entries, next(iter(roots), ""))
+        if all(":" in k for k in entries):
+            convs = sorted((k for k in entries if k.startswith("conv2d:")),
+                           key=lambda k: int(k.split(":")[1]))
+            dense = sorted((k for k in entries if k.startswith("dense:")),
+                           key=lambda k: int(k.split(":")[1]))
+        else:
+            convs = sorted(k for k in entries if _paper_width(k) and
+                           k.startswith("block") and not k.endswith("_bn"))
+            dense = [k for k in ("fc1", "fc2", "predictions")
+                     if k in entries]
+        widths = [entries[k][0].shape[-1] for k in convs[-1:]]
+        fc = [entries[k][0].shape[-1] for k in dense[-2:]]
+        batch_norm = any(_is_batch_norm_key(k) for k in entries)
+    if not widths:
+        raise ValueError(f"The weight file {path!r} holds no convolution: "
+                         "it is not the file of a VGG.")
+    # The last convolution of every configuration is 512 wide; FC-4096,
+    # when there, tells the multiplier more finely.
+    multiplier = (fc[0] / configs.FC_UNITS if len(fc) == 2
+                  else widths[0] / configs.CONFIGS["A"].blocks[-1][-1][1])
+    return FileNetwork(batch_norm=batch_norm, width_multiplier=multiplier,
+                       classes=int(fc[1]) if len(fc) == 2 else None)
 
 
 @dataclasses.dataclass
@@ -402,7 +538,9 @@ def load_weights(model: keras.Model, path: str | os.PathLike,
     Args:
         model: a Keras model (keras_vgg or any model with the same names).
         path: `.h5` (legacy Keras), `.weights.h5` (Keras 3) or `.safetensors`
-            (timm / torchvision state dict).
+            (timm / torchvision state dict).  A `.weights.h5` of a model
+            nesting a VGG (`keras.Sequential([vgg, head])`) loads into a
+            VGG, its outer layers reported in `unused`.
         skip_head: ignore `fc1`, `fc2` and `predictions` in the file.
         exclude: other layer names of the file to ignore.
         skip_mismatch: leave a layer whose shapes differ from the file's
@@ -411,67 +549,130 @@ def load_weights(model: keras.Model, path: str | os.PathLike,
             another number of classes keeps its new `predictions` layer.
 
     Returns:
-        A `LoadReport`.
+        A `LoadReport`.  BatchNormalization layers of the file that the
+        model has no layer for (a BN file into a plain network) are
+        reported in `unused` and warned about.
 
     Raises:
         ValueError: the file is missing or of an unknown format, no layer of
-            the model is in it, or a layer's weights have another shape.
+            the model is in it, a layer's weights have another shape (the
+            first such layer, both shapes and, for a convolution or FC
+            layer, the width multiplier the file looks made with), or the
+            file nests several networks.
     """
     path = os.fspath(path)
     entries = read_weight_file(path, model)
+    flat = list(_flat_layers(model))
+    outside = []
+    if entries and all(":" in k for k in entries):
+        layers = _class_order_keys(model.layers)
+        entries, layers, outside = _match_nesting(entries, layers, path)
+    else:
+        layers = {layer.name: layer for layer in flat}
     if skip_head:
         entries = {k: v for k, v in entries.items()
                    if k not in ("fc1", "fc2", "predictions")
                    and not k.startswith("dense:")}
     entries = {k: v for k, v in entries.items() if k not in exclude}
-    flat = list(_flat_layers(model))
-    if entries and all(":" in k for k in entries):
-        layers = _class_order_keys(flat)
-    else:
-        layers = {layer.name: layer for layer in flat}
-    loaded, unused, mismatched = [], [], []
+    loaded, unused, mismatched = [], list(outside), []
+    first_mismatch = None
     for lname, arrays in entries.items():
         layer = layers.get(lname)
         if layer is None:
             unused.append(lname)
             continue
-        targets = layer.weights
-        if len(targets) != len(arrays):
-            raise ValueError(
-                f"Layer {lname!r} has {len(targets)} weights, the file "
-                f"{path!r} has {len(arrays)} for it."
-            )
-        values = []
-        for var, arr in zip(targets, arrays):
-            shape = tuple(var.shape)
-            if tuple(arr.shape) != shape:
-                # A Dense kernel and the equivalent conv kernel of the fully
-                # convolutional head hold the same numbers (HWC flattening).
-                if arr.ndim != len(shape) and arr.size == np.prod(shape):
-                    arr = arr.reshape(shape)
-                elif skip_mismatch:
-                    break
-                else:
-                    raise ValueError(
-                        f"Weight shape mismatch for layer {lname!r} "
-                        f"({var.path}): model {shape}, file {path!r} "
-                        f"{tuple(arr.shape)}."
-                    )
-            values.append(arr)
-        if len(values) != len(targets):
+        values, mismatch = _fitted(layer, lname, arrays, path)
+        if mismatch is not None:
+            if not skip_mismatch:
+                raise ValueError(mismatch)
+            first_mismatch = first_mismatch or mismatch
             mismatched.append(layer.name)
             continue
         layer.set_weights(values)
         loaded.append(layer.name)
     if not loaded:
-        raise ValueError(
+        # Names that match with shapes that do not (a file of another
+        # width) say so, not that nothing matched.
+        raise ValueError(first_mismatch or (
             f"No layer of model {model.name!r} matches a layer name in "
-            f"{path!r} (file layers: {sorted(entries)[:8]}...)."
-        )
+            f"{path!r} (file layers: {sorted(entries)[:8]}...)."))
     missing = [layer.name for n, layer in layers.items()
                if layer.weights and n not in entries]
+    _warn_batch_norm_ignored(unused, path)
     return LoadReport(loaded=loaded, missing=missing, unused=unused,
                       mismatched=mismatched)
+
+
+def _fitted(layer, lname, arrays, path):
+    """(the file's arrays shaped for `layer`, None), or (None, the message
+    naming the first weight whose shape differs)."""
+    targets = layer.weights
+    if len(targets) != len(arrays):
+        raise ValueError(
+            f"Layer {lname!r} has {len(targets)} weights, the file "
+            f"{path!r} has {len(arrays)} for it."
+        )
+    values = []
+    for var, arr in zip(targets, arrays):
+        shape = tuple(var.shape)
+        if tuple(arr.shape) != shape:
+            # A Dense kernel and the equivalent conv kernel of the fully
+            # convolutional head hold the same numbers (HWC flattening).
+            if arr.ndim != len(shape) and arr.size == np.prod(shape):
+                arr = arr.reshape(shape)
+            else:
+                return None, (
+                    f"Weight shape mismatch for layer {lname!r} "
+                    f"({var.path}): model {shape}, file {path!r} "
+                    f"{tuple(arr.shape)}."
+                    + _width_hint(layer, shape, tuple(arr.shape)))
+        values.append(arr)
+    return values, None
+
+
+def _paper_width(name):
+    """Table 1's width of the layer named `name` (64 for block1_conv2,
+    4096 for fc1), or None for the class head or another layer."""
+    if name in ("fc1", "fc2"):
+        return configs.FC_UNITS
+    found = re.fullmatch(r"block(\d)_conv\d+(_bn)?", name)
+    if found is None or not 1 <= int(found.group(1)) <= len(
+            configs.CONFIGS["A"].blocks):
+        return None
+    # Every configuration widens its blocks alike: 64, 128, 256, 512, 512.
+    return configs.CONFIGS["A"].blocks[int(found.group(1)) - 1][0][1]
+
+
+def _width_hint(layer, model_shape, file_shape):
+    """A sentence naming the width multiplier the file looks made with,
+    when a layer of Table 1 differs in its output width; else ""."""
+    paper = _paper_width(layer.name)
+    if paper is None or not model_shape or len(model_shape) != len(
+            file_shape) or model_shape[-1] == file_shape[-1]:
+        return ""
+    ratio = file_shape[-1] / model_shape[-1]
+    return (f" The file's layer is {ratio:g} times as wide ({file_shape[-1]}"
+            f" channels, the model's {model_shape[-1]}): it looks made with "
+            f"width_multiplier={file_shape[-1] / paper:g} and the model with "
+            f"{model_shape[-1] / paper:g}. Build the model with the file's "
+            "width_multiplier.")
+
+
+def _is_batch_norm_key(key):
+    own = key.rpartition("/")[2]
+    return own.startswith("batch_normalization:") or own.endswith("_bn")
+
+
+def _warn_batch_norm_ignored(unused, path):
+    ignored = [k for k in unused if _is_batch_norm_key(k)]
+    if ignored:
+        shown = ", ".join(ignored[:3]) + (", ..." if len(ignored) > 3 else "")
+        warnings.warn(
+            f"{len(ignored)} BatchNormalization layers of {path!r} ({shown}) "
+            "were ignored: the model has no layer for them (batch_norm="
+            "False?). Its convolutions take the file's kernels without the "
+            "normalisation they were trained with; build the model with "
+            "batch_norm=True to use them.", stacklevel=3)
 
 
 def _flat_layers(model):

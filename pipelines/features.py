@@ -4,6 +4,13 @@
         --split=train --scales=256,384,512 --output=train_features.npz
     python -m pipelines.features --architecture=D --weights=imagenet \\
         --dataset=folder:photos --split=validation --output=val_features.npz
+    python -m pipelines.features --architecture=A --weights=mine.weights.h5 \\
+        --dataset=folder:photos --output=features.npz
+
+With --architecture and a weight file, the network is built as the file's
+shapes say (BN or not, width multiplier, classes of its head: the head does
+not matter for fc2 descriptors); --batch_norm, --width_multiplier and
+--classes override them.
 
 The descriptor of an image (Appendix B, "image classification with
 ImageNet features"): the penultimate layer (fc2, 4096 values after its
@@ -156,6 +163,17 @@ def define_flags(flag_values=flags.FLAGS):
                       "with --weights.", flag_values=fv)
     flags.DEFINE_string("weights", "imagenet", "With --architecture: a "
                         "weight set name or file.", flag_values=fv)
+    # None: what the weight file's shapes say (keras_vgg.weights.
+    # inspect_weight_file); the flags override it.
+    flags.DEFINE_bool("batch_norm", None, "With --architecture: the BN "
+                      "variant (default: as the --weights file).",
+                      flag_values=fv)
+    flags.DEFINE_integer("classes", None, "With --architecture: classes of "
+                         "the head (default: as the --weights file).",
+                         lower_bound=1, flag_values=fv)
+    flags.DEFINE_float("width_multiplier", None, "With --architecture: the "
+                       "network's width (default: as the --weights file).",
+                       lower_bound=1e-3, flag_values=fv)
     flags.DEFINE_string("dataset", None, "builtin, folder:DIR, "
                         "tfrecord:GLOB or a tfds name.", flag_values=fv)
     flags.DEFINE_string("split", "train", "Dataset split.", flag_values=fv)
@@ -178,7 +196,15 @@ def main(argv):
     if bool(fv.model) == bool(fv.architecture):
         raise ValueError("Give either --model or --architecture (with "
                          "--weights).")
-    model = fv.model or runs.from_weights(fv.architecture, fv.weights)
+    shape_flags = [f"--{name}" for name in ("batch_norm", "classes",
+                                             "width_multiplier")
+                   if fv[name].present]
+    if fv.model and shape_flags:
+        raise ValueError(f"{', '.join(shape_flags)} go with --architecture; "
+                         "--model keeps its own network.")
+    model = fv.model or runs.from_weights(
+        fv.architecture, fv.weights, fv.batch_norm, fv.classes,
+        fv.width_multiplier)
     result = extract_features(model, fv.dataset, fv.split,
                               [int(q) for q in fv.scales or []] or None,
                               fv.data_dir, fv.flip, fv.max_images)

@@ -15,6 +15,7 @@ from pipelines import features
 from pipelines import linear_probe
 from pipelines import protocols
 from tests import tiny_run
+from tests.helpers import randomize
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +112,35 @@ def test_linear_probe_learns_and_checks_its_inputs(tmp_path):
     assert done.returncode == 0, done.stderr
     written = json.loads((tmp_path / "probe.json").read_text())
     assert written["top1_accuracy"] == 1.0
+
+
+@pytest.mark.slow
+def test_features_cli_takes_a_weight_file_of_any_width_bn_and_head(
+        tmp_path):
+    # --architecture with --weights=FILE used to build a full-width,
+    # 1000-class, non-BN network whatever the file held.
+    net = keras_vgg.VGG("A", width_multiplier=0.0625, batch_norm=True,
+                        classes=3, classifier_activation="softmax")
+    randomize(net, seed=5)
+    path = str(tmp_path / "mine.weights.h5")
+    net.save_weights(path)
+    spec = _folder(tmp_path / "photos")
+    out = tmp_path / "f.npz"
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.features", "--architecture=A",
+         f"--weights={path}", f"--dataset={spec}", "--scales=224",
+         "--noflip", f"--output={out}"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    x, y, names, meta = features.load(str(out))
+    assert x.shape == (meta["images"], 256) and meta["model"] == f"A:{path}"
+    model = features.descriptor_model(runs.load_classifier(net))
+    want = np.stack([features.describe(
+        model, np.asarray(Image.open(png), "float32"), [224], "caffe",
+        flip=False) for png in sorted((tmp_path / "photos").glob("*/*.png"))])
+    # Each descriptor is that of one image under the file's own network.
+    gaps = np.abs(x[:, None, :] - want[None]).max(axis=-1)
+    assert gaps.min(axis=1).max() < 1e-5 and np.abs(x).max() > 1e-2
+    # The flags override the file: a wrong width is refused, naming it.
+    with pytest.raises(ValueError, match=r"--weights=.*mine\.weights\.h5.*"
+                       r"width_multiplier=0\.0625 and the model with 0\.125"):
+        runs.from_weights("A", path, width_multiplier=0.125)

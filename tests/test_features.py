@@ -114,3 +114,19 @@ def test_per_block_summary_for_the_demo():
     # memory, fc1 three quarters of the parameters.
     assert rows["block1"][3] == "47.8" and rows["fc1"][5] == "74.3"
     assert rows["block1"][4] == f"{1792 + 36928:,}"
+
+
+def test_one_channel_model():
+    # The extractor's input used to be hard-coded to 3 channels, so copying
+    # a grayscale network's 3x3x1 first kernel failed.
+    model = randomize(keras_vgg.VGG("A", input_shape=(32, 32, 1),
+                                    include_top=False,
+                                    width_multiplier=0.125))
+    fx = keras_vgg.feature_extractor(model, stages=["block2", "block5"])
+    assert fx.inputs[0].shape[-1] == 1
+    x = np.random.RandomState(1).uniform(0, 255, (2, 32, 32, 1))
+    got = fx(x)
+    for key, want in zip(got, _outputs_of(model,
+                                          ["block2_conv1", "block5_conv2"],
+                                          x)):
+        np.testing.assert_array_equal(np.asarray(got[key]), want)

@@ -299,3 +299,132 @@ def test_available_weights():
     assert keras_vgg.available_weights("D", batch_norm=True) == ["tv_in1k"]
     assert keras_vgg.available_weights("C") == []
     assert keras_vgg.available_weights("A-LRN") == []
+
+
+# --- nested models, BN / plain files, width mismatches ---------------------
+
+
+def _assert_same_body(model, source):
+    names = [layer.name for layer in model.layers
+             if layer.name.startswith("block") and layer.weights]
+    assert names
+    for name in names:
+        for a, b in zip(model.get_layer(name).get_weights(),
+                        source.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("wrapper", ["sequential", "functional"])
+def test_weights_h5_of_a_model_nesting_a_vgg(tmp_path, wrapper):
+    # Keras 3 numbers a nested model's layers within it: such a file used
+    # to lose every conv ("no layer matches") or match the outer head to
+    # the VGG's fc1.
+    inner = randomize(keras_vgg.VGG("A", width_multiplier=0.125, classes=5,
+                                    input_shape=(32, 32, 3)), seed=3)
+    head = keras.layers.Dense(2)
+    if wrapper == "sequential":
+        outer = keras.Sequential([keras.Input((32, 32, 3)), inner, head])
+    else:
+        inp = keras.Input((32, 32, 3))
+        outer = keras.Model(inp, head(inner(inp)))
+    path = str(tmp_path / "outer.weights.h5")
+    outer.save_weights(path)
+    model = keras_vgg.VGG("A", width_multiplier=0.125, classes=5,
+                          input_shape=(32, 32, 3))
+    report = weights_lib.load_weights(model, path)
+    _assert_same_body(model, inner)
+    np.testing.assert_array_equal(model.get_layer("predictions").kernel,
+                                  inner.get_layer("predictions").kernel)
+    assert report.missing == [] and report.unused == ["dense:0"]
+    # The other way: a VGG's own file into a model nesting a fresh VGG.
+    inner.save_weights(str(tmp_path / "vgg.weights.h5"))
+    fresh = keras_vgg.VGG("A", width_multiplier=0.125, classes=5,
+                          input_shape=(32, 32, 3))
+    weights_lib.load_weights(keras.Sequential([fresh, keras.layers.Dense(2)]),
+                             str(tmp_path / "vgg.weights.h5"))
+    _assert_same_body(fresh, inner)
+
+
+def test_weights_h5_nesting_two_vggs_is_refused(tmp_path):
+    inp = keras.Input((32, 32, 3))
+    a, b = _tiny(name="left"), _tiny(name="right")
+    twin = keras.Model(inp, [a(inp), b(inp)])
+    path = str(tmp_path / "twin.weights.h5")
+    twin.save_weights(path)
+    with pytest.raises(ValueError, match=r"twin\.weights\.h5' nests 2 "
+                       r"networks .*'functional:0', 'functional:1'.*same "
+                       "structure"):
+        weights_lib.load_weights(_tiny(), path)
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".weights.h5"])
+def test_bn_file_into_plain_model_warns(tmp_path, suffix):
+    bn = randomize(_tiny(batch_norm=True))
+    path = str(tmp_path / f"bn{suffix}")
+    if suffix == ".h5":
+        save_legacy_h5(bn, path)
+    else:
+        bn.save_weights(path)
+    with pytest.warns(UserWarning, match=r"8 BatchNormalization layers of "
+                      r"'.*bn\..*' \(.*\) were ignored.*batch_norm=True"):
+        plain = _tiny(weights=path)
+    _assert_same_body(plain, bn)
+    # A plain file into a BN model names the BN layers left as they were.
+    plain_path = str(tmp_path / f"plain{suffix}")
+    if suffix == ".h5":
+        save_legacy_h5(plain, plain_path)
+    else:
+        plain.save_weights(plain_path)
+    with pytest.warns(UserWarning, match=r"'block1_conv1_bn', .*"
+                      r"'block5_conv2_bn'\] were not in"):
+        _tiny(batch_norm=True, weights=plain_path)
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".weights.h5"])
+@pytest.mark.parametrize("skip_mismatch", [False, True])
+def test_width_mismatch_names_layer_shapes_and_multiplier(
+        tmp_path, suffix, skip_mismatch):
+    half = keras_vgg.VGG("A", width_multiplier=0.0625, include_top=False,
+                         input_shape=(32, 32, 3))
+    path = str(tmp_path / f"half{suffix}")
+    if suffix == ".h5":
+        save_legacy_h5(half, path)
+    else:
+        half.save_weights(path)
+    key = "block1_conv1" if suffix == ".h5" else "conv2d:0"
+    # skip_mismatch (fine-tuning's --weights) used to say that no layer
+    # name matched.
+    with pytest.raises(ValueError, match=(
+            rf"mismatch for layer '{key}' \(block1_conv1/kernel\): model "
+            r"\(3, 3, 3, 8\), file .* \(3, 3, 3, 4\)\. The file's layer is "
+            r"0\.5 times as wide .* width_multiplier=0\.0625 and the model "
+            r"with 0\.125")):
+        weights_lib.load_weights(_tiny(), path, skip_mismatch=skip_mismatch)
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".weights.h5", ".safetensors"])
+def test_inspect_weight_file(tmp_path, suffix):
+    path = str(tmp_path / f"net{suffix}")
+    if suffix == ".safetensors":
+        save_file(torch_state_dict("A", True, 1, 3), path)
+        want = weights_lib.FileNetwork(True, 1.0, 3)
+    else:
+        net = keras_vgg.VGG("A", width_multiplier=0.3, batch_norm=True,
+                            classes=7, input_shape=(32, 32, 3))
+        save_legacy_h5(net, path) if suffix == ".h5" else net.save_weights(
+            path)
+        want = weights_lib.FileNetwork(True, 1229 / 4096, 7)
+    assert weights_lib.inspect_weight_file(path) == want
+    # A file without the head: the widest convolution gives the width.
+    plain = _tiny()
+    notop = str(tmp_path / f"notop{suffix}")
+    if suffix == ".safetensors":
+        state = torch_state_dict("A", False, 1, 3)
+        save_file({k: v for k, v in state.items()
+                   if k.startswith("features")}, notop)
+        want = weights_lib.FileNetwork(False, 1.0, None)
+    else:
+        save_legacy_h5(plain, notop) if suffix == ".h5" else \
+            plain.save_weights(notop)
+        want = weights_lib.FileNetwork(False, 0.125, None)
+    assert weights_lib.inspect_weight_file(notop) == want
