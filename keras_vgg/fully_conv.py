@@ -4,8 +4,16 @@ The first FC layer becomes a conv whose kernel covers the whole last feature
 map at the training size (7x7 at 224), the other FC layers 1x1 convs; the
 weights are the same numbers reshaped (Keras' Flatten is HWC, so a Dense
 kernel of shape (7*7*512, 4096) reshapes to the conv kernel (7, 7, 512, 4096)
-directly).  The result takes images of any size and outputs a class score
-map, one position per 32-pixel step of a 224 window.
+directly).  The result takes images of any size at least the classifier's
+own input (its crop: 224x224 for a VGG; `MinimumImageSize` refuses smaller
+ones) and outputs a class score map, one position per 32-pixel step of a 224
+window.
+
+A position equals the classifier on its window exactly only when no
+convolution mixes neighbouring pixels (1x1 convolutions).  With 3x3 "same"
+convolutions the window's border pixels see the image around the window where
+the classifier on the cropped window sees zero padding: the paper's reason
+why dense and multi-crop evaluation differ and complement each other.
 
 Finer score maps (OverFeat's multiple pooling offsets, Sermanet et al. 2014,
 which the paper mentions as not used): `stride=16` runs the last 2x2 max-pool
@@ -30,6 +38,69 @@ STRIDE = 32
 # The strides offered: the network's own, then its last one or two pools at
 # both offsets (4 and 16 times the work after them); three would be 64 times.
 MAX_OFFSET_POOLS = 2
+
+
+@keras.saving.register_keras_serializable(package="keras_vgg")
+class MinimumImageSize(layers.Layer):
+    """The identity on images of at least `minimum` = (rows, cols) pixels;
+    a ValueError naming both sizes for a smaller one.
+
+    Below the classifier's input size no window fits: the score map would be
+    empty (its average NaN, and the offsets of `stride=16 | 8` would fold
+    into the batch axis) or the first FC convolution's window would not fit
+    in the feature map.
+
+    Where the check runs: a static size (a fixed `input_shape`, a
+    `keras.Input` of fixed size, eager calls, a JAX or TensorFlow trace of a
+    fixed shape) raises ValueError when traced.  A size known only at run
+    time exists on TensorFlow alone (a `tf.function` over unknown sizes, as
+    `model.predict` retraces after a second image size): Keras has no
+    portable run-time assertion, so there the check is TensorFlow's
+    `assert_greater_equal` in the graph, an `InvalidArgumentError` with the
+    same message.  JAX traces static shapes and torch runs eagerly, so the
+    Python check covers them.
+    """
+
+    def __init__(self, minimum, **kwargs):
+        super().__init__(**kwargs)
+        self.minimum = tuple(int(side) for side in minimum)
+
+    def _message(self, size):
+        rows, cols = self.minimum
+        return (f"Image size {size} (rows x columns) is smaller than the "
+                "smallest input of the fully convolutional network, "
+                f"{rows}x{cols} (the classifier's own input size): no window "
+                "of the classifier fits.")
+
+    def _check_static(self, shape):
+        sides = shape[1:3]
+        if any(isinstance(side, int) and side < least
+               for side, least in zip(sides, self.minimum)):
+            size = "x".join(str(side) if isinstance(side, int) else "?"
+                            for side in sides)
+            raise ValueError(self._message(size))
+
+    def call(self, images):
+        shape = ops.shape(images)
+        self._check_static(shape)
+        if (keras.backend.backend() != "tensorflow"
+                or all(isinstance(side, int) for side in shape[1:3])):
+            return images
+        # TensorFlow is the backend here, so importing it costs nothing.
+        import tensorflow as tf
+
+        check = tf.debugging.assert_greater_equal(
+            tf.shape(images)[1:3], tf.constant(self.minimum, tf.int32),
+            message=self._message("x below"))
+        with tf.control_dependencies([check]):
+            return tf.identity(images)
+
+    def compute_output_shape(self, input_shape):
+        self._check_static(input_shape)
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "minimum": list(self.minimum)}
 
 
 @keras.saving.register_keras_serializable(package="keras_vgg")
@@ -65,10 +136,12 @@ class Interleave(layers.Layer):
 
     def call(self, x):
         shape = ops.shape(x)
-        h, w, c = shape[1], shape[2], shape[3]
-        x = ops.reshape(x, (2, 2, -1, h, w, c))          # dy, dx, N, h, w, C
+        n, h, w, c = shape[0] // 4, shape[1], shape[2], shape[3]
+        # The batch size spelled out, not -1: a map with no position has no
+        # elements, from which -1 would infer another batch size.
+        x = ops.reshape(x, (2, 2, n, h, w, c))           # dy, dx, N, h, w, C
         x = ops.transpose(x, (2, 3, 0, 4, 1, 5))         # N, h, dy, w, dx, C
-        return ops.reshape(x, (-1, 2 * h, 2 * w, c))
+        return ops.reshape(x, (n, 2 * h, 2 * w, c))
 
     def compute_output_shape(self, input_shape):
         n, h, w, c = input_shape
@@ -235,18 +308,77 @@ def check_stride(model, stride, what="stride", name=None):
     return value
 
 
-def fully_convolutional(model, average=False, name=None, stride=None):
+def _image_input(model, input_shape, window):
+    """(the new model's Input, the image after `MinimumImageSize`): of
+    `input_shape` (rows and columns may be None), default any size with
+    the source's channels; ValueError naming `input_shape` when it is not
+    (rows, columns, those channels) or is too small for one window."""
+    source = model.inputs[0]
+    channels = source.shape[-1]
+    # The classifier's own input size when it has one (a window always fits
+    # in it), else the crop its head's window covers.
+    minimum = tuple(side if side is not None else default
+                    for side, default in zip(source.shape[1:3], window))
+    shape = (None, None, channels) if input_shape is None else input_shape
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        shape = None
+    if shape is None or len(shape) != 3 or shape[-1] != channels or any(
+            side is not None and (isinstance(side, bool)
+                                  or not isinstance(side, int) or side < 1)
+            for side in shape[:2]):
+        raise ValueError(
+            f"input_shape={input_shape!r} is not (rows, columns, "
+            f"{channels}) with rows and columns positive ints or None, for "
+            f"the {channels}-channel input of model {model.name!r}.")
+    check = MinimumImageSize(minimum, dtype=source.dtype,
+                             name="minimum_image_size")
+    try:
+        check.compute_output_shape((None,) + shape)
+    except ValueError as error:
+        raise ValueError(f"input_shape={input_shape!r}: {error}") from None
+    inputs = keras.Input(shape=shape, name=source.name, dtype=source.dtype)
+    return inputs, check(inputs)
+
+
+def _head(x, head, flat_shape, average):
+    """The Dense layers of `head` as `FullyConnectedConv2D`s (the first
+    covering the (rows, cols, channels) `flat_shape` fed to Flatten), each
+    in its Dense layer's dtype policy, on `x`; the last one's activation
+    left out when `average`."""
+    h, w, c = flat_shape
+    dense = [layer for layer in head if isinstance(layer, layers.Dense)]
+    for layer in head:
+        if not isinstance(layer, layers.Dense):
+            x = _copy(layer)(x)
+            continue
+        kernel, bias = layer.get_weights()
+        first = layer is dense[0]
+        size = (h, w) if first else (1, 1)
+        cin = c if first else kernel.shape[0]
+        conv = FullyConnectedConv2D(
+            layer.units, size, padding="valid",
+            activation=None if (layer is dense[-1] and average)
+            else layer.activation,
+            dtype=layer.dtype_policy, name=layer.name)
+        x = conv(x)
+        conv.set_weights([kernel.reshape(size + (cin, layer.units)), bias])
+    return x
+
+
+def fully_convolutional(model, average=False, name=None, stride=None,
+                        input_shape=None):
     """Rewrites the Flatten/Dense head of `model` into convolutions.
 
     Args:
         model: a keras_vgg classifier (any configuration, BN or not) or any
             sequential model ending in Flatten followed by Dense layers.
         average: False: output the class score map `(N, H', W', classes)`,
-            with the last layer's activation applied at every position (each
-            position equals the original model on the matching 224x224
-            window).  True: spatially average the pre-activation score map,
-            then apply the activation: the paper's dense evaluation,
-            output `(N, classes)`.
+            with the last layer's activation applied at every position.
+            True: spatially average the pre-activation score map, then
+            apply the activation: the paper's dense evaluation, output
+            `(N, classes)`.
         name: name of the new model; default `<model.name>_fcn` (with
             `_s16`, `_s8` for the finer strides).
         stride: input pixels between neighbouring score-map positions:
@@ -256,15 +388,30 @@ def fully_convolutional(model, average=False, name=None, stride=None):
             times after the fourth).  Position (i, j) is the
             crop-sized window at (stride * i, stride * j); the map holds
             every window that fits in the image.
+        input_shape: (rows, columns, channels) of the new model's input,
+            rows and columns None for any size (the default: any size,
+            the source's channels).
 
     Returns:
         A new model with copied weights, taking inputs of any size at least
-        the original input size.  Q=256 gives a 2x2 score map, 384 6x6
-        (stride 16: 3x3 and 11x11).
+        the original input size (smaller ones raise ValueError, see
+        `MinimumImageSize`).  Q=256 gives a 2x2 score map, 384 6x6
+        (stride 16: 3x3 and 11x11).  Its layers keep the source's dtype
+        policies (the FC convolutions their Dense layer's, the average and
+        activation after it the output layer's), so a mixed precision
+        model stays one.
+
+        A position equals the original model on its window exactly only
+        for 1x1 convolutions: with 3x3 "same" convolutions the window's
+        border pixels see the image around it, where the original model on
+        the cropped window sees zero padding (the paper's reason why dense
+        and multi-crop evaluation differ).
 
     Raises:
         ValueError: the model has no Flatten->Dense head, or is not a
-            chain, or `stride` is not one it allows (`score_map_strides`).
+            chain, or `stride` is not one it allows (`score_map_strides`),
+            or `input_shape` is malformed or smaller than the original
+            input size.
 
     Example::
 
@@ -281,47 +428,32 @@ def fully_convolutional(model, average=False, name=None, stride=None):
     levels = allowed.index(stride)
     offset_at = set(strided[len(strided) - levels:])
     h, w, c = flatten.input.shape[1:]
-    source = model.inputs[0]
-    inputs = keras.Input(shape=(None, None, source.shape[-1]),
-                         name=source.name, dtype=source.dtype)
-    x = inputs
+    window = (allowed[0] * h, allowed[0] * w)  # the crop
+    inputs, x = _image_input(model, input_shape, window)
     for i, layer in enumerate(body):
         if i in offset_at:
-            x = PoolingOffsets(name=f"{layer.name}_offsets")(x)
+            x = PoolingOffsets(dtype=layer.dtype_policy.name,
+                               name=f"{layer.name}_offsets")(x)
         clone = _copy(layer)
         x = clone(x)
         clone.set_weights(layer.get_weights())
-
-    dense = [layer for layer in head if isinstance(layer, layers.Dense)]
-    first = True
-    for layer in head:
-        if not isinstance(layer, layers.Dense):
-            x = _copy(layer)(x)
-            continue
-        kernel, bias = layer.get_weights()
-        size = (h, w) if first else (1, 1)
-        cin = c if first else kernel.shape[0]
-        last = layer is dense[-1]
-        activation = layer.activation
-        conv = FullyConnectedConv2D(
-            layer.units, size, padding="valid",
-            activation=None if (last and average) else activation,
-            name=layer.name,
-        )
-        x = conv(x)
-        conv.set_weights([kernel.reshape(size + (cin, layer.units)), bias])
-        first = False
+    x = _head(x, head, (h, w, c), average)
+    # The layers after the head compute as the source's output layer (in
+    # float32 under a mixed policy, as Keras advises).  By name: the layers
+    # without a get_config of their own serialise strings only.
+    policy = head[-1].dtype_policy.name
     # Innermost offsets first: the last pool's were added last.
     for i in sorted(offset_at, reverse=True):
-        x = Interleave(name=f"{body[i].name}_interleave")(x)
+        x = Interleave(dtype=policy, name=f"{body[i].name}_interleave")(x)
     if offset_at:
-        window = (allowed[0] * h, allowed[0] * w)  # the crop
-        x = WindowsInImage(window, stride, name="windows_in_image")(
-            [x, inputs])
+        x = WindowsInImage(window, stride, dtype=policy,
+                           name="windows_in_image")([x, inputs])
+    last = [layer for layer in head if isinstance(layer, layers.Dense)][-1]
     if average:
-        x = layers.GlobalAveragePooling2D(name="score_average")(x)
-        if dense[-1].activation is not keras.activations.linear:
-            x = layers.Activation(dense[-1].activation,
+        x = layers.GlobalAveragePooling2D(dtype=policy,
+                                          name="score_average")(x)
+        if last.activation is not keras.activations.linear:
+            x = layers.Activation(last.activation, dtype=policy,
                                   name="probabilities")(x)
     suffix = "" if stride == allowed[0] else f"_s{stride}"
     return keras.Model(inputs, x, name=name or f"{model.name}_fcn{suffix}")

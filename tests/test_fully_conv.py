@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import keras_vgg
+from keras_vgg import fully_conv
 from tests.helpers import images
 from tests.helpers import randomize
 
@@ -115,7 +116,9 @@ def test_preprocessing_layer_is_kept():
     model = keras_vgg.VGG11(input_shape=(64, 64, 3), classes=3,
                             include_preprocessing=True)
     fcn = keras_vgg.fully_convolutional(model)
-    assert fcn.layers[1].name == "preprocessing"
+    # After the input's size check.
+    assert [layer.name for layer in fcn.layers[1:3]] == [
+        "minimum_image_size", "preprocessing"]
     x = images(1, 64)
     np.testing.assert_allclose(fcn.predict(x, verbose=0)[:, 0, 0],
                                model.predict(x, verbose=0), rtol=1e-5)
@@ -150,3 +153,59 @@ def test_fully_convolutional_model_round_trips(tmp_path):
     x = images(1, 96)
     np.testing.assert_allclose(loaded.predict(x, verbose=0),
                                fcn.predict(x, verbose=0), rtol=1e-6)
+
+
+@pytest.fixture
+def global_policy():
+    """Sets the global dtype policy for a test; float32 again after it."""
+    yield keras.mixed_precision.set_global_policy
+    keras.mixed_precision.set_global_policy("float32")
+
+
+# The layers fully_convolutional makes, and whose policy each takes.
+NEW_LAYERS = {"block5_pool_offsets": "mixed_bfloat16",
+              "block4_pool_offsets": "mixed_bfloat16",
+              "block4_pool_interleave": "float32",
+              "block5_pool_interleave": "float32",
+              "windows_in_image": "float32", "score_average": "float32",
+              "probabilities": "float32", "minimum_image_size": "float32"}
+
+
+@pytest.mark.parametrize("average,stride", [(False, 32), (True, 8)])
+def test_mixed_precision_model_stays_mixed(global_policy, average, stride):
+    # As pipelines.trainer builds one: mixed_bfloat16, its output layer in
+    # float32.
+    global_policy("mixed_bfloat16")
+    model = randomize(keras_vgg.VGG("A", input_shape=(32, 32, 3), classes=3,
+                                    width_multiplier=0.125), seed=7)
+    model.get_layer("predictions").dtype_policy = "float32"
+    global_policy("float32")
+    fcn = keras_vgg.fully_convolutional(model, average=average,
+                                        stride=stride)
+    for layer in fcn.layers[1:]:
+        if layer.name in NEW_LAYERS:
+            expected = NEW_LAYERS[layer.name]
+        else:
+            expected = model.get_layer(layer.name).dtype_policy.name
+        assert layer.dtype_policy.name == expected, layer.name
+    for name in ("fc1", "fc2"):
+        assert fcn.get_layer(name).compute_dtype == "bfloat16"
+    assert isinstance(fcn.get_layer("fc1"), fully_conv.FullyConnectedConv2D)
+    x = keras_vgg.preprocess_input(images(2, 32, seed=8))
+    out = fcn(x)
+    assert keras.backend.standardize_dtype(out.dtype) == "float32"
+    expected = np.asarray(model(x))
+    if not average:
+        out = out[:, 0, 0]
+    # The same bfloat16 arithmetic as the source model's.
+    np.testing.assert_allclose(np.asarray(out), expected, atol=2e-3)
+
+
+def test_float32_model_stays_float32_under_a_mixed_global_policy(
+        global_policy):
+    model = keras_vgg.VGG("A", input_shape=(32, 32, 3), classes=3,
+                          width_multiplier=0.125)
+    global_policy("mixed_bfloat16")
+    fcn = keras_vgg.fully_convolutional(model, average=True, stride=16)
+    assert {layer.dtype_policy.name for layer in fcn.layers[1:]} == {
+        "float32"}

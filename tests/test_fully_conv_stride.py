@@ -1,9 +1,12 @@
 """Finer score maps of the fully convolutional rewrite: the last pools at
 both offsets (`keras_vgg.fully_convolutional(model, stride=16 | 8)`)."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_vgg
 from keras_vgg import cost
@@ -38,6 +41,95 @@ def tiny_vgg(crop=32, classes=4):
 @pytest.fixture(scope="module")
 def pointwise():
     return pointwise_net()
+
+
+# Just below the 64x64 crop of `pointwise_net`, in height and in width, and
+# below half of it (a last feature map shorter than fc1's 2x2 window).
+TOO_SMALL = [(63, 69), (69, 63), (31, 64)]
+
+
+@pytest.mark.parametrize("stride", [32, 16, 8])
+def test_images_smaller_than_the_crop_are_refused(pointwise, stride):
+    fcn = keras_vgg.fully_convolutional(pointwise, average=True,
+                                        stride=stride)
+    # At the crop size in one direction (69 - 64 < 8: one window either
+    # way), the average is the network on the crop, batch 3 stays 3.
+    x = images(3, 69, seed=3)
+    for at in (x[:, :64], x[:, :, :64]):
+        out = np.asarray(fcn(at))
+        assert out.shape == (3, 3)
+        np.testing.assert_allclose(out, np.asarray(pointwise(
+            at[:, :64, :64])), rtol=1e-5, atol=1e-6)
+    # Once no window fits: a ValueError, never NaN scores nor a batch of
+    # 6, 12 or 48.
+    for rows, cols in TOO_SMALL:
+        with pytest.raises(ValueError, match=rf"Image size {rows}x{cols} "
+                           r"\(rows x columns\) is smaller than the smallest "
+                           "input .* 64x64"):
+            fcn(np.zeros((3, rows, cols, 3), "float32"))
+
+
+@pytest.mark.parametrize("stride", [32, 16, 8])
+def test_sizes_known_only_at_run_time_are_checked_in_the_graph(pointwise,
+                                                               stride):
+    fcn = keras_vgg.fully_convolutional(pointwise, average=True,
+                                        stride=stride)
+    any_size = tf.function(fcn, input_signature=[
+        tf.TensorSpec((None, None, None, 3), "float32")])
+    at = images(3, 69, seed=4)[:, :64]
+    np.testing.assert_allclose(np.asarray(any_size(at)),
+                               np.asarray(fcn(at)), rtol=1e-6)
+    for rows, cols in TOO_SMALL:
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=r"smallest input .* 64x64 .*\[64 64\]"):
+            any_size(np.zeros((3, rows, cols, 3), "float32"))
+
+
+def test_predict_checks_every_image_size(pointwise):
+    # `predict` traces the first size statically (ValueError when traced),
+    # then relaxes the sizes that changed to unknown (the graph's check).
+    fcn = keras_vgg.fully_convolutional(pointwise, average=True, stride=16)
+    x = images(3, 80, seed=5)
+    assert fcn.predict(x[:, :64, :72], verbose=0).shape == (3, 3)
+    assert fcn.predict(x[:, :72, :64], verbose=0).shape == (3, 3)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="smallest input .* 64x64"):
+        fcn.predict(np.zeros((3, 63, 72, 3), "float32"), verbose=0)
+    fresh = keras_vgg.fully_convolutional(pointwise, average=True, stride=8)
+    with pytest.raises(ValueError, match="Image size 72x63 "):
+        fresh.predict(np.zeros((3, 72, 63, 3), "float32"), verbose=0)
+
+
+def test_a_fixed_size_is_checked_when_the_model_is_built(pointwise):
+    for shape, stride in (((63, 64, 3), 32), ((64, 63, 3), 16),
+                          ((None, 31, 3), 8)):
+        size = "x".join("?" if s is None else str(s) for s in shape[:2])
+        with pytest.raises(ValueError, match=re.escape(
+                f"input_shape={shape!r}: Image size {size} (rows x columns) "
+                "is smaller than the smallest input") + ".* 64x64"):
+            keras_vgg.fully_convolutional(pointwise, stride=stride,
+                                          input_shape=shape)
+    for bad in ((64, 64), (64, 64, 4), (64.5, 64, 3), (0, 64, 3), "643",
+                64):
+        with pytest.raises(ValueError, match=re.escape(
+                f"input_shape={bad!r} is not (rows, columns, 3)")):
+            keras_vgg.fully_convolutional(pointwise, input_shape=bad)
+    fixed = keras_vgg.fully_convolutional(pointwise, stride=16,
+                                          input_shape=(None, 64, 3))
+    assert fixed.input_shape == (None, None, 64, 3)
+    x = images(2, 96, seed=6)[:, :, :64]
+    np.testing.assert_allclose(
+        np.asarray(fixed(x)), np.asarray(keras_vgg.fully_convolutional(
+            pointwise, stride=16)(x)), rtol=1e-6)
+    with pytest.raises(ValueError, match="Image size 63x64 "):
+        fixed(np.zeros((2, 63, 64, 3), "float32"))
+    # A model of any size, called on a fixed-size Input or asked its
+    # output shape: checked symbolically.
+    any_size = keras_vgg.fully_convolutional(pointwise)
+    with pytest.raises(ValueError, match="Image size 64x40 "):
+        any_size(keras.Input((64, 40, 3)))
+    with pytest.raises(ValueError, match="Image size 40x64 "):
+        any_size.compute_output_shape((1, 40, 64, 3))
 
 
 @pytest.mark.parametrize("stride", [32, 16, 8])
@@ -166,6 +258,8 @@ def test_strided_model_round_trips(tmp_path):
     x = images(1, 80)
     np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(fcn(x)),
                                rtol=1e-6)
+    with pytest.raises(ValueError, match="Image size 31x31 .* 32x32"):
+        loaded(images(1, 31))
 
 
 def test_run_takes_the_networks_own_stride_by_default():
