@@ -1,19 +1,36 @@
 # `make demo` and `make test` work on a fresh machine with Python 3.11: they
 # create .venv, install the package with every extra (train, export, test),
-# then run.
+# then run.  `make test-jax` and `make test-torch` run the keras_vgg tests
+# on the other Keras backends, each in a venv of its own without TensorFlow.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test test-fast lint benchmark install clean
+# The test modules that need keras_vgg alone (no TensorFlow, pipelines or
+# export): they run on every backend.
+BACKEND_TESTS := tests/test_atomic.py tests/test_compress.py \
+	tests/test_configs.py tests/test_contracts.py tests/test_cost.py \
+	tests/test_doctests.py tests/test_fully_conv.py \
+	tests/test_fully_conv_stride.py tests/test_imagenet.py \
+	tests/test_layering.py tests/test_localizer.py tests/test_packaging.py \
+	tests/test_readme.py tests/test_vgg.py tests/test_weights.py
+
+.PHONY: demo test test-fast test-jax test-torch test-backends lint benchmark install clean
 
 $(STAMP): setup.py keras_vgg/version.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[all,test]"
 	touch $(STAMP)
+
+# .venv-jax and .venv-torch: keras_vgg with one backend and the test tools.
+.venv-%/.installed-stamp: setup.py keras_vgg/version.py
+	test -x .venv-$*/bin/python || $(PYTHON) -m venv .venv-$*
+	.venv-$*/bin/python -m pip install -q --upgrade pip
+	.venv-$*/bin/python -m pip install -q -e ".[test-$*]"
+	touch $@
 
 install: $(STAMP)
 
@@ -29,6 +46,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 -m "not slow" tests
 
+test-jax test-torch: test-%: .venv-%/.installed-stamp
+	KERAS_BACKEND=$* .venv-$*/bin/python -m pytest -q -p no:xdist $(BACKEND_TESTS)
+
+test-backends: test-jax test-torch
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
@@ -36,4 +58,4 @@ benchmark: $(STAMP)
 	$(BIN)/python -m benchmarks.models
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) .venv-jax .venv-torch build dist *.egg-info

@@ -64,8 +64,24 @@ TEST = ALL + [
     # `make test` runs the suite on both cores (-n 2): 8.7 instead of 13.1
     # minutes here.
     "pytest-xdist>=3.5",
+    "pytest-timeout>=2.3",
+    "hypothesis>=6.100",
     "ruff==0.17.6",
 ]
+
+# The keras_vgg tests on the other Keras backends, each in a venv without
+# TensorFlow (`make test-jax`, `make test-torch`): they prove the package
+# needs no TensorFlow.
+BACKEND_TEST = [
+    "pytest>=8",
+    "pytest-timeout>=2.3",
+    "hypothesis>=6.100",
+    "pillow>=10",
+]
+# torch is pinned to its CPU build's version: an open range makes pip pick
+# a CUDA build of several GB.
+TEST_JAX = BACKEND_TEST + ["jax[cpu]>=0.4.34"]
+TEST_TORCH = BACKEND_TEST + ["torch==2.13.0"]
 
 CONSOLE_SCRIPTS = [
     "vgg-train=pipelines.train:run",
@@ -105,6 +121,8 @@ setup(
         "export": EXPORT,
         "all": ALL,
         "test": TEST,
+        "test-jax": TEST_JAX,
+        "test-torch": TEST_TORCH,
     },
     entry_points={"console_scripts": CONSOLE_SCRIPTS},
 )

@@ -3,7 +3,6 @@ only its own requirements at import, every console script pointing at a
 function."""
 
 import ast
-import importlib
 import pathlib
 import re
 import sys
@@ -78,10 +77,14 @@ def test_console_scripts_point_at_functions():
     for script in scripts:
         name, target = script.split("=")
         module_name, function = target.split(":")
-        module = importlib.import_module(module_name)
-        assert callable(getattr(module, function)), script
+        # Read, not imported: the commands need TensorFlow, and this test
+        # runs on every backend.
+        path = ROOT / (module_name.replace(".", "/") + ".py")
+        source = path.read_text()
+        defined = {node.name for node in ast.parse(source).body
+                   if isinstance(node, ast.FunctionDef)}
+        assert function in defined, script
         # `python -m module` runs the same function.
-        source = pathlib.Path(module.__file__).read_text()
         assert source.rstrip().endswith(
             'if __name__ == "__main__":\n    run()'), module_name
 
