@@ -40,3 +40,13 @@ def layer_chain(model, needed_by):
                 "(VGG-like) networks.")
         previous = layer.output
     return chain
+
+
+def layer_stride(layer):
+    """Input pixels per output position of `layer` (its largest stride; 1
+    for a layer without strides)."""
+    strides = getattr(layer, "strides", None)
+    if strides is None:
+        return 1
+    return max(int(s) for s in (strides if isinstance(strides, (tuple, list))
+                                else (strides,)))

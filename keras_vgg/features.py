@@ -43,6 +43,7 @@ from keras import layers as keras_layers
 from keras_vgg import chain as chain_lib
 from keras_vgg import checks
 from keras_vgg import cost
+from keras_vgg import layers as vgg_layers
 from keras_vgg import vgg
 
 NUM_BLOCKS = 5
@@ -146,7 +147,9 @@ def feature_extractor(model: keras.Model | str = "D",
     With neither `layers` nor `stages`: the five blocks before their pools.
 
     Returns:
-        A keras.Model taking (N, H, W, C) images of any size (at least 32),
+        A keras.Model taking (N, H, W, C) images of any size at least the
+        stride of its deepest output (32 for block5; a smaller one raises
+        ValueError, `keras_vgg.layers.MinimumImageSize`),
         C the model's input channels (3 for a configuration name), and
         returning {name: feature map}; `feature_info(extractor)` gives
         each output's channels and stride.
@@ -178,8 +181,18 @@ def feature_extractor(model: keras.Model | str = "D",
     for out_name, layer_name in wanted:
         by_layer.setdefault(layer_name, []).append(out_name)
     last = wanted[-1][1]
+    body = [layer for layer in body
+            if not isinstance(layer, vgg_layers.MinimumImageSize)]
+    body = body[:[layer.name for layer in body].index(last) + 1]
     inputs = keras.Input((None, None, channels), name="images")
     x, outputs = inputs, {}
+    # The deepest output needs one position: an image of at least its
+    # stride (a smaller one would give empty maps).
+    stride = int(np.prod([chain_lib.layer_stride(layer) for layer in body]))
+    if stride > 1:
+        x = vgg_layers.MinimumImageSize(
+            (stride, stride), reason=f"{last!r} has one position per "
+            f"{stride} pixels", dtype=dtype, name="minimum_image_size")(x)
     for layer in body:
         config = layer.get_config()
         if dtype is not None:
@@ -189,8 +202,6 @@ def feature_extractor(model: keras.Model | str = "D",
         copy.set_weights(layer.get_weights())
         for out_name in by_layer.get(layer.name, ()):
             outputs[out_name] = x
-        if layer.name == last:
-            break
     return keras.Model(inputs, outputs,
                        name=name or f"{model.name}_features")
 
@@ -204,9 +215,7 @@ def feature_info(extractor: keras.Model) -> list[FeatureInfo]:
                          "extractor (its output is not a dict).")
     info, stride = [], 1
     for layer in extractor.layers[1:]:
-        strides = getattr(layer, "strides", None)
-        if strides is not None:
-            stride *= int(np.atleast_1d(strides)[0])
+        stride *= chain_lib.layer_stride(layer)
         info += [FeatureInfo(key, layer.name, int(tensor.shape[-1]), stride)
                  for key, tensor in outputs.items()
                  if tensor is layer.output]

@@ -30,6 +30,7 @@ from keras import layers
 from keras import ops
 
 from keras_vgg import chain as chain_lib
+from keras_vgg.layers import MinimumImageSize
 
 _HEAD_LAYERS = (layers.Dense, layers.Dropout, layers.Activation)
 _POOLS = (layers.MaxPooling2D, layers.AveragePooling2D)
@@ -38,69 +39,6 @@ STRIDE = 32
 # The strides offered: the network's own, then its last one or two pools at
 # both offsets (4 and 16 times the work after them); three would be 64 times.
 MAX_OFFSET_POOLS = 2
-
-
-@keras.saving.register_keras_serializable(package="keras_vgg")
-class MinimumImageSize(layers.Layer):
-    """The identity on images of at least `minimum` = (rows, cols) pixels;
-    a ValueError naming both sizes for a smaller one.
-
-    Below the classifier's input size no window fits: the score map would be
-    empty (its average NaN, and the offsets of `stride=16 | 8` would fold
-    into the batch axis) or the first FC convolution's window would not fit
-    in the feature map.
-
-    Where the check runs: a static size (a fixed `input_shape`, a
-    `keras.Input` of fixed size, eager calls, a JAX or TensorFlow trace of a
-    fixed shape) raises ValueError when traced.  A size known only at run
-    time exists on TensorFlow alone (a `tf.function` over unknown sizes, as
-    `model.predict` retraces after a second image size): Keras has no
-    portable run-time assertion, so there the check is TensorFlow's
-    `assert_greater_equal` in the graph, an `InvalidArgumentError` with the
-    same message.  JAX traces static shapes and torch runs eagerly, so the
-    Python check covers them.
-    """
-
-    def __init__(self, minimum, **kwargs):
-        super().__init__(**kwargs)
-        self.minimum = tuple(int(side) for side in minimum)
-
-    def _message(self, size):
-        rows, cols = self.minimum
-        return (f"Image size {size} (rows x columns) is smaller than the "
-                "smallest input of the fully convolutional network, "
-                f"{rows}x{cols} (the classifier's own input size): no window "
-                "of the classifier fits.")
-
-    def _check_static(self, shape):
-        sides = shape[1:3]
-        if any(isinstance(side, int) and side < least
-               for side, least in zip(sides, self.minimum)):
-            size = "x".join(str(side) if isinstance(side, int) else "?"
-                            for side in sides)
-            raise ValueError(self._message(size))
-
-    def call(self, images):
-        shape = ops.shape(images)
-        self._check_static(shape)
-        if (keras.backend.backend() != "tensorflow"
-                or all(isinstance(side, int) for side in shape[1:3])):
-            return images
-        # TensorFlow is the backend here, so importing it costs nothing.
-        import tensorflow as tf
-
-        check = tf.debugging.assert_greater_equal(
-            tf.shape(images)[1:3], tf.constant(self.minimum, tf.int32),
-            message=self._message("x below"))
-        with tf.control_dependencies([check]):
-            return tf.identity(images)
-
-    def compute_output_shape(self, input_shape):
-        self._check_static(input_shape)
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "minimum": list(self.minimum)}
 
 
 @keras.saving.register_keras_serializable(package="keras_vgg")
@@ -229,14 +167,6 @@ def _copy(layer):
     return clone
 
 
-def _layer_stride(layer):
-    strides = getattr(layer, "strides", None)
-    if strides is None:
-        return 1
-    return max(int(s) for s in (strides if isinstance(strides, (tuple, list))
-                                else (strides,)))
-
-
 def _split(model):
     """(body, head, the Flatten layer) of a classifier chain; ValueError
     when it has no Flatten/Dense head."""
@@ -263,10 +193,11 @@ def _split(model):
 def _strides(body):
     """(the strides the body allows, best first: its own, then halved per
     pool run at both offsets; the positions of its strided layers)."""
-    strided = [i for i, layer in enumerate(body) if _layer_stride(layer) > 1]
+    strided = [i for i, layer in enumerate(body)
+               if chain_lib.layer_stride(layer) > 1]
     base = 1
     for i in strided:
-        base *= _layer_stride(body[i])
+        base *= chain_lib.layer_stride(body[i])
     usable = 0  # trailing 2x2-strided "valid" pools
     for i in reversed(strided):
         layer = body[i]
@@ -332,8 +263,10 @@ def _image_input(model, input_shape, window):
             f"input_shape={input_shape!r} is not (rows, columns, "
             f"{channels}) with rows and columns positive ints or None, for "
             f"the {channels}-channel input of model {model.name!r}.")
-    check = MinimumImageSize(minimum, dtype=source.dtype,
-                             name="minimum_image_size")
+    check = MinimumImageSize(
+        minimum, reason="the classifier's own input size: no window of the "
+        "classifier fits in a smaller image", dtype=source.dtype,
+        name="minimum_image_size")
     try:
         check.compute_output_shape((None,) + shape)
     except ValueError as error:

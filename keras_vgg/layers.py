@@ -1,5 +1,6 @@
-"""Layers Keras does not have: local response normalisation and the weights'
-input preprocessing as a layer (and as a fixed 1x1 convolution).  They are
+"""Layers Keras does not have: local response normalisation, the weights'
+input preprocessing as a layer (and as a fixed 1x1 convolution), and the
+smallest image a network takes.  They are
 written on `keras.ops` so that the models run on every Keras backend
 (TensorFlow, JAX, PyTorch); LRN uses TensorFlow's fused kernel when
 TensorFlow is the backend."""
@@ -9,6 +10,71 @@ import numpy as np
 from keras import ops
 
 from keras_vgg import preprocessing
+
+
+@keras.saving.register_keras_serializable(package="keras_vgg")
+class MinimumImageSize(keras.layers.Layer):
+    """The identity on images of at least `minimum` = (rows, cols) pixels;
+    a ValueError naming both sizes, and `reason`, for a smaller one.
+
+    A network's pools need a smallest image: below it a feature map is
+    empty, so its average is NaN, a global max fails deep inside the
+    backend, and the score map of `keras_vgg.fully_convolutional` (whose
+    windows no longer fit) folds its offsets into the batch axis.
+
+    Where the check runs: a static size (a fixed `input_shape`, a
+    `keras.Input` of fixed size, eager calls, a JAX or TensorFlow trace of a
+    fixed shape) raises ValueError when traced.  A size known only at run
+    time exists on TensorFlow alone (a `tf.function` over unknown sizes, as
+    `model.predict` retraces after a second image size): Keras has no
+    portable run-time assertion, so there the check is TensorFlow's
+    `assert_greater_equal` in the graph, an `InvalidArgumentError` with the
+    same message.  JAX traces static shapes and torch runs eagerly, so the
+    Python check covers them.
+    """
+
+    def __init__(self, minimum, reason="", **kwargs):
+        super().__init__(**kwargs)
+        self.minimum = tuple(int(side) for side in minimum)
+        self.reason = str(reason)
+
+    def _message(self, size):
+        rows, cols = self.minimum
+        return (f"Image size {size} (rows x columns) is smaller than the "
+                f"smallest input of this network, {rows}x{cols}"
+                + (f" ({self.reason})." if self.reason else "."))
+
+    def _check_static(self, shape):
+        sides = shape[1:3]
+        if any(isinstance(side, int) and side < least
+               for side, least in zip(sides, self.minimum)):
+            size = "x".join(str(side) if isinstance(side, int) else "?"
+                            for side in sides)
+            raise ValueError(self._message(size))
+
+    def call(self, images):
+        shape = ops.shape(images)
+        self._check_static(shape)
+        if (keras.backend.backend() != "tensorflow"
+                or all(isinstance(side, int) for side in shape[1:3])):
+            return images
+        # TensorFlow is the backend here, so importing it costs nothing.
+        import tensorflow as tf
+
+        check = tf.debugging.assert_greater_equal(
+            tf.shape(images)[1:3], tf.constant(self.minimum, tf.int32),
+            message=self._message("x below"))
+        with tf.control_dependencies([check]):
+            return tf.identity(images)
+
+    def compute_output_shape(self, input_shape):
+        self._check_static(input_shape)
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "minimum": list(self.minimum),
+                "reason": self.reason}
+
 
 
 @keras.saving.register_keras_serializable(package="keras_vgg")

@@ -19,6 +19,7 @@ from keras_vgg import checks
 from keras_vgg import configs
 from keras_vgg import weights as weights_lib
 from keras_vgg.layers import LocalResponseNormalization
+from keras_vgg.layers import MinimumImageSize
 from keras_vgg.layers import Preprocessing
 
 DEFAULT_SIZE = 224
@@ -184,6 +185,11 @@ def VGG(config: str | configs.VGGConfig, include_top: bool = True,
         img_input = layers.Input(tensor=input_tensor, shape=input_shape)
 
     x = img_input
+    if None in input_shape[:2]:
+        # A size known only when called: checked then (a static size was
+        # checked above).
+        x = MinimumImageSize((MIN_SIZE, MIN_SIZE), reason="five 2x2 pools",
+                             name="minimum_image_size")(x)
     if include_preprocessing:
         x = Preprocessing(weights_lib.preprocessing_for(weight_set or weights),
                           name="preprocessing")(x)
