@@ -194,12 +194,6 @@ def _empty_boxes():
 
 # -- where a dataset meets a model -----------------------------------------
 
-def _placeholder_names(names):
-    """Names that say nothing: None, or the "0", "1", ... that
-    `pipelines.train` writes for a dataset without class names."""
-    return not names or list(names) == [str(i) for i in range(len(names))]
-
-
 def _comparable(names):
     """The names with ImageNet's WordNet ids ("n01440764", tfds and folder
     names) as its class names ("tench", what a model without a names file
@@ -221,14 +215,16 @@ def class_mapping(dataset_names, model_names, num_classes=None,
     Classes are matched by name: the dataset's label i is the model's class
     `mapping[i]`, whatever order each side lists them in (folders are read
     in sorted order, a model keeps the order it was trained with), and a
-    dataset may hold only some of the model's classes.  When either side
-    has no names (TFRecords without a class_names.txt; a model of
-    `pipelines.train` on such data, whose names are "0", "1", ...), labels
-    are taken as they are and only the counts are compared.
+    dataset may hold only some of the model's classes.  Names are names,
+    digits included: a folder of classes "0" ... "4" meets a model of
+    classes "5" ... "9" as different classes.  When either side has no
+    names (TFRecords without a class_names.txt; a model trained on such
+    data, whose invented names `keras_vgg.runs` reads as None), labels are
+    taken as they are and only the counts are compared.
 
     Args:
         dataset_names: the dataset's class names by label, or None.
-        model_names: the model's class names by index, or None.
+        model_names: the model's real class names by index, or None.
         num_classes: the model's class count, checked when names are not
             (None: unknown).
         dataset, model: how the message names each side.
@@ -241,7 +237,7 @@ def class_mapping(dataset_names, model_names, num_classes=None,
         ValueError: the dataset has classes the model lacks (listing what
             each side lacks), or, without names, the counts differ.
     """
-    if _placeholder_names(dataset_names) or _placeholder_names(model_names):
+    if not dataset_names or not model_names:
         count = len(dataset_names) if dataset_names else None
         if count is not None and num_classes and count != num_classes:
             raise ValueError(f"{dataset} has {count} classes, {model} "

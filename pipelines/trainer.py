@@ -386,6 +386,8 @@ class Trainer:
                      [str(i) for i in range(self.num_classes)])
         config = dataclasses.asdict(self.cfg)
         config.update(class_names=names, num_classes=self.num_classes,
+                      **{runs.NAMES_INVENTED:
+                         not self.train_source.class_names},
                       jittered=self.cfg.jittered,
                       validation_scale=self.cfg.validation_scale)
         return json.loads(json.dumps(config))

@@ -525,7 +525,12 @@ def test_class_mapping_by_name():
         sources.class_mapping(["cat", "emu"], ["cat", "fox"])
     # A side without names: only the counts.
     assert sources.class_mapping(None, ["a", "b"], 2) is None
-    assert sources.class_mapping(["b", "a"], ["0", "1"], 2) is None
+    # Digits are names like any other: "0", "1" of a folder are not the
+    # model's "2", "3" (invented names reach here as None: keras_vgg.runs).
+    np.testing.assert_array_equal(sources.class_mapping(
+        ["3", "2"], ["0", "1", "2", "3"]), [3, 2])
+    with pytest.raises(ValueError, match=r"the model lacks \['0', '1'\]"):
+        sources.class_mapping(["0", "1"], ["2", "3"], 2)
     with pytest.raises(ValueError, match="has 3 classes, the model 2"):
         sources.class_mapping(["a", "b", "c"], None, 2)
 
