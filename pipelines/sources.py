@@ -202,6 +202,13 @@ def _comparable(names):
     return [lemma.get(n, n) for n in names]
 
 
+def same_classes(names, other):
+    """Whether two lists name the same classes in the same order (ImageNet's
+    WordNet ids and class names alike); False when either is None."""
+    return bool(names) and bool(other) and (
+        _comparable(names) == _comparable(other))
+
+
 def _listed(names, limit=10):
     names = sorted(names)
     more = f", ... ({len(names)} in all)" if len(names) > limit else ""
