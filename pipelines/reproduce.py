@@ -323,7 +323,8 @@ _SIZE_HELP = {
     "epochs": "Epochs per run at most (the recipes' max_epochs).",
     "steps": "Steps per epoch (default: one pass over the training data).",
     "batch_size": "Batch size of every run.",
-    "max_images": "Evaluate the first N validation images only.",
+    "max_images": "Evaluate N validation images only, drawn from every "
+                  "class alike (seeded).",
     "seed": "Seed of every run.",
     "batch_norm": "Train every net with BatchNorm (--nobatch_norm: not).",
     "dropout": "Dropout of the FC layers.",

@@ -285,6 +285,70 @@ def match_classes(source, model_names, num_classes=None,
         num_classes=len(names) if names else num_classes)
 
 
+# -- a sample of every class -------------------------------------------------
+
+def stratified_sample(source, count, seed=0):
+    """`count` examples of `source` drawn from every class alike: the one
+    place "the first N images" of a dataset (one or two classes of a
+    dataset stored class by class) is replaced by a sample of each.
+
+    Each class gets count // K examples (K classes), and count % K classes
+    chosen by `seed` one more; a class with too few examples leaves its
+    share to the others.  The dataset is read in order and reading stops
+    once every class has its share (TFRecords and tfds are never read
+    whole when they mix their classes; a folder is read class by class).
+    Examples keep their dataset order.  A source that does not know its
+    class count (a bare tf.data.Dataset, TFRecords without names) gives its
+    first `count` examples.
+
+    Returns:
+        (a `Source` of the sample, its per-class counts: a list indexed by
+        label, or None when the class count is unknown).
+    """
+    if count is None or count < 1:
+        raise ValueError(f"`count` must be >= 1. Received: count={count!r}")
+    classes = source.num_classes
+    if not classes:
+        return dataclasses.replace(source, dataset=source.dataset.take(count),
+                                   paths=None), None
+    rng = np.random.default_rng(int(seed))
+    share = np.full(classes, count // classes)
+    share[rng.choice(classes, count % classes, replace=False)] += 1
+    cap = -(-count // classes)
+    buckets = [[] for _ in range(classes)]
+    for position, example in enumerate(source.dataset.as_numpy_iterator()):
+        label = int(example["label"])
+        if 0 <= label < classes and len(buckets[label]) < cap:
+            buckets[label].append((position, example))
+            if all(len(b) >= n for b, n in zip(buckets, share)):
+                break
+    take = np.minimum(share, [len(b) for b in buckets])
+    # A short class's share goes to classes with more, in seeded order.
+    for c in rng.permutation(classes):
+        spare = min(len(buckets[c]) - take[c], count - take.sum())
+        take[c] += max(spare, 0)
+    chosen = sorted((item for c in range(classes)
+                     for item in (buckets[c][i] for i in sorted(rng.choice(
+                         len(buckets[c]), take[c], replace=False)))),
+                    key=lambda item: item[0])
+    examples = [example for _, example in chosen]
+    dataset = tf.data.Dataset.from_generator(
+        lambda: iter(examples), output_signature=source.dataset.element_spec)
+    paths = (tuple(e["key"].decode() for e in examples)
+             if source.paths and examples and "key" in examples[0] else None)
+    return dataclasses.replace(source, dataset=dataset,
+                               num_examples=len(examples),
+                               paths=paths), [int(n) for n in take]
+
+
+def format_class_counts(counts, names=None, limit=10):
+    """"circle 2, square 2, ..." of `stratified_sample`'s counts."""
+    names = names or [str(i) for i in range(len(counts))]
+    parts = [f"{name} {n}" for name, n in zip(names, counts)]
+    more = f", ... ({len(parts)} classes)" if len(parts) > limit else ""
+    return ", ".join(parts[:limit]) + more
+
+
 # -- builtin ----------------------------------------------------------------
 
 def _builtin(split, data_dir, seed, shuffle_files):

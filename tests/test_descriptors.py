@@ -111,3 +111,12 @@ def test_linear_probe_learns_and_checks_its_inputs(tmp_path):
     assert done.returncode == 0, done.stderr
     written = json.loads((tmp_path / "probe.json").read_text())
     assert written["top1_accuracy"] == 1.0
+
+
+def test_max_images_describes_every_class(tmp_path, classifier):
+    spec = _folder(tmp_path / "photos")
+    result = features.extract_features(classifier, spec, "train",
+                                       scales=[32], max_images=2)
+    # One of each class, not the first two (both cats).
+    assert sorted(result["labels"].tolist()) == [0, 1]
+    assert result["meta"]["class_counts"] == [1, 1]

@@ -379,3 +379,22 @@ def test_invented_names_are_matched_by_count(tmp_path):
     [r] = evaluate.evaluate(run, f"folder:{tmp_path}/images", "single",
                             split="train", scales=[40])
     assert r["top1_error"] == pytest.approx(by_position)
+
+
+def test_cli_max_images_samples_every_class(runs, tmp_path):
+    (run0, _), _ = runs
+    folder = tmp_path / "images"
+    for label, name in enumerate(CLASS_NAMES):
+        os.makedirs(folder / name)
+        for i in range(3):
+            keras.utils.save_img(str(folder / name / f"{i}.png"),
+                                 pixels(36, 40, seed=label + 4 * i))
+    output = tmp_path / "results.json"
+    evaluate.cli([f"--model={run0}", f"--dataset=folder:{folder}",
+                  "--split=train", "--protocol=single", "--max_images=4",
+                  f"--output={output}"])
+    [r] = json.loads(output.read_text())
+    assert r["images"] == 4
+    assert r["class_counts"] == {name: 1 for name in sorted(CLASS_NAMES)}
+    assert "Sampled from every class: circle 1, square 1" in \
+        evaluate.format_results([r])

@@ -225,6 +225,8 @@ def test_tiny_table_runs_then_resumes_without_rerunning(tmp_path, capsys):
         assert result["models"] == [os.path.join(work, "runs", run,
                                                  "model.keras")]
         assert result["scales"] == [37] and result["protocol"] == "dense"
+        # --max_images: every class, not the first images of one.
+        assert result["class_counts"] == {"dark": 1, "light": 1}
     b = json.load(open(os.path.join(work, "runs", "vgg13_s256",
                                     "training_config.json")))
     assert (b["architecture"], b["crop"], b["scale_min"]) == ("B", 32, 37)

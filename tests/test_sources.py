@@ -602,3 +602,34 @@ def test_val_fraction_one_makes_the_whole_folder_validation(tmp_path):
     assert len(items) == 6
     with pytest.raises(ValueError, match="no 'train' images"):
         sources.load_source(f"folder:{tmp_path}", "train", val_fraction=1.0)
+
+
+def test_stratified_sample_draws_every_class(tmp_path):
+    # Three classes of 4 images, read class by class: the first 4 images
+    # would be one class and a bit.
+    _byte_files(tmp_path, [f"{c}/{i}.jpg" for c in ("ant", "bee", "cat")
+                           for i in range(4)])
+    source = sources.load_source(f"folder:{tmp_path}", val_fraction=0,
+                                 shuffle_files=False)
+    sample, counts = sources.stratified_sample(source, 6, seed=3)
+    items = [(ex["encoded"].decode(), int(ex["label"]))
+             for ex in sample.dataset.as_numpy_iterator()]
+    assert counts == [2, 2, 2] and sample.num_examples == 6
+    assert sorted(label for _, label in items) == [0, 0, 1, 1, 2, 2]
+    assert all(path.startswith(("ant/", "bee/", "cat/")[label])
+               for path, label in items)
+    assert list(sample.paths) == [str(tmp_path / p) for p, _ in items]
+    # 4 of 3 classes: one class, chosen by the seed, gets the extra one.
+    _, counts = sources.stratified_sample(source, 4, seed=0)
+    assert sorted(counts) == [1, 1, 2]
+    again = [ex["encoded"] for ex in sources.stratified_sample(
+        source, 4, seed=0)[0].dataset.as_numpy_iterator()]
+    assert again == [ex["encoded"] for ex in sources.stratified_sample(
+        source, 4, seed=0)[0].dataset.as_numpy_iterator()]
+    # A class with too few examples leaves its share to the others.
+    _, counts = sources.stratified_sample(source, 11)
+    assert sorted(counts) == [3, 4, 4]
+    assert sources.format_class_counts([2, 1], ["ant", "bee"]) == \
+        "ant 2, bee 1"
+    with pytest.raises(ValueError, match="count"):
+        sources.stratified_sample(source, 0)
