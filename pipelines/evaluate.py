@@ -14,7 +14,9 @@ JSON: a list with one entry per protocol,
      "gmacs_per_image": 312.4, "images_per_second": 1.9,
      "images": 150, "images_skipped": 0,
      "models": [...], "dataset": "builtin", "split": "validation",
-     "flip": true, "dense_stride": 32}
+     "flip": true, "dense_stride": 32}    # flip: dense, multicrop and
+                                           # combined; dense_stride: dense
+                                           # and combined only
 
 Protocols (see `pipelines.protocols`):
 
@@ -79,6 +81,11 @@ _ALIASES = {"single": "single", "single_crop": "single",
 # What each protocol runs: combined reuses dense and multicrop.
 _PARTS = {"single": ("single",), "dense": ("dense",),
           "multicrop": ("multicrop",), "combined": ("dense", "multicrop")}
+
+
+# The settings each protocol part uses, recorded in its results.
+_SETTINGS = {"single": (), "dense": ("flip", "dense_stride"),
+             "multicrop": ("flip",)}
 
 
 # -- arguments --------------------------------------------------------------
@@ -372,9 +379,12 @@ def evaluate(models, dataset, protocols=PROTOCOLS, scales=None,
             "models": [m.name for m in loaded],
             "dataset": dataset_name,
             "split": split,
-            "flip": bool(flip),
-            "dense_stride": int(dense_stride),
         })
+        # Only the settings the protocol uses: a single crop is neither
+        # flipped nor dense.
+        settings = {"flip": bool(flip), "dense_stride": int(dense_stride)}
+        results[-1].update({k: settings[k] for part in used
+                            for k in _SETTINGS[part]})
         if class_counts is not None:
             results[-1]["class_counts"] = class_counts
     return results
@@ -410,7 +420,8 @@ def format_results(results):
         r = results[0]
         table += (f"\n{r['images']} images ({r['images_skipped']} "
                   f"undecodable skipped), {len(r['models'])} model(s)"
-                  + ("" if r["flip"] else ", no flips")
+                  + ("" if all(x.get("flip", True) for x in results)
+                     else ", no flips")
                   + (f", top-5 = top-{r['top5_k']}" if r["top5_k"] < 5
                      else ""))
         if r.get("class_counts"):

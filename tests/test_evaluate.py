@@ -158,9 +158,12 @@ def test_cli_writes_json(runs, tmp_path):
            "--scales=32,40", "--noflip", f"--output={output}"])
     results = json.loads(output.read_text())
     assert [r["protocol"] for r in results] == ["dense", "single"]
+    # Each protocol records the settings it uses only.
+    assert results[0]["flip"] is False and results[0]["dense_stride"] == 32
+    assert "flip" not in results[1] and "dense_stride" not in results[1]
     for r in results:
         assert FIELDS <= set(r)
-        assert r["scales"] == [32, 40] and r["flip"] is False
+        assert r["scales"] == [32, 40]
         assert r["images"] == 4 and r["images_skipped"] == 0
         assert 0 <= r["top1_error"] <= 1 and r["top5_error"] == 0
     table = evaluate.format_results(results)
