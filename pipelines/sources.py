@@ -690,6 +690,21 @@ def _tfds_builder(tfds, spec, name, data_dir):
         spec, tfds.list_builders(with_community_datasets=False)))
 
 
+def tfds_prepared(spec, data_dir=None):
+    """For a tfds spec, whether its dataset is prepared in `data_dir` (a
+    ValueError of one line for a name tfds does not know); None for the
+    other forms.  Reads no example and downloads nothing: what a plan can
+    check of a dataset that another machine will prepare."""
+    kind, colon, rest = spec.partition(":")
+    if spec == "builtin" or (colon and kind in ("folder", "tfrecord")):
+        return None
+    import tensorflow_datasets as tfds  # heavy: only when a tfds spec is used
+
+    name = rest if kind == "tfds" and colon else spec
+    return _tfds_builder(tfds, spec, name, expand_path(data_dir)
+                         ).is_prepared()
+
+
 def _tfds(spec, name, split, data_dir, seed, shuffle_files):
     """A tfds dataset with an `image` and either a ClassLabel `label` or,
     failing that, objects with a ClassLabel `label` and a `bbox` (voc):

@@ -266,6 +266,17 @@ def test_bad_datasets_and_work_dirs_are_refused(tmp_path):
                             verbose=0)
     assert not work.exists()
     one_class = write_folder(str(tmp_path / "one"), classes=("only",))
+    # A dry run checks the dataset as the run does.
+    with pytest.raises(ValueError, match="has 1 class: .*at least 2"):
+        reproduce.reproduce("3", str(work), dataset=one_class, scale="tiny",
+                            dry_run=True, verbose=0)
+    with pytest.raises(ValueError, match="Unknown dataset 'imagnet2012'.*"
+                                         "Did you mean 'imagenet2012'"):
+        reproduce.reproduce("3", str(work), dataset="imagnet2012",
+                            dry_run=True, verbose=0)
+    with pytest.raises(ValueError, match="is not a folder"):
+        reproduce.reproduce("3", str(work), dry_run=True, verbose=0,
+                            dataset=f"folder:{tmp_path / 'none'}")
     with pytest.raises(ValueError, match="has 1 class: .*at least 2"):
         reproduce.reproduce("3", str(work), dataset=one_class, scale="tiny",
                             verbose=0)
