@@ -456,17 +456,22 @@ def _sub_folders(directory):
 
 def split_folders(directory):
     """{"train": path, "validation": path} when `directory` is laid out by
-    split (a train sub-folder and a val/validation/valid/test one), else
-    None."""
+    split (a train sub-folder and a val/validation/valid/test one, each of
+    class sub-folders); {"validation": path} when its only sub-folder is a
+    validation one; else None."""
     present = set(_sub_folders(directory))
     found = {}
     for split, names in _SPLIT_FOLDERS.items():
         name = next((n for n in names if n in present), None)
         # Without class sub-folders of its own, "train" is a class.
-        if name is None or not _sub_folders(os.path.join(directory, name)):
-            return None
-        found[split] = os.path.join(directory, name)
-    return found
+        if name is not None and _sub_folders(os.path.join(directory, name)):
+            found[split] = os.path.join(directory, name)
+    if len(found) == 2:
+        return found
+    if list(found) == ["validation"] and len(present) == 1:
+        # DIR/val/<class>/ alone: a validation split, not a class "val".
+        return found
+    return None
 
 
 def _class_files(spec, directory, name):
@@ -499,6 +504,14 @@ def _folder_split(spec, directory, val_fraction, seed):
         raise ValueError("`val_fraction` must be in [0, 1]. Received: "
                          f"val_fraction={val_fraction!r}")
     by_split = split_folders(directory)
+    if by_split is not None and "train" not in by_split:
+        classes = _sub_folders(by_split["validation"])
+        splits = {"train": [], "validation": []}
+        for label, name in enumerate(classes):
+            splits["validation"] += [(path, label) for path in
+                                     _class_files(spec, by_split[
+                                         "validation"], name)]
+        return classes, splits
     if by_split is not None:
         classes = _sub_folders(by_split["train"])
         if not classes:
@@ -541,6 +554,13 @@ def _folder(spec, directory, split, val_fraction, seed, shuffle_files):
         raise ValueError(f"`spec`={spec!r}: {directory!r} is not a folder.")
     classes, splits = _folder_split(spec, directory, val_fraction, seed)
     items = splits[split]
+    by_split = split_folders(directory)
+    if not items and by_split is not None and "train" not in by_split:
+        raise ValueError(
+            f"`spec`={spec!r} holds only a validation split "
+            f"({by_split['validation']!r}): no {split!r} images. Give a "
+            "folder with a train/ sub-folder (or one sub-folder per class) "
+            "to train on.")
     if not items:
         raise ValueError(f"`spec`={spec!r} has no {split!r} images "
                          f"(val_fraction={val_fraction}).")

@@ -633,3 +633,14 @@ def test_stratified_sample_draws_every_class(tmp_path):
         "ant 2, bee 1"
     with pytest.raises(ValueError, match="count"):
         sources.stratified_sample(source, 0)
+
+
+def test_a_folder_of_val_alone_is_a_validation_split(tmp_path):
+    _byte_files(tmp_path, ["val/bee/1.jpg", "val/ant/2.jpg",
+                           "val/ant/3.jpg"])
+    spec = f"folder:{tmp_path}"
+    assert _read(spec, "validation") == (("ant", "bee"), [
+        ("val/ant/2.jpg", 0), ("val/ant/3.jpg", 0), ("val/bee/1.jpg", 1)])
+    with pytest.raises(ValueError, match=r"only a validation split .*val'\)"
+                                         r": no 'train' images"):
+        sources.load_source(spec, "train")
