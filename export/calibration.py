@@ -10,8 +10,14 @@ from pipelines import augment
 from pipelines import sources
 
 
-def _dataset(spec, split, data_dir, scale, crop, batch_size, run=None):
+def _dataset(spec, split, data_dir, scale, crop, batch_size, run=None,
+             count=None):
+    """The evaluation pipeline's batches of `spec`; `count` examples drawn
+    from every class alike (`sources.stratified_sample`) when given: the
+    first N of a dataset stored class by class are one or two classes."""
     source = sources.load_source(spec, split, data_dir=data_dir)
+    if count is not None:
+        source, _ = sources.stratified_sample(source, count)
     if run is not None:
         source = sources.match_classes(
             source, run.class_names, run.num_classes,
@@ -26,10 +32,11 @@ def calibration_images(spec="builtin", split="train", data_dir=None,
                        scale=256, crop=224, count=100, batch_size=1):
     """Up to `count` raw RGB crops (float32 [0, 255], numpy (n, crop, crop,
     3)) from the evaluation input pipeline: smallest side to `scale`,
-    central crop (crop=None: the whole rescaled image, one at a time)."""
+    central crop (crop=None: the whole rescaled image, one at a time); drawn
+    from every class alike (`sources.stratified_sample`, seeded)."""
     images = []
     for batch, _ in _dataset(spec, split, data_dir, scale, crop,
-                             batch_size):
+                             batch_size, count=count):
         images.extend(np.asarray(batch, np.float32))
         if len(images) >= count:
             break
@@ -56,11 +63,12 @@ def training_batches(spec, data_dir=None, scale=256, crop=224,
 def labelled_images(spec, split="validation", data_dir=None, scale=256,
                     crop=224, count=None, run=None):
     """(images, labels): up to `count` (None: all) crops of
-    `calibration_images`'s pipeline and their labels (int64), matched to
+    `calibration_images`'s pipeline, drawn from every class alike, and
+    their labels (int64), matched to
     the classes of `run` (a `keras_vgg.runs.Run`) by name when given."""
     images, labels = [], []
     for batch, label in _dataset(spec, split, data_dir, scale, crop, 32,
-                                 run):
+                                 run, count):
         images.extend(np.asarray(batch, np.float32))
         labels.extend(np.asarray(label, np.int64))
         if count is not None and len(images) >= count:

@@ -50,6 +50,10 @@ MODEL_FILE = "model.keras"
 CONFIG_FILE = "training_config.json"
 CLASS_NAMES_FILE = "class_names.txt"
 METRICS_FILE = "metrics.json"
+# The training config's record of whether the run's class names are
+# invented ("0", "1", ... for a dataset that names none) rather than the
+# dataset's own (folder, tfds or class-names-file names).
+NAMES_INVENTED = "class_names_invented"
 
 # The paper's smallest training scale and its multi-scale step, at its
 # 224-pixel crop.
@@ -194,7 +198,9 @@ class Run:
         name: where it came from (a path, or the model's name).
         directory: the run directory, or None.
         training_config: the run's training config (normalised), or {}.
-        class_names: one name per class, or None when nothing says.
+        class_names: one name per class, or None when nothing says (names
+            the run invented for a dataset without names are None: see
+            `NAMES_INVENTED`).
         crop: the model's (square) input side.
         preprocessing: "caffe", "torch", or "none" when the model holds its
             own `keras_vgg.layers.Preprocessing` layer.
@@ -317,7 +323,18 @@ def _input_crop(model: keras.Model, name: str) -> int:
     return int(shape[1])
 
 
+def placeholder_names(names) -> bool:
+    """Whether `names` are "0", "1", ..., "N-1" in order: what
+    `pipelines.train` writes for a dataset without class names."""
+    return bool(names) and [str(n) for n in names] == [
+        str(i) for i in range(len(names))]
+
+
 def _class_names(directory, config, count, task, name):
+    """The run's real class names, or None when it has none: names
+    invented for a dataset without names say nothing of the classes."""
+    if config.get(NAMES_INVENTED):
+        return None
     names = config.get("class_names")
     path = os.path.join(directory, CLASS_NAMES_FILE) if directory else None
     if not names and path and os.path.isfile(path):
@@ -327,6 +344,10 @@ def _class_names(directory, config, count, task, name):
     if not names:
         return None
     names = [str(n) for n in names]
+    if NAMES_INVENTED not in config and placeholder_names(names):
+        # Runs from before the record: "0", "1", ... were most often
+        # invented, and were taken as no names.
+        return None
     if count and len(names) != count:
         raise ValueError(f"{name!r}: {len(names)} class names for a "
                          f"{task} model of {count} classes.")

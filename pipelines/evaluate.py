@@ -14,7 +14,9 @@ JSON: a list with one entry per protocol,
      "gmacs_per_image": 312.4, "images_per_second": 1.9,
      "images": 150, "images_skipped": 0,
      "models": [...], "dataset": "builtin", "split": "validation",
-     "flip": true, "dense_stride": 32}
+     "flip": true, "dense_stride": 32}    # flip: dense, multicrop and
+                                           # combined; dense_stride: dense
+                                           # and combined only
 
 Protocols (see `pipelines.protocols`):
 
@@ -79,6 +81,11 @@ _ALIASES = {"single": "single", "single_crop": "single",
 # What each protocol runs: combined reuses dense and multicrop.
 _PARTS = {"single": ("single",), "dense": ("dense",),
           "multicrop": ("multicrop",), "combined": ("dense", "multicrop")}
+
+
+# The settings each protocol part uses, recorded in its results.
+_SETTINGS = {"single": (), "dense": ("flip", "dense_stride"),
+             "multicrop": ("flip",)}
 
 
 # -- arguments --------------------------------------------------------------
@@ -236,7 +243,7 @@ def _run_part(part, run, image, q, flip, batch_size, macs,
 def evaluate(models, dataset, protocols=PROTOCOLS, scales=None,
              data_dir=None, max_images=None, flip=True, split="validation",
              preprocessing=None, batch_size=50, verbose=0,
-             dense_stride=fully_conv.STRIDE):
+             dense_stride=fully_conv.STRIDE, seed=0):
     """Top-1/top-5 errors of `models` (an ensemble when several) under each
     protocol, with the cost of each.
 
@@ -254,8 +261,9 @@ def evaluate(models, dataset, protocols=PROTOCOLS, scales=None,
             when several), or None for each model's defaults (see module
             doc).
         data_dir: the sources' data_dir (builtin cache, tfds).
-        max_images: evaluate only the first N examples (skipped ones
-            included in the N).
+        max_images: evaluate N examples drawn from every class alike
+            (`sources.stratified_sample`, from `seed`; undecodable ones
+            included in the N); the results then hold `class_counts`.
         flip: dense and multicrop also evaluate horizontal flips.
         split: the dataset split.
         preprocessing: override every model's preprocessing mode.
@@ -297,11 +305,23 @@ def evaluate(models, dataset, protocols=PROTOCOLS, scales=None,
                          f"max_images={max_images!r}")
 
     source, dataset_name = _open_dataset(dataset, split, data_dir)
-    examples = sources.match_classes(
-        source, class_names, num_classes, f"The dataset {dataset_name!r}",
-        "the model(s)").dataset
+
+    def matched(source):
+        return sources.match_classes(
+            source, class_names, num_classes, f"The dataset {dataset_name!r}",
+            "the model(s)")
+
+    examples = matched(source).dataset  # refuses other classes before reading
+    class_counts = None
     if max_images is not None:
-        examples = examples.take(max_images)
+        # Sampled among the dataset's own classes, before they become the
+        # model's (of which it may hold only some).
+        sample, class_counts = sources.stratified_sample(source, max_images,
+                                                         seed)
+        examples = matched(sample).dataset
+        if class_counts is not None:
+            class_counts = dict(zip(source.class_names or [
+                str(i) for i in range(len(class_counts))], class_counts))
     counter = augment.SkipCounter()
     decoded = augment.map_skipping_errors(examples, decode_example, counter,
                                           deterministic=True)
@@ -359,9 +379,14 @@ def evaluate(models, dataset, protocols=PROTOCOLS, scales=None,
             "models": [m.name for m in loaded],
             "dataset": dataset_name,
             "split": split,
-            "flip": bool(flip),
-            "dense_stride": int(dense_stride),
         })
+        # Only the settings the protocol uses: a single crop is neither
+        # flipped nor dense.
+        settings = {"flip": bool(flip), "dense_stride": int(dense_stride)}
+        results[-1].update({k: settings[k] for part in used
+                            for k in _SETTINGS[part]})
+        if class_counts is not None:
+            results[-1]["class_counts"] = class_counts
     return results
 
 
@@ -395,9 +420,15 @@ def format_results(results):
         r = results[0]
         table += (f"\n{r['images']} images ({r['images_skipped']} "
                   f"undecodable skipped), {len(r['models'])} model(s)"
-                  + ("" if r["flip"] else ", no flips")
+                  + ("" if all(x.get("flip", True) for x in results)
+                     else ", no flips")
                   + (f", top-5 = top-{r['top5_k']}" if r["top5_k"] < 5
                      else ""))
+        if r.get("class_counts"):
+            counts = r["class_counts"]
+            table += ("\nSampled from every class: " + sources.
+                      format_class_counts(list(counts.values()),
+                                          list(counts)))
     return table
 
 
@@ -436,7 +467,8 @@ def define_flags(flag_values=None):
     flags.DEFINE_string("output", None, "Write the results as JSON here.",
                         flag_values=fv)
     flags.DEFINE_integer("max_images", None,
-                         "Evaluate the first N images only.", flag_values=fv)
+                         "Evaluate N images only, drawn from every class "
+                         "alike (seeded).", flag_values=fv)
     flags.DEFINE_enum("preprocessing", None, ["caffe", "torch", "none"],
                       "Override the models' preprocessing.", flag_values=fv)
     flags.DEFINE_integer("batch_size", 50, "Crops per model call.",

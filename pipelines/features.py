@@ -21,7 +21,8 @@ L2-normalised.  A linear classifier on top (`pipelines.linear_probe`) is the
 paper's transfer recipe.
 
 The .npz holds `features` (N, D) float32, `labels` (N,) int64,
-`class_names`, and `meta` (JSON: model, scales, flip, images, skipped).
+`class_names`, and `meta` (JSON: model, dataset, split, scales, flip,
+images, skipped, and the per-class counts of a `--max_images` sample).
 Undecodable images are skipped and counted, as in training.
 """
 
@@ -76,7 +77,8 @@ def describe(model, image, scales, preprocessing="caffe", flip=True):
 
 
 def extract_features(run, dataset, split="train", scales=None,
-                     data_dir=None, flip=True, max_images=None, verbose=0):
+                     data_dir=None, flip=True, max_images=None, verbose=0,
+                     seed=0):
     """Descriptors and labels of every decodable image of a dataset split.
 
     Args:
@@ -84,6 +86,9 @@ def extract_features(run, dataset, split="train", scales=None,
             Run`.
         dataset: a `pipelines.sources` spec ("folder:DIR", "builtin", ...).
         scales: test scales Q (default: the run's multi-scale set).
+        max_images: describe N images drawn from every class alike
+            (`sources.stratified_sample`, from `seed`); the meta's
+            `class_counts` says how many of each (None: all images).
 
     Returns:
         dict with "features" (N, D), "labels" (N,), "class_names" and
@@ -100,9 +105,11 @@ def extract_features(run, dataset, split="train", scales=None,
     model = descriptor_model(run)
     source = sources.load_source(dataset, split, data_dir=data_dir,
                                  shuffle_files=False)
-    examples = source.dataset
+    class_counts = None
     if max_images:
-        examples = examples.take(max_images)
+        source, class_counts = sources.stratified_sample(source, max_images,
+                                                         seed)
+    examples = source.dataset
     counter = augment.SkipCounter()
     decoded = augment.map_skipping_errors(examples,
                                            evaluate.decode_example, counter)
@@ -124,6 +131,7 @@ def extract_features(run, dataset, split="train", scales=None,
             "meta": {"model": run.name, "dataset": dataset, "split": split,
                      "scales": scales, "flip": bool(flip),
                      "images": len(labels), "images_skipped": counter.count,
+                     "class_counts": class_counts,
                      "seconds": time.perf_counter() - start}}
 
 
@@ -183,8 +191,8 @@ def define_flags(flag_values=flags.FLAGS):
                       "multi-scale set).", flag_values=fv)
     flags.DEFINE_bool("flip", True, "Average with the flipped image.",
                       flag_values=fv)
-    flags.DEFINE_integer("max_images", None, "The first N images only.",
-                         flag_values=fv)
+    flags.DEFINE_integer("max_images", None, "N images only, drawn from "
+                         "every class alike (seeded).", flag_values=fv)
     flags.DEFINE_string("output", None, "The .npz to write.", flag_values=fv)
 
 
@@ -213,6 +221,9 @@ def main(argv):
     print(f"{meta['images']} descriptors of {result['features'].shape[1]} "
           f"values ({meta['images_skipped']} undecodable images skipped), "
           f"scales {meta['scales']}: {fv.output}")
+    if meta["class_counts"] is not None:
+        print("Sampled from every class: " + sources.format_class_counts(
+            meta["class_counts"], result["class_names"]))
 
 
 def run():

@@ -13,6 +13,8 @@ little in accuracy.
 """
 
 import json
+import os
+import warnings
 
 import keras
 import numpy as np
@@ -21,6 +23,43 @@ from absl import flags
 from keras_vgg import atomic
 from pipelines import entry
 from pipelines import features as features_lib
+
+# What makes two descriptor files comparable (`pipelines.features`' meta):
+# the network, the scales Q and whether flips were averaged.
+_SAME_META = ("model", "scales", "flip")
+
+
+def _meta_value(field, value):
+    if field == "model" and isinstance(value, str) and os.path.exists(value):
+        return os.path.realpath(value)  # runs/a/model.keras, however given
+    return value
+
+
+def _check_meta(train_meta, val_meta):
+    """ValueError naming every field of `_SAME_META` whose values differ
+    (a field one file lacks is not compared)."""
+    differ = [f"{field}: {train_meta[field]!r} and {val_meta[field]!r}"
+              for field in _SAME_META
+              if field in train_meta and field in val_meta
+              and _meta_value(field, train_meta[field])
+              != _meta_value(field, val_meta[field])]
+    if differ:
+        raise ValueError(
+            "--features and --val_features were not described alike ("
+            + "; ".join(differ) + "): describe both splits with the same "
+            "model, --scales and --flip.")
+
+
+def _warn_missing_classes(labels, classes, names):
+    counts = np.bincount(labels, minlength=classes)
+    empty = [names[c] if names else str(c)
+             for c in range(classes) if not counts[c]]
+    if empty:
+        warnings.warn(
+            f"--features has no training example of {len(empty)} "
+            f"class(es): {', '.join(empty[:10])}"
+            + (", ..." if len(empty) > 10 else "")
+            + "; the probe cannot predict them.", stacklevel=3)
 
 
 def _check_classes(train_names, val_names):
@@ -33,10 +72,19 @@ def _check_classes(train_names, val_names):
 def train_probe(train, val, epochs=100, learning_rate=0.01,
                 weight_decay=1e-4, batch_size=64, seed=0):
     """Fits a softmax classifier on `train` = (features, labels, names,
-    meta) and scores it on `val`.  Returns the result dict."""
-    x, y, names, _ = train
-    vx, vy, val_names, _ = val
+    meta) and scores it on `val`.  Returns the result dict.
+
+    Raises:
+        ValueError: the two were described differently (another network,
+            scales or flip: the fields of their metas are named with both
+            values), or have other classes.
+
+    Warns (UserWarning) when a class has no training example.
+    """
+    x, y, names, meta = train
+    vx, vy, val_names, val_meta = val
     _check_classes(names, val_names)
+    _check_meta(meta or {}, val_meta or {})
     if x.shape[1] != vx.shape[1]:
         raise ValueError(f"Descriptors of {x.shape[1]} and {vx.shape[1]} "
                          "values: --features and --val_features come from "
@@ -45,6 +93,7 @@ def train_probe(train, val, epochs=100, learning_rate=0.01,
     for what, labels in (("--features", y), ("--val_features", vy)):
         if labels.min() < 0 or labels.max() >= classes:
             raise ValueError(f"{what}: labels outside [0, {classes}).")
+    _warn_missing_classes(y, classes, names)
     keras.utils.set_random_seed(seed)
     model = keras.Sequential([
         keras.Input((x.shape[1],)),

@@ -97,13 +97,17 @@ class TrainConfig:
     task: str = "classification"
     regression: str = "pcr"
     # Start from a weight set ("imagenet", "tv_in1k") or a weight file
-    # instead of random weights: every layer whose shapes fit is loaded, a
-    # head of another class count stays new (fine-tuning).
+    # instead of random weights: every layer whose shapes fit is loaded; a
+    # head of another class count, or of other classes, stays new.
     weights: str = None
     # Layers trained: "all"; "fc": the FC layers only, the conv body frozen
     # (the paper's Table 8 compares both for localisation); "from:NAME":
     # from layer NAME or block NAME ("from:block4", "from:fc1") on.
     fine_tune: str = "all"
+    # Keep the weights' `predictions` layer although the dataset's classes
+    # are not known to be its own (by default a new head is started then:
+    # `pipelines.tasks.new_head_reason`).
+    keep_head: bool = False
     # The learning rate of the layers before the FC head is this times the
     # rate (0.1 is usual when fine-tuning a pretrained body).
     body_lr_multiplier: float = 1.0

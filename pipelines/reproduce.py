@@ -234,7 +234,8 @@ def reproduce(tables, work_dir, dataset="builtin", data_dir=None,
         scale: "paper", "small" or "tiny" (see `SIZES`).
         configs: only the rows of these Table 1 networks ("A,B" or a
             list; None: every row).
-        dry_run: print the plan's commands, run and write nothing.
+        dry_run: check the dataset (a tfds one not prepared here: its
+            name), print the plan's commands, run and write nothing.
         verbose: 0 prints nothing; 1 the steps and tables, and the
             trainer's progress.
         **sizes: `Size` fields overriding the scale's (width_divisor,
@@ -252,6 +253,12 @@ def reproduce(tables, work_dir, dataset="builtin", data_dir=None,
                    size.max_images)
     say = print if verbose else (lambda *a, **k: None)
     if dry_run:
+        # As the run would, without downloading a tfds dataset that the
+        # machine running the plan will prepare: then its name only.
+        # (The built-in dataset is always there: not written for a check.)
+        if dataset != "builtin" and sources.tfds_prepared(
+                dataset, data_dir) is not False:
+            check_dataset(dataset, data_dir, plan)
         for _, _, done, command in steps:
             print(("# done: " if done else "") + command)
         return {}
@@ -323,7 +330,8 @@ _SIZE_HELP = {
     "epochs": "Epochs per run at most (the recipes' max_epochs).",
     "steps": "Steps per epoch (default: one pass over the training data).",
     "batch_size": "Batch size of every run.",
-    "max_images": "Evaluate the first N validation images only.",
+    "max_images": "Evaluate N validation images only, drawn from every "
+                  "class alike (seeded).",
     "seed": "Seed of every run.",
     "batch_norm": "Train every net with BatchNorm (--nobatch_norm: not).",
     "dropout": "Dropout of the FC layers.",

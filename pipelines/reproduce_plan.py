@@ -65,7 +65,7 @@ SIZES = {
     "small": Size(width_divisor=8, crop=32, epochs=25, batch_size=32, seed=0,
                   batch_norm=True, dropout=0.0),
     "tiny": Size(width_divisor=16, crop=32, epochs=1, steps=2, batch_size=8,
-                 max_images=4, seed=0),
+                 max_images=5, seed=0),
 }
 
 

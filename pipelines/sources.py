@@ -194,18 +194,19 @@ def _empty_boxes():
 
 # -- where a dataset meets a model -----------------------------------------
 
-def _placeholder_names(names):
-    """Names that say nothing: None, or the "0", "1", ... that
-    `pipelines.train` writes for a dataset without class names."""
-    return not names or list(names) == [str(i) for i in range(len(names))]
-
-
 def _comparable(names):
     """The names with ImageNet's WordNet ids ("n01440764", tfds and folder
     names) as its class names ("tench", what a model without a names file
     is given), so that either spelling matches the other."""
     lemma = dict(imagenet.class_index())
     return [lemma.get(n, n) for n in names]
+
+
+def same_classes(names, other):
+    """Whether two lists name the same classes in the same order (ImageNet's
+    WordNet ids and class names alike); False when either is None."""
+    return bool(names) and bool(other) and (
+        _comparable(names) == _comparable(other))
 
 
 def _listed(names, limit=10):
@@ -221,14 +222,16 @@ def class_mapping(dataset_names, model_names, num_classes=None,
     Classes are matched by name: the dataset's label i is the model's class
     `mapping[i]`, whatever order each side lists them in (folders are read
     in sorted order, a model keeps the order it was trained with), and a
-    dataset may hold only some of the model's classes.  When either side
-    has no names (TFRecords without a class_names.txt; a model of
-    `pipelines.train` on such data, whose names are "0", "1", ...), labels
-    are taken as they are and only the counts are compared.
+    dataset may hold only some of the model's classes.  Names are names,
+    digits included: a folder of classes "0" ... "4" meets a model of
+    classes "5" ... "9" as different classes.  When either side has no
+    names (TFRecords without a class_names.txt; a model trained on such
+    data, whose invented names `keras_vgg.runs` reads as None), labels are
+    taken as they are and only the counts are compared.
 
     Args:
         dataset_names: the dataset's class names by label, or None.
-        model_names: the model's class names by index, or None.
+        model_names: the model's real class names by index, or None.
         num_classes: the model's class count, checked when names are not
             (None: unknown).
         dataset, model: how the message names each side.
@@ -241,7 +244,7 @@ def class_mapping(dataset_names, model_names, num_classes=None,
         ValueError: the dataset has classes the model lacks (listing what
             each side lacks), or, without names, the counts differ.
     """
-    if _placeholder_names(dataset_names) or _placeholder_names(model_names):
+    if not dataset_names or not model_names:
         count = len(dataset_names) if dataset_names else None
         if count is not None and num_classes and count != num_classes:
             raise ValueError(f"{dataset} has {count} classes, {model} "
@@ -280,6 +283,70 @@ def match_classes(source, model_names, num_classes=None,
     return dataclasses.replace(
         source, dataset=source.dataset.map(remap), class_names=names,
         num_classes=len(names) if names else num_classes)
+
+
+# -- a sample of every class -------------------------------------------------
+
+def stratified_sample(source, count, seed=0):
+    """`count` examples of `source` drawn from every class alike: the one
+    place "the first N images" of a dataset (one or two classes of a
+    dataset stored class by class) is replaced by a sample of each.
+
+    Each class gets count // K examples (K classes), and count % K classes
+    chosen by `seed` one more; a class with too few examples leaves its
+    share to the others.  The dataset is read in order and reading stops
+    once every class has its share (TFRecords and tfds are never read
+    whole when they mix their classes; a folder is read class by class).
+    Examples keep their dataset order.  A source that does not know its
+    class count (a bare tf.data.Dataset, TFRecords without names) gives its
+    first `count` examples.
+
+    Returns:
+        (a `Source` of the sample, its per-class counts: a list indexed by
+        label, or None when the class count is unknown).
+    """
+    if count is None or count < 1:
+        raise ValueError(f"`count` must be >= 1. Received: count={count!r}")
+    classes = source.num_classes
+    if not classes:
+        return dataclasses.replace(source, dataset=source.dataset.take(count),
+                                   paths=None), None
+    rng = np.random.default_rng(int(seed))
+    share = np.full(classes, count // classes)
+    share[rng.choice(classes, count % classes, replace=False)] += 1
+    cap = -(-count // classes)
+    buckets = [[] for _ in range(classes)]
+    for position, example in enumerate(source.dataset.as_numpy_iterator()):
+        label = int(example["label"])
+        if 0 <= label < classes and len(buckets[label]) < cap:
+            buckets[label].append((position, example))
+            if all(len(b) >= n for b, n in zip(buckets, share)):
+                break
+    take = np.minimum(share, [len(b) for b in buckets])
+    # A short class's share goes to classes with more, in seeded order.
+    for c in rng.permutation(classes):
+        spare = min(len(buckets[c]) - take[c], count - take.sum())
+        take[c] += max(spare, 0)
+    chosen = sorted((item for c in range(classes)
+                     for item in (buckets[c][i] for i in sorted(rng.choice(
+                         len(buckets[c]), take[c], replace=False)))),
+                    key=lambda item: item[0])
+    examples = [example for _, example in chosen]
+    dataset = tf.data.Dataset.from_generator(
+        lambda: iter(examples), output_signature=source.dataset.element_spec)
+    paths = (tuple(e["key"].decode() for e in examples)
+             if source.paths and examples and "key" in examples[0] else None)
+    return dataclasses.replace(source, dataset=dataset,
+                               num_examples=len(examples),
+                               paths=paths), [int(n) for n in take]
+
+
+def format_class_counts(counts, names=None, limit=10):
+    """"circle 2, square 2, ..." of `stratified_sample`'s counts."""
+    names = names or [str(i) for i in range(len(counts))]
+    parts = [f"{name} {n}" for name, n in zip(names, counts)]
+    more = f", ... ({len(parts)} classes)" if len(parts) > limit else ""
+    return ", ".join(parts[:limit]) + more
 
 
 # -- builtin ----------------------------------------------------------------
@@ -389,17 +456,22 @@ def _sub_folders(directory):
 
 def split_folders(directory):
     """{"train": path, "validation": path} when `directory` is laid out by
-    split (a train sub-folder and a val/validation/valid/test one), else
-    None."""
+    split (a train sub-folder and a val/validation/valid/test one, each of
+    class sub-folders); {"validation": path} when its only sub-folder is a
+    validation one; else None."""
     present = set(_sub_folders(directory))
     found = {}
     for split, names in _SPLIT_FOLDERS.items():
         name = next((n for n in names if n in present), None)
         # Without class sub-folders of its own, "train" is a class.
-        if name is None or not _sub_folders(os.path.join(directory, name)):
-            return None
-        found[split] = os.path.join(directory, name)
-    return found
+        if name is not None and _sub_folders(os.path.join(directory, name)):
+            found[split] = os.path.join(directory, name)
+    if len(found) == 2:
+        return found
+    if list(found) == ["validation"] and len(present) == 1:
+        # DIR/val/<class>/ alone: a validation split, not a class "val".
+        return found
+    return None
 
 
 def _class_files(spec, directory, name):
@@ -432,6 +504,14 @@ def _folder_split(spec, directory, val_fraction, seed):
         raise ValueError("`val_fraction` must be in [0, 1]. Received: "
                          f"val_fraction={val_fraction!r}")
     by_split = split_folders(directory)
+    if by_split is not None and "train" not in by_split:
+        classes = _sub_folders(by_split["validation"])
+        splits = {"train": [], "validation": []}
+        for label, name in enumerate(classes):
+            splits["validation"] += [(path, label) for path in
+                                     _class_files(spec, by_split[
+                                         "validation"], name)]
+        return classes, splits
     if by_split is not None:
         classes = _sub_folders(by_split["train"])
         if not classes:
@@ -474,6 +554,13 @@ def _folder(spec, directory, split, val_fraction, seed, shuffle_files):
         raise ValueError(f"`spec`={spec!r}: {directory!r} is not a folder.")
     classes, splits = _folder_split(spec, directory, val_fraction, seed)
     items = splits[split]
+    by_split = split_folders(directory)
+    if not items and by_split is not None and "train" not in by_split:
+        raise ValueError(
+            f"`spec`={spec!r} holds only a validation split "
+            f"({by_split['validation']!r}): no {split!r} images. Give a "
+            "folder with a train/ sub-folder (or one sub-folder per class) "
+            "to train on.")
     if not items:
         raise ValueError(f"`spec`={spec!r} has no {split!r} images "
                          f"(val_fraction={val_fraction}).")
@@ -621,6 +708,21 @@ def _tfds_builder(tfds, spec, name, data_dir):
             raise ValueError(f"`spec`={spec!r}: {reason}") from None
     raise ValueError(unknown_dataset_message(
         spec, tfds.list_builders(with_community_datasets=False)))
+
+
+def tfds_prepared(spec, data_dir=None):
+    """For a tfds spec, whether its dataset is prepared in `data_dir` (a
+    ValueError of one line for a name tfds does not know); None for the
+    other forms.  Reads no example and downloads nothing: what a plan can
+    check of a dataset that another machine will prepare."""
+    kind, colon, rest = spec.partition(":")
+    if spec == "builtin" or (colon and kind in ("folder", "tfrecord")):
+        return None
+    import tensorflow_datasets as tfds  # heavy: only when a tfds spec is used
+
+    name = rest if kind == "tfds" and colon else spec
+    return _tfds_builder(tfds, spec, name, expand_path(data_dir)
+                         ).is_prepared()
 
 
 def _tfds(spec, name, split, data_dir, seed, shuffle_files):

@@ -16,14 +16,20 @@ of the FC layers alone (`freeze_body`).
 """
 
 import contextlib
+import dataclasses
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 import keras_vgg
+from keras_vgg import imagenet
 from keras_vgg import runs
 from pipelines import box_loss
+from pipelines import sources
+
+# The classifier's last layer: the one layer tied to the classes.
+HEAD = "predictions"
 
 # The paper initialises deeper nets from a trained net A: its first four conv
 # layers (those of blocks 1-3, which exist with the same shapes in every
@@ -90,21 +96,62 @@ def body_variables(model):
     return [id(v) in body for v in model.trainable_variables]
 
 
-def load_pretrained(model, weights, architecture, batch_norm):
+def weights_class_names(weights):
+    """The classes of a weight set's head, in order (ImageNet's 1000 for
+    every named set), or None for a weight file: nothing says what its
+    head's outputs are."""
+    if weights in keras_vgg.weights.WEIGHT_NAMES:
+        return imagenet.class_names()
+    return None
+
+
+def new_head_reason(weights, class_names):
+    """Why the `predictions` layer of `weights` cannot serve a dataset of
+    `class_names` (None: unknown), or None when it can: its classes are the
+    dataset's, in the same order.  Equal counts alone say nothing: another
+    1000 classes would be scored with ImageNet's rows."""
+    own = weights_class_names(weights)
+    if own is None:
+        return "the weights do not say what their classes are"
+    if not class_names:
+        return f"the dataset does not name its classes ({len(own)} in the " \
+               "weights)"
+    if not sources.same_classes(class_names, own):
+        return "the dataset's classes are not the weights' own"
+    return None
+
+
+def load_pretrained(model, weights, architecture, batch_norm,
+                    class_names=None, keep_head=False):
     """Loads a weight set or file into `model` by layer name; layers whose
-    shapes differ (a head of another class count) stay new.  Returns the
-    `keras_vgg.weights.LoadReport`."""
+    shapes differ (a head of another class count) stay new, and so does
+    the head of other classes (`new_head_reason`) unless `keep_head`.
+    Returns (the `keras_vgg.weights.LoadReport`, why the head is new or
+    None)."""
     if weights in keras_vgg.weights.WEIGHT_NAMES:
         weight_set = keras_vgg.get_weight_set(weights, architecture,
                                               batch_norm)
         path = keras_vgg.weights.fetch(weight_set, include_top=True)
     else:
         path = weights
+    reason = None if keep_head else new_head_reason(weights, class_names)
+    names = [layer.name for layer in model.layers]
+    head = model.get_layer(HEAD) if HEAD in names else None
+    # The head as built, put back if the weights' one loads: excluding it
+    # by name would not do for files that key layers by class order.
+    fresh = head.get_weights() if reason and head is not None else None
     try:
-        return keras_vgg.weights.load_weights(model, path,
-                                              skip_mismatch=True)
+        report = keras_vgg.weights.load_weights(model, path,
+                                                skip_mismatch=True)
     except ValueError as e:
         raise ValueError(f"--weights: {e}") from e
+    if fresh is None or HEAD not in report.loaded:
+        # Another class count (new whatever the names), or no head at all.
+        return report, None
+    head.set_weights(fresh)
+    return dataclasses.replace(
+        report, loaded=[n for n in report.loaded if n != HEAD],
+        missing=report.missing + [HEAD]), reason
 
 
 def _gaussian_init(model, seed):
@@ -138,19 +185,21 @@ class Task:
     monitor = "val_top1_accuracy"
     display_names = ("top1", "top5")
 
-    def __init__(self, cfg, num_classes):
+    def __init__(self, cfg, num_classes, class_names=None):
         self.cfg = cfg
         self.num_classes = num_classes
+        self.class_names = class_names
 
     def build_model(self):
         """The network to train: from `weights` when given (the report in
-        `self.pretrained`), its first layers frozen as `fine_tune` says."""
+        `self.pretrained`, why the head is new in `self.new_head_reason`),
+        its first layers frozen as `fine_tune` says."""
         model = self._network()
-        self.pretrained = None
+        self.pretrained = self.new_head_reason = None
         if self.cfg.weights:
-            self.pretrained = load_pretrained(
+            self.pretrained, self.new_head_reason = load_pretrained(
                 model, self.cfg.weights, self.cfg.architecture,
-                self.cfg.batch_norm)
+                self.cfg.batch_norm, self.class_names, self.cfg.keep_head)
         freeze_before(model, self.cfg.fine_tune)
         return model
 
@@ -208,7 +257,7 @@ class ClassificationTask(Task):
     @contextlib.contextmanager
     def saved_form(self, model):
         """With its softmax while saved: probabilities, as a user expects."""
-        head = model.get_layer("predictions")
+        head = model.get_layer(HEAD)
         head.activation = keras.activations.softmax
         try:
             yield model
@@ -275,9 +324,10 @@ class LocalizationTask(Task):
 TASKS = {task.name: task for task in (ClassificationTask, LocalizationTask)}
 
 
-def make_task(cfg, num_classes):
-    """The `Task` of `cfg.task` ("classification" or "localization")."""
-    return TASKS[cfg.task](cfg, num_classes)
+def make_task(cfg, num_classes, class_names=None):
+    """The `Task` of `cfg.task` ("classification" or "localization");
+    `class_names`: the training data's (None: unnamed)."""
+    return TASKS[cfg.task](cfg, num_classes, class_names)
 
 
 def build_model(cfg, num_classes):

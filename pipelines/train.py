@@ -164,8 +164,13 @@ _FIELD_HELP = {
     "task": "classification or localization (box regression; "
             "'localisation' also accepted), overriding the recipe's.",
     "weights": "Start from a weight set (imagenet, tv_in1k) or a weight "
-               "file: layers whose shapes fit are loaded, a head of another "
-               "class count stays new; preprocessing follows the weights.",
+               "file: layers whose shapes fit are loaded; the head "
+               "(predictions) stays new unless the dataset's classes are "
+               "the weights' own (ImageNet's 1000 for a weight set; unknown "
+               "for a file); preprocessing follows the weights.",
+    "keep_head": "With --weights: keep the weights' predictions layer "
+                 "although the dataset's classes are not known to be its "
+                 "own (same count).",
     "fine_tune": "Layers trained: all, fc (the FC head only) or "
                  "from:<block or layer> (e.g. from:block4).",
     "lr_decay_epochs": "Multiply the learning rate by --lr_decay_factor "

@@ -203,7 +203,8 @@ class Trainer:
                 f"multiple of the {replicas} replicas.")
         self.steps_per_epoch = self._steps_per_epoch()
         self.skip_counter = augment.SkipCounter()
-        self.task = tasks.make_task(cfg, self.num_classes)
+        self.task = tasks.make_task(cfg, self.num_classes,
+                                    train_source.class_names)
         self._sigterm = False
         self._prepare_dirs()
         self._build()
@@ -328,9 +329,13 @@ class Trainer:
         if report is None or not (self.verbose and self.chief):
             return
         new = report.mismatched + report.missing
-        print(f"Loaded {len(report.loaded)} layers from {self.cfg.weights}"
-              + (f"; new (not in the weights, or of another shape): "
-                 f"{', '.join(new)}" if new else ""))
+        reason = self.task.new_head_reason
+        print(f"Loaded {len(report.loaded)} layers from {self.cfg.weights}: "
+              f"{', '.join(report.loaded)}"
+              + (f"; new (not in the weights, of another shape or of other "
+                 f"classes): {', '.join(new)}" if new else "")
+              + (f". A new {tasks.HEAD} layer: {reason} (--keep_head keeps "
+                 "the weights' one)" if reason else ""), flush=True)
 
     def _make_manager(self):
         self.manager = tf.train.CheckpointManager(
@@ -386,6 +391,8 @@ class Trainer:
                      [str(i) for i in range(self.num_classes)])
         config = dataclasses.asdict(self.cfg)
         config.update(class_names=names, num_classes=self.num_classes,
+                      **{runs.NAMES_INVENTED:
+                         not self.train_source.class_names},
                       jittered=self.cfg.jittered,
                       validation_scale=self.cfg.validation_scale)
         return json.loads(json.dumps(config))

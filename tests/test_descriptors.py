@@ -1,6 +1,7 @@
 """pipelines.features (Appendix B descriptors) and pipelines.linear_probe."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -144,3 +145,56 @@ def test_features_cli_takes_a_weight_file_of_any_width_bn_and_head(
     with pytest.raises(ValueError, match=r"--weights=.*mine\.weights\.h5.*"
                        r"width_multiplier=0\.0625 and the model with 0\.125"):
         runs.from_weights("A", path, width_multiplier=0.125)
+
+
+def test_max_images_describes_every_class(tmp_path, classifier):
+    spec = _folder(tmp_path / "photos")
+    result = features.extract_features(classifier, spec, "train",
+                                       scales=[32], max_images=2)
+    # One of each class, not the first two (both cats).
+    assert sorted(result["labels"].tolist()) == [0, 1]
+    assert result["meta"]["class_counts"] == [1, 1]
+
+
+def _npz(path, meta, labels=(0, 1, 2, 0, 1, 2), names=("a", "b", "c")):
+    x = np.eye(len(labels), 8, dtype="float32")
+    features.save({"features": x, "labels": np.asarray(labels),
+                   "class_names": list(names),
+                   "meta": dict({"images": len(labels)}, **meta)},
+                  str(path))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_linear_probe_refuses_descriptors_described_differently(tmp_path):
+    common = {"model": "runs/a/model.keras", "scales": [32, 40],
+              "flip": True}
+    train = _npz(tmp_path / "train.npz", dict(common, dataset="x",
+                                              split="train"))
+    val = _npz(tmp_path / "val.npz", dict(common, scales=[32],
+                                          flip=False, split="validation"))
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.linear_probe",
+         f"--features={train}", f"--val_features={val}", "--epochs=1",
+         f"--output={tmp_path / 'probe.json'}"],
+        capture_output=True, text=True)
+    assert done.returncode != 0
+    assert re.search(r"error: .*scales: \[32, 40\] and \[32\]; flip: True "
+                     r"and False", done.stderr), done.stderr
+    assert "split:" not in done.stderr and "model:" not in done.stderr
+    assert not (tmp_path / "probe.json").exists()
+    other = _npz(tmp_path / "other.npz", dict(common, model="runs/b"))
+    with pytest.raises(ValueError, match=r"model: 'runs/a/model.keras' and "
+                                         r"'runs/b'"):
+        linear_probe.train_probe(features.load(train), features.load(other),
+                                 epochs=1)
+
+
+def test_linear_probe_warns_of_a_class_without_training_example(tmp_path):
+    meta = {"model": "m", "scales": [32], "flip": True}
+    train = _npz(tmp_path / "train.npz", meta, labels=(0, 2, 0, 2, 0, 2))
+    val = _npz(tmp_path / "val.npz", meta)
+    with pytest.warns(UserWarning, match=r"no training example of 1 "
+                                         r"class\(es\): b"):
+        linear_probe.train_probe(features.load(train), features.load(val),
+                                 epochs=1)

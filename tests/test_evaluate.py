@@ -158,9 +158,12 @@ def test_cli_writes_json(runs, tmp_path):
            "--scales=32,40", "--noflip", f"--output={output}"])
     results = json.loads(output.read_text())
     assert [r["protocol"] for r in results] == ["dense", "single"]
+    # Each protocol records the settings it uses only.
+    assert results[0]["flip"] is False and results[0]["dense_stride"] == 32
+    assert "flip" not in results[1] and "dense_stride" not in results[1]
     for r in results:
         assert FIELDS <= set(r)
-        assert r["scales"] == [32, 40] and r["flip"] is False
+        assert r["scales"] == [32, 40]
         assert r["images"] == 4 and r["images_skipped"] == 0
         assert 0 <= r["top1_error"] <= 1 and r["top5_error"] == 0
     table = evaluate.format_results(results)
@@ -209,12 +212,16 @@ def test_bad_inputs_raise_clear_errors(runs, examples, tmp_path):
 DERANGED = ["square", "triangle", "circle", "star"]
 
 
-def _write_run_named(directory, names, seed=0):
-    """A tiny run whose class_names.txt lists `names`."""
+def _write_run_named(directory, names, seed=0, invented=None):
+    """A tiny run whose class_names.txt lists `names`; `invented`: its
+    training config's record of whether they are invented (None: no
+    record, as older runs)."""
     directory, model = write_run(directory, seed=seed)
     config = json.loads(open(os.path.join(directory,
                                           "training_config.json")).read())
     config["class_names"] = list(names)
+    if invented is not None:
+        config["class_names_invented"] = invented
     with open(os.path.join(directory, "training_config.json"), "w") as f:
         json.dump(config, f)
     with open(os.path.join(directory, "class_names.txt"), "w") as f:
@@ -313,3 +320,84 @@ def test_count_macs_of_narrow_and_fully_convolutional_models():
     assert cost.count_macs(fcn, (64, 96, 3)) == convs(2, 3) + 6 * fc
     assert cost.count_macs(keras_vgg.fully_convolutional(
         model, average=True), (64, 96, 3)) == convs(2, 3) + 6 * fc
+
+
+def test_digit_class_names_are_matched_by_name(tmp_path):
+    # A run trained on a folder of classes "5".."8" meets a folder of
+    # classes "0".."3": other classes, not the same ones by position.
+    run, model = _write_run_named(str(tmp_path / "run"),
+                                  ["5", "6", "7", "8"], invented=False)
+    _folder_of_predictions(tmp_path / "low", model, ["0", "1", "2", "3"])
+    with pytest.raises(ValueError, match=r"the model\(s\) lacks \['0', '1', "
+                       r"'2', '3'\]"):
+        evaluate.cli([f"--model={run}", f"--dataset=folder:{tmp_path}/low",
+                      "--split=train", "--protocol=single"])
+
+
+def _errors(model, folder, model_names):
+    """The single-crop (Q=40) top-1 error of `model` on the train split of
+    `folder`, its labels read by name and by position."""
+    files = [pathlib.Path(p) for p in sources.load_source(
+        f"folder:{folder}", "train", shuffle_files=False).paths]
+    predicted = [int(np.argmax(protocols.single_crop(
+        model, keras.utils.img_to_array(keras.utils.load_img(str(f))), 40)))
+        for f in files]
+    folders = sorted({f.parent.name for f in files})
+    by_name = np.mean([p != model_names.index(f.parent.name)
+                       for p, f in zip(predicted, files)])
+    by_position = np.mean([p != folders.index(f.parent.name)
+                           for p, f in zip(predicted, files)])
+    return by_name, by_position
+
+
+def test_a_subset_of_digit_classes_is_matched_by_name(tmp_path):
+    digits = ["0", "1", "2", "3"]
+    run, model = _write_run_named(str(tmp_path / "run"), digits,
+                                  invented=False)
+    everything = tmp_path / "all"
+    _folder_of_predictions(everything, model, digits, count=12)
+    # Only the folders of classes "2" and "3" (labels 0 and 1 of the
+    # dataset): the model's classes 2 and 3, not 0 and 1.
+    subset = tmp_path / "subset"
+    subset.mkdir()
+    for name in ("2", "3"):
+        (everything / name).rename(subset / name)
+    by_name, by_position = _errors(model, subset, digits)
+    assert by_name < 0.5 < by_position
+    output = tmp_path / "out.json"
+    evaluate.cli([f"--model={run}", f"--dataset=folder:{subset}",
+                  "--split=train", "--protocol=single", "--scales=40",
+                  f"--output={output}"])
+    [r] = json.loads(output.read_text())
+    assert r["top1_error"] == pytest.approx(by_name)
+
+
+def test_invented_names_are_matched_by_count(tmp_path):
+    # A run of a dataset without names: labels as they are.
+    run, model = _write_run_named(str(tmp_path / "run"),
+                                  ["0", "1", "2", "3"], invented=True)
+    _folder_of_predictions(tmp_path / "images", model, DERANGED)
+    by_name, by_position = _errors(model, tmp_path / "images", DERANGED)
+    assert by_name < 0.5 < by_position
+    [r] = evaluate.evaluate(run, f"folder:{tmp_path}/images", "single",
+                            split="train", scales=[40])
+    assert r["top1_error"] == pytest.approx(by_position)
+
+
+def test_cli_max_images_samples_every_class(runs, tmp_path):
+    (run0, _), _ = runs
+    folder = tmp_path / "images"
+    for label, name in enumerate(CLASS_NAMES):
+        os.makedirs(folder / name)
+        for i in range(3):
+            keras.utils.save_img(str(folder / name / f"{i}.png"),
+                                 pixels(36, 40, seed=label + 4 * i))
+    output = tmp_path / "results.json"
+    evaluate.cli([f"--model={run0}", f"--dataset=folder:{folder}",
+                  "--split=train", "--protocol=single", "--max_images=4",
+                  f"--output={output}"])
+    [r] = json.loads(output.read_text())
+    assert r["images"] == 4
+    assert r["class_counts"] == {name: 1 for name in sorted(CLASS_NAMES)}
+    assert "Sampled from every class: circle 1, square 1" in \
+        evaluate.format_results([r])

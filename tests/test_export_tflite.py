@@ -178,3 +178,19 @@ def test_help_lists_every_flag():
         assert flag in result.stdout, flag
     assert "<none|fp16|dynamic|int8|qat>" in result.stdout
     assert "<A|A-LRN|B|C|D|E>" in result.stdout
+
+
+def test_verification_images_come_from_every_class(tmp_path):
+    for c, name in enumerate(("a", "b", "c")):
+        os.makedirs(tmp_path / name)
+        for i in range(4):
+            _save_png(tmp_path / name / f"{i}.png", 40 * c + i)
+    images, labels = calibration.labelled_images(
+        f"folder:{tmp_path}", "train", scale=32, crop=32, count=3)
+    assert sorted(labels.tolist()) == [0, 1, 2] and len(images) == 3
+
+
+def _save_png(path, seed):
+    from PIL import Image
+    pixels = np.random.RandomState(seed).randint(0, 255, (36, 36, 3))
+    Image.fromarray(pixels.astype("uint8")).save(path)

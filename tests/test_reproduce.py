@@ -225,6 +225,8 @@ def test_tiny_table_runs_then_resumes_without_rerunning(tmp_path, capsys):
         assert result["models"] == [os.path.join(work, "runs", run,
                                                  "model.keras")]
         assert result["scales"] == [37] and result["protocol"] == "dense"
+        # --max_images: every class, not the first images of one.
+        assert result["class_counts"] == {"dark": 1, "light": 1}
     b = json.load(open(os.path.join(work, "runs", "vgg13_s256",
                                     "training_config.json")))
     assert (b["architecture"], b["crop"], b["scale_min"]) == ("B", 32, 37)
@@ -264,6 +266,17 @@ def test_bad_datasets_and_work_dirs_are_refused(tmp_path):
                             verbose=0)
     assert not work.exists()
     one_class = write_folder(str(tmp_path / "one"), classes=("only",))
+    # A dry run checks the dataset as the run does.
+    with pytest.raises(ValueError, match="has 1 class: .*at least 2"):
+        reproduce.reproduce("3", str(work), dataset=one_class, scale="tiny",
+                            dry_run=True, verbose=0)
+    with pytest.raises(ValueError, match="Unknown dataset 'imagnet2012'.*"
+                                         "Did you mean 'imagenet2012'"):
+        reproduce.reproduce("3", str(work), dataset="imagnet2012",
+                            dry_run=True, verbose=0)
+    with pytest.raises(ValueError, match="is not a folder"):
+        reproduce.reproduce("3", str(work), dry_run=True, verbose=0,
+                            dataset=f"folder:{tmp_path / 'none'}")
     with pytest.raises(ValueError, match="has 1 class: .*at least 2"):
         reproduce.reproduce("3", str(work), dataset=one_class, scale="tiny",
                             verbose=0)

@@ -65,6 +65,21 @@ def test_old_training_configs_are_read_in_todays_words(tmp_path):
         runs.load_classifier(directory)
 
 
+def test_invented_class_names_are_no_names():
+    model = tiny_run.tiny_model()
+    digits = ["0", "1", "2", "3"]
+
+    def names(**config):
+        return runs.from_model(model, training_config=config).class_names
+
+    assert names(class_names=digits, class_names_invented=True) is None
+    # A dataset's own digit names (a folder of classes 0-3) are real.
+    assert names(class_names=digits, class_names_invented=False) == digits
+    # Runs from before the record: digits in order read as before (none).
+    assert names(class_names=digits) is None
+    assert names(class_names=["5", "6", "7", "8"]) == ["5", "6", "7", "8"]
+
+
 def test_errors_name_the_argument_and_file(tmp_path):
     with pytest.raises(ValueError, match="--init_from: no model file"):
         runs.load_run(str(tmp_path / "none"), "--init_from")

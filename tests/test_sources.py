@@ -525,7 +525,12 @@ def test_class_mapping_by_name():
         sources.class_mapping(["cat", "emu"], ["cat", "fox"])
     # A side without names: only the counts.
     assert sources.class_mapping(None, ["a", "b"], 2) is None
-    assert sources.class_mapping(["b", "a"], ["0", "1"], 2) is None
+    # Digits are names like any other: "0", "1" of a folder are not the
+    # model's "2", "3" (invented names reach here as None: keras_vgg.runs).
+    np.testing.assert_array_equal(sources.class_mapping(
+        ["3", "2"], ["0", "1", "2", "3"]), [3, 2])
+    with pytest.raises(ValueError, match=r"the model lacks \['0', '1'\]"):
+        sources.class_mapping(["0", "1"], ["2", "3"], 2)
     with pytest.raises(ValueError, match="has 3 classes, the model 2"):
         sources.class_mapping(["a", "b", "c"], None, 2)
 
@@ -597,3 +602,45 @@ def test_val_fraction_one_makes_the_whole_folder_validation(tmp_path):
     assert len(items) == 6
     with pytest.raises(ValueError, match="no 'train' images"):
         sources.load_source(f"folder:{tmp_path}", "train", val_fraction=1.0)
+
+
+def test_stratified_sample_draws_every_class(tmp_path):
+    # Three classes of 4 images, read class by class: the first 4 images
+    # would be one class and a bit.
+    _byte_files(tmp_path, [f"{c}/{i}.jpg" for c in ("ant", "bee", "cat")
+                           for i in range(4)])
+    source = sources.load_source(f"folder:{tmp_path}", val_fraction=0,
+                                 shuffle_files=False)
+    sample, counts = sources.stratified_sample(source, 6, seed=3)
+    items = [(ex["encoded"].decode(), int(ex["label"]))
+             for ex in sample.dataset.as_numpy_iterator()]
+    assert counts == [2, 2, 2] and sample.num_examples == 6
+    assert sorted(label for _, label in items) == [0, 0, 1, 1, 2, 2]
+    assert all(path.startswith(("ant/", "bee/", "cat/")[label])
+               for path, label in items)
+    assert list(sample.paths) == [str(tmp_path / p) for p, _ in items]
+    # 4 of 3 classes: one class, chosen by the seed, gets the extra one.
+    _, counts = sources.stratified_sample(source, 4, seed=0)
+    assert sorted(counts) == [1, 1, 2]
+    again = [ex["encoded"] for ex in sources.stratified_sample(
+        source, 4, seed=0)[0].dataset.as_numpy_iterator()]
+    assert again == [ex["encoded"] for ex in sources.stratified_sample(
+        source, 4, seed=0)[0].dataset.as_numpy_iterator()]
+    # A class with too few examples leaves its share to the others.
+    _, counts = sources.stratified_sample(source, 11)
+    assert sorted(counts) == [3, 4, 4]
+    assert sources.format_class_counts([2, 1], ["ant", "bee"]) == \
+        "ant 2, bee 1"
+    with pytest.raises(ValueError, match="count"):
+        sources.stratified_sample(source, 0)
+
+
+def test_a_folder_of_val_alone_is_a_validation_split(tmp_path):
+    _byte_files(tmp_path, ["val/bee/1.jpg", "val/ant/2.jpg",
+                           "val/ant/3.jpg"])
+    spec = f"folder:{tmp_path}"
+    assert _read(spec, "validation") == (("ant", "bee"), [
+        ("val/ant/2.jpg", 0), ("val/ant/3.jpg", 0), ("val/bee/1.jpg", 1)])
+    with pytest.raises(ValueError, match=r"only a validation split .*val'\)"
+                                         r": no 'train' images"):
+        sources.load_source(spec, "train")
