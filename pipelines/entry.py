@@ -1,6 +1,7 @@
 """What every command line's `run()` shares: absl's `app.run`, with `--help`
-listing the command's own flags however it was started, one `error: ...`
-line (exit status 1) for a user's mistake, and a quiet console.
+showing the command's description and own flags however it was started
+(exit status 0), one `error: ...` line (exit status 1) for a user's mistake,
+and a quiet console.
 
 - User errors: a bad flag value, an unknown recipe, a missing file, an
   output that exists: `error: <message>` on stderr, exit status 1, no
@@ -85,6 +86,13 @@ def define_dense_stride(positions, module_name, flag_values=None):
 def _parse_flags(argv):
     try:
         return flags.FLAGS(argv)
+    except SystemExit as done:
+        # While parsing, only absl's help flags (--help, --helpshort,
+        # --helpfull, --helpxml) exit, and they exit 1 after printing the
+        # help the user asked for: that is a success.
+        if done.code == 1:
+            sys.exit(0)
+        raise
     except flags.Error as error:
         if _debug():
             raise
@@ -112,11 +120,16 @@ def run(main, module_name):
     with `--debug`, user errors reported in one line and absl's INFO logging
     off (see the module doc).
 
-    absl's `--help` lists the key flags of the module `sys.argv[0]` names:
-    the command's module under `python -m`, but under a console script
-    (`vgg-train`) the wrapper that pip writes, which defines none.  So the
-    module's flags are made key flags of `sys.argv[0]` too.
+    absl's `--help` prints the docstring of `__main__` and the key flags
+    of the module `sys.argv[0]` names: the command's module under
+    `python -m`, but under a console script (`vgg-train`) the wrapper that
+    pip writes, which has neither.  So the command's docstring stands in for
+    the wrapper's missing one, and its flags are made key flags of
+    `sys.argv[0]` too.  `--help` exits 0.
     """
+    main_module = sys.modules["__main__"]
+    if not main_module.__doc__:
+        main_module.__doc__ = sys.modules[module_name].__doc__
     if "debug" not in flags.FLAGS:
         flags.DEFINE_boolean(
             "debug", False, "On an error, show the Python traceback instead "
