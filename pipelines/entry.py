@@ -24,6 +24,7 @@ from absl import logging
 
 import pipelines
 from keras_vgg.fully_conv import STRIDE
+from pipelines import run_dir
 
 DEBUG_ENV = "KERAS_VGG_DEBUG"
 
@@ -34,7 +35,8 @@ DEBUG_ENV = "KERAS_VGG_DEBUG"
 # TensorFlow, so one that escapes is a bug, for which the traceback helps.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError,
                IsADirectoryError, NotADirectoryError, PermissionError,
-               flags.Error, app.UsageError, tf.errors.NotFoundError)
+               flags.Error, app.UsageError, tf.errors.NotFoundError,
+               run_dir.DirectoryInUse)
 
 # TensorFlow's op decoration around a message: "{{function_node ...}} " and
 # " [Op:ReadFile] name: ".

@@ -10,6 +10,8 @@ the loop is `pipelines.trainer`.
 
 What a run leaves in `--model_dir` (created once the run really starts: a
 failed start leaves nothing behind):
+- `.lock`, locked while a process trains the run: a second start into the
+  same directory is refused, naming that process (`run_dir.RunLock`);
 - `training_config.json` and `class_names.txt`, written when it starts;
 - `checkpoints/`: model, optimizer, step, epoch, learning-rate state and the
   per-epoch history, every `checkpoint_every` steps, at each epoch end and
