@@ -3,8 +3,9 @@ showing the command's description and own flags however it was started
 (exit status 0), one `error: ...` line (exit status 1) for a user's mistake,
 and a quiet console.
 
-- SIGTERM while training (`TrainingPreempted`, after its checkpoint):
-  its one line on stderr, exit status 143.
+- An exception with an `exit_status` attribute, e.g. SIGTERM while
+  training (`pipelines.trainer.TrainingPreempted`, after its checkpoint):
+  its message on stderr, that exit status (143).
 - User errors: a bad flag value, an unknown recipe, a missing file, an
   output that exists: `error: <message>` on stderr, exit status 1, no
   traceback.  `--debug` (or `KERAS_VGG_DEBUG=1`) shows the traceback.
@@ -17,7 +18,6 @@ and a quiet console.
 
 import os
 import re
-import signal
 import sys
 
 import tensorflow as tf
@@ -28,7 +28,6 @@ from absl import logging
 import pipelines
 from keras_vgg.fully_conv import STRIDE
 from pipelines import run_dir
-from pipelines.trainer import TrainingPreempted
 
 DEBUG_ENV = "KERAS_VGG_DEBUG"
 
@@ -113,14 +112,15 @@ def _quiet_main(main):
             logging.set_verbosity(logging.WARNING)
         try:
             return main(argv)
-        except TrainingPreempted as stopped:
-            # Already checkpointed: what the user needs is where, and that
-            # the same command resumes.  128 + SIGTERM, as a shell reports
-            # a process the signal ended: stopped, not finished.
-            print(stopped, file=sys.stderr, flush=True)
-            return 128 + signal.SIGTERM
-        except USER_ERRORS as error:
-            if _debug():
+        except Exception as error:
+            # An exception that carries its own `exit_status` (the trainer's
+            # `TrainingPreempted`: checkpointed, 143) is an expected end:
+            # its message, that status.
+            status = getattr(error, "exit_status", None)
+            if status is not None and not _debug():
+                print(error, file=sys.stderr, flush=True)
+                return status
+            if not isinstance(error, USER_ERRORS) or _debug():
                 raise
             print(error_line(error), file=sys.stderr)
             return 1

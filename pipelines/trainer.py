@@ -131,6 +131,10 @@ class TrainingPreempted(RuntimeError):
     """SIGTERM arrived: a checkpoint was saved at the step reached; the same
     command resumes from it."""
 
+    # A command line ends with this status (`pipelines.entry`): 128 +
+    # SIGTERM, as a shell reports a process the signal ended.
+    exit_status = 128 + signal.SIGTERM
+
 
 def _kernels(model):
     # Weight decay on the trained layers only.
