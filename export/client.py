@@ -14,6 +14,7 @@ Example (library):
 """
 
 import base64
+import http.client
 import json
 import sys
 import urllib.error
@@ -53,7 +54,8 @@ def predict_rest(base_url, model, encoded_images, version=None,
     Raises:
         ServerError: the server answered with an HTTP error; its message
             is the server's (`{"error": "..."}`), e.g. the image limit an
-            image broke, rather than the bare "Bad Request".
+            image broke, rather than the bare "Bad Request".  Or no answer
+            came (no server at `base_url`, a timeout): the URL and why.
     """
     body = rest_request_body(encoded_images, signature_name).encode()
     url = rest_url(base_url, model, version)
@@ -65,10 +67,22 @@ def predict_rest(base_url, model, encoded_images, version=None,
     except urllib.error.HTTPError as e:
         raise ServerError(f"{url}: HTTP {e.code}: "
                           f"{server_message(e.read(), e.reason)}") from None
+    except urllib.error.URLError as e:  # no connection: e.reason says why
+        raise ServerError(f"{url}: {_os_error_text(e.reason)}") from None
+    except (OSError, http.client.HTTPException) as e:
+        # A timeout or a connection dropped mid-answer.
+        raise ServerError(f"{url}: {_os_error_text(e)}") from None
+
+
+def _os_error_text(error):
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror  # "Connection refused", not "[Errno 111] ..."
+    return str(error) or type(error).__name__
 
 
 class ServerError(Exception):
-    """The server refused a request; the message is the server's."""
+    """The server refused a request (the message is the server's), or could
+    not be reached (the message names the address and the failure)."""
 
 
 def server_message(body, reason):

@@ -1,7 +1,11 @@
 """What every command line's `run()` shares: absl's `app.run`, with `--help`
-listing the command's own flags however it was started, one `error: ...`
-line (exit status 1) for a user's mistake, and a quiet console.
+showing the command's description and own flags however it was started
+(exit status 0), one `error: ...` line (exit status 1) for a user's mistake,
+and a quiet console.
 
+- An exception with an `exit_status` attribute, e.g. SIGTERM while
+  training (`pipelines.trainer.TrainingPreempted`, after its checkpoint):
+  its message on stderr, that exit status (143).
 - User errors: a bad flag value, an unknown recipe, a missing file, an
   output that exists: `error: <message>` on stderr, exit status 1, no
   traceback.  `--debug` (or `KERAS_VGG_DEBUG=1`) shows the traceback.
@@ -23,6 +27,7 @@ from absl import logging
 
 import pipelines
 from keras_vgg.fully_conv import STRIDE
+from pipelines import run_dir
 
 DEBUG_ENV = "KERAS_VGG_DEBUG"
 
@@ -33,7 +38,8 @@ DEBUG_ENV = "KERAS_VGG_DEBUG"
 # TensorFlow, so one that escapes is a bug, for which the traceback helps.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError,
                IsADirectoryError, NotADirectoryError, PermissionError,
-               flags.Error, app.UsageError, tf.errors.NotFoundError)
+               flags.Error, app.UsageError, tf.errors.NotFoundError,
+               run_dir.DirectoryInUse)
 
 # TensorFlow's op decoration around a message: "{{function_node ...}} " and
 # " [Op:ReadFile] name: ".
@@ -85,6 +91,13 @@ def define_dense_stride(positions, module_name, flag_values=None):
 def _parse_flags(argv):
     try:
         return flags.FLAGS(argv)
+    except SystemExit as done:
+        # While parsing, only absl's help flags (--help, --helpshort,
+        # --helpfull, --helpxml) exit, and they exit 1 after printing the
+        # help the user asked for: that is a success.
+        if done.code == 1:
+            sys.exit(0)
+        raise
     except flags.Error as error:
         if _debug():
             raise
@@ -99,8 +112,15 @@ def _quiet_main(main):
             logging.set_verbosity(logging.WARNING)
         try:
             return main(argv)
-        except USER_ERRORS as error:
-            if _debug():
+        except Exception as error:
+            # An exception that carries its own `exit_status` (the trainer's
+            # `TrainingPreempted`: checkpointed, 143) is an expected end:
+            # its message, that status.
+            status = getattr(error, "exit_status", None)
+            if status is not None and not _debug():
+                print(error, file=sys.stderr, flush=True)
+                return status
+            if not isinstance(error, USER_ERRORS) or _debug():
                 raise
             print(error_line(error), file=sys.stderr)
             return 1
@@ -112,11 +132,16 @@ def run(main, module_name):
     with `--debug`, user errors reported in one line and absl's INFO logging
     off (see the module doc).
 
-    absl's `--help` lists the key flags of the module `sys.argv[0]` names:
-    the command's module under `python -m`, but under a console script
-    (`vgg-train`) the wrapper that pip writes, which defines none.  So the
-    module's flags are made key flags of `sys.argv[0]` too.
+    absl's `--help` prints the docstring of `__main__` and the key flags
+    of the module `sys.argv[0]` names: the command's module under
+    `python -m`, but under a console script (`vgg-train`) the wrapper that
+    pip writes, which has neither.  So the command's docstring stands in for
+    the wrapper's missing one, and its flags are made key flags of
+    `sys.argv[0]` too.  `--help` exits 0.
     """
+    main_module = sys.modules["__main__"]
+    if not main_module.__doc__:
+        main_module.__doc__ = sys.modules[module_name].__doc__
     if "debug" not in flags.FLAGS:
         flags.DEFINE_boolean(
             "debug", False, "On an error, show the Python traceback instead "

@@ -9,6 +9,11 @@
   `keras_vgg.atomic` use.
 - `removed_on_failure` removes the directories a failed start created (and
   never anything that was there before).
+- `RunLock`: one run per directory.  A run holds an exclusive `flock` on
+  `LOCK_FILE` in its directory while it trains; a second start into the
+  same directory is refused (`DirectoryInUse`, naming the holder's pid and
+  host).  The kernel drops the lock when the holder dies, however it dies,
+  so a killed run leaves no stale lock; the file itself stays.
 """
 
 import contextlib
@@ -16,6 +21,12 @@ import json
 import os
 import re
 import shutil
+import socket
+
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): runs are not locked there
+    fcntl = None
 
 from keras_vgg import runs
 
@@ -26,6 +37,10 @@ SAFE_CHANGES = ("learning_rate", "max_epochs", "max_steps",
                 "checkpoint_every", "keep_checkpoints", "val_batch_size",
                 "max_rollbacks", "lr_patience", "lr_decay_epochs",
                 "steps_per_loop", "data_service")
+
+# The file a run locks, in its directory.  Not one of `_TEMP_NAMES`: a
+# start must never remove it.
+LOCK_FILE = ".lock"
 
 # Fields that follow from others: a difference there is already listed.
 _DERIVED = ("jittered", "validation_scale", "changes")
@@ -130,3 +145,62 @@ def removed_on_failure(directory):
         if top is not None:
             shutil.rmtree(top, ignore_errors=True)
         raise
+
+
+class DirectoryInUse(RuntimeError):
+    """Another process holds the run lock of the directory."""
+
+
+class RunLock:
+    """An exclusive lock on `directory` for one run (see the module doc).
+
+    `acquire()` raises `DirectoryInUse` naming the holder when another
+    process (or another `RunLock` in this one) holds it; `release()` (or
+    closing the process) frees it.  Both may be called again.
+    """
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.path = os.path.join(directory, LOCK_FILE)
+        self._fd = None
+
+    def acquire(self):
+        """Takes the lock (the directory must exist); returns self."""
+        if self._fd is not None or fcntl is None:
+            return self
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise DirectoryInUse(
+                f"{self.directory} is in use by another run ({holder}): "
+                "wait for it to end, or use another --model_dir.") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        # Written under the lock, for the message of the next start.
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(),
+                                  "host": socket.gethostname()}).encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self):
+        """Frees the lock if this object holds it."""
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __del__(self):
+        self.release()
+
+
+def _read_holder(fd):
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0))
+        return f"pid {holder['pid']} on {holder['host']}"
+    except (OSError, ValueError, TypeError, KeyError):
+        # Locked, but its holder has not written its name yet.
+        return "a process that is starting"

@@ -10,6 +10,8 @@ the loop is `pipelines.trainer`.
 
 What a run leaves in `--model_dir` (created once the run really starts: a
 failed start leaves nothing behind):
+- `.lock`, locked while a process trains the run: a second start into the
+  same directory is refused, naming that process (`run_dir.RunLock`);
 - `training_config.json` and `class_names.txt`, written when it starts;
 - `checkpoints/`: model, optimizer, step, epoch, learning-rate state and the
   per-epoch history, every `checkpoint_every` steps, at each epoch end and
@@ -33,7 +35,6 @@ already trained are skipped on restart.
 
 import dataclasses
 import json
-import sys
 
 import keras
 import tensorflow as tf
@@ -57,7 +58,7 @@ from pipelines.tasks import initialize_from  # noqa: F401
 from pipelines.trainer import ACCELERATOR_STEPS_PER_LOOP
 from pipelines.trainer import Trainer
 from pipelines.trainer import TrainingDiverged  # noqa: F401
-from pipelines.trainer import TrainingPreempted
+from pipelines.trainer import TrainingPreempted  # noqa: F401
 
 
 def _follow_op_determinism(deterministic):
@@ -262,14 +263,11 @@ def config_from_flags(flag_values):
 def main(argv):
     del argv
     fv = flags.FLAGS
-    try:
-        metrics = train(config_from_flags(fv), dataset=fv.dataset,
-                        model_dir=fv.model_dir, data_dir=fv.data_dir,
-                        val_dataset=fv.val_dataset, strategy=fv.strategy,
-                        init_from=fv.init_from, tpu=fv.tpu)
-    except TrainingPreempted as e:
-        print(e, file=sys.stderr, flush=True)
-        sys.exit(143)  # 128 + SIGTERM: stopped by the signal, not finished
+    # SIGTERM's `TrainingPreempted` is reported by `entry.run` (status 143).
+    metrics = train(config_from_flags(fv), dataset=fv.dataset,
+                    model_dir=fv.model_dir, data_dir=fv.data_dir,
+                    val_dataset=fv.val_dataset, strategy=fv.strategy,
+                    init_from=fv.init_from, tpu=fv.tpu)
     summary = {k: v for k, v in metrics.items() if k != "history"}
     print(json.dumps(summary, indent=2))
 

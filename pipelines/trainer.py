@@ -131,6 +131,10 @@ class TrainingPreempted(RuntimeError):
     """SIGTERM arrived: a checkpoint was saved at the step reached; the same
     command resumes from it."""
 
+    # A command line ends with this status (`pipelines.entry`): 128 +
+    # SIGTERM, as a shell reports a process the signal ended.
+    exit_status = 128 + signal.SIGTERM
+
 
 def _kernels(model):
     # Weight decay on the trained layers only.
@@ -207,16 +211,20 @@ class Trainer:
                                     train_source.class_names)
         self._sigterm = False
         self._prepare_dirs()
-        self._build()
-        self._restore_or_initialize(init_from)
-        self.writer = (tf.summary.create_file_writer(
-            os.path.join(model_dir, "logs")) if self.chief else
-            tf.summary.create_noop_writer())
-        self.steps_per_loop = cfg.steps_per_loop or default_steps_per_loop(
-            self.strategy)
-        self._train_step = self._make_train_step()
-        self._train_loop = make_train_loop(self._train_step)
-        self._eval_step = self._make_eval_step()
+        try:
+            self._build()
+            self._restore_or_initialize(init_from)
+            self.writer = (tf.summary.create_file_writer(
+                os.path.join(model_dir, "logs")) if self.chief else
+                tf.summary.create_noop_writer())
+            self.steps_per_loop = (cfg.steps_per_loop
+                                   or default_steps_per_loop(self.strategy))
+            self._train_step = self._make_train_step()
+            self._train_loop = make_train_loop(self._train_step)
+            self._eval_step = self._make_eval_step()
+        except BaseException:
+            self.lock.release()
+            raise
 
     def _steps_per_epoch(self):
         if self.cfg.steps_per_epoch:
@@ -271,12 +279,15 @@ class Trainer:
                 layer.synchronized = True
 
     def _prepare_dirs(self):
-        """Creates the model dir (the run really starts here) and removes
-        what an interrupted write left in it."""
-        self.checkpoint_dir = os.path.join(
-            distribute.worker_dir(self.model_dir), "checkpoints")
-        if self.chief:
-            os.makedirs(self.model_dir, exist_ok=True)
+        """Creates the model dir (the run really starts here), locks it
+        against a second run (`run_dir.RunLock`, held until `run()` ends)
+        and removes what an interrupted write left in it."""
+        own_dir = distribute.worker_dir(self.model_dir)
+        self.checkpoint_dir = os.path.join(own_dir, "checkpoints")
+        os.makedirs(own_dir, exist_ok=True)
+        # Before anything is removed: the temp files may be another live
+        # run's.
+        self.lock = run_dir.RunLock(own_dir).acquire()
         dirs = [self.checkpoint_dir] + ([self.model_dir] if self.chief
                                         else [])
         for path in run_dir.remove_stale_temp_files(*dirs):
@@ -540,7 +551,15 @@ class Trainer:
     def run(self):
         """Trains until `max_epochs`, `max_steps` or the schedule's stop;
         returns the metrics (the chief also writes the run's outputs).  A
-        finished run is left as it is (its metrics are returned)."""
+        finished run is left as it is (its metrics are returned).  The
+        model dir's lock is released when it returns or raises."""
+        self.lock.acquire()  # again, on a second call
+        try:
+            return self._run()
+        finally:
+            self.lock.release()
+
+    def _run(self):
         finished = self._finished_metrics()
         if finished is not None:
             return finished

@@ -1,7 +1,12 @@
 """Plain helpers the tests share (fixtures live in `conftest.py`): random
-pixels, random weights, and Table 1's parameter counts."""
+pixels, random weights, Table 1's parameter counts, and setup.py's lists."""
+
+import ast
+import pathlib
 
 import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 # Parameter counts of Table 1's networks with and without the FC head
 # (1000 classes, 224x224 input); the paper rounds them to millions.
@@ -33,3 +38,14 @@ def randomize(model, seed=0, scale=None):
         if values:
             layer.set_weights(values)
     return model
+
+
+def setup_list(name):
+    """The list literal assigned to `name` in setup.py (not run: it would
+    call setup())."""
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    for node in tree.body:
+        if (isinstance(node, ast.Assign)
+                and [t.id for t in node.targets] == [name]):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"no {name} in setup.py")

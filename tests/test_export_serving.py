@@ -3,6 +3,7 @@ files, and the client's requests (no server runs on these machines)."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -239,3 +240,28 @@ def test_client_prints_the_server_error(tmp_path):
     assert result.returncode == 1
     assert f"HTTP 400: {message}" in result.stderr
     assert "Bad Request" not in result.stderr
+
+
+def _closed_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # nothing listens once it is closed
+
+
+@pytest.mark.slow
+def test_client_without_server_is_one_line(tmp_path):
+    """No server at --url: the URL and the failure in one line (as over
+    gRPC), not urllib's traceback."""
+    url = f"http://127.0.0.1:{_closed_port()}"
+    with pytest.raises(client.ServerError, match=(
+            rf"^{url}/v1/models/tiny:predict: Connection refused$")):
+        client.predict_rest(url, "tiny", [b"png"], timeout=30)
+    image = tmp_path / "a.png"
+    image.write_bytes(b"png")
+    result = subprocess.run(
+        [sys.executable, "-m", "export.client", f"--url={url}",
+         "--model=tiny", str(image)],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.stderr.splitlines() == [
+        f"error: {url}/v1/models/tiny:predict: Connection refused"]

@@ -170,7 +170,6 @@ def test_failed_verification_leaves_nothing(source, data_dir, tmp_path,
 
 @pytest.mark.slow
 def test_help_lists_every_flag():
-    # absl's --help exits with status 1.
     result = subprocess.run([sys.executable, "-m", "export.tflite", "--help"],
                             capture_output=True, text=True, timeout=120)
     for flag in ("--model", "--[no]overwrite", "--architecture", "--weights",

@@ -10,21 +10,11 @@ import sys
 import pytest
 
 import keras_vgg
+from tests.helpers import setup_list
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # install_requires of setup.py, as import names, plus keras_vgg itself.
 CORE = {"keras", "numpy", "h5py", "safetensors", "keras_vgg"}
-
-
-def _setup_list(name):
-    """The list literal assigned to `name` in setup.py (not run: it would
-    call setup())."""
-    tree = ast.parse((ROOT / "setup.py").read_text())
-    for node in tree.body:
-        if (isinstance(node, ast.Assign)
-                and [t.id for t in node.targets] == [name]):
-            return ast.literal_eval(node.value)
-    raise AssertionError(f"no {name} in setup.py")
 
 
 def _module_level_imports(tree):
@@ -67,7 +57,7 @@ def test_keras_vgg_imports_only_its_requirements(path):
 
 
 def test_console_scripts_point_at_functions():
-    scripts = _setup_list("CONSOLE_SCRIPTS")
+    scripts = setup_list("CONSOLE_SCRIPTS")
     # Every command line (a module with a `run()`) has its console script.
     commands = {f"{path.parent.name}.{path.stem}"
                 for package in ("pipelines", "export")
@@ -91,9 +81,9 @@ def test_console_scripts_point_at_functions():
 
 def test_core_requirements_leave_tensorflow_to_the_extras():
     core = {re.split(r"[<>=~!]", r)[0]
-            for r in _setup_list("INSTALL_REQUIRES")}
+            for r in setup_list("INSTALL_REQUIRES")}
     assert core == {"keras", "numpy", "h5py", "safetensors"}
-    assert "tensorflow>=2.21,<2.22" in _setup_list("TRAIN")
+    assert "tensorflow>=2.21,<2.22" in setup_list("TRAIN")
 
 
 def test_slow_marks_from_conftest_name_existing_tests():

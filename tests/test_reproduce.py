@@ -7,8 +7,10 @@ import dataclasses
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -309,3 +311,33 @@ def test_unknown_table_is_one_error_line(tmp_path):
     assert lines == ["error: Unknown --table='10': the reproduction has the "
                      "paper's Tables 3, 4, 5, 6, 7, 8, 9 (or all)."]
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_while_training_is_one_line_and_status_143(tmp_path):
+    dataset = write_folder(str(tmp_path / "data"))
+    work = tmp_path / "work"
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.reproduce", "--table=3",
+         "--configs=A", "--scale=tiny", "--epochs=100",
+         f"--dataset={dataset}", f"--work_dir={work}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env=env)
+    # Epoch 1's checkpoint: the trainer's SIGTERM handler is in place.
+    marker = work / "runs" / "vgg11_s256" / "checkpoints" / "ckpt-2.index"
+    deadline = time.time() + 240
+    while not marker.exists() and time.time() < deadline \
+            and proc.poll() is None:
+        time.sleep(0.05)
+    assert marker.exists(), proc.communicate(timeout=60)[1][-2000:]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err
+    [line] = err.splitlines()
+    assert line.startswith("SIGTERM: saved ") and line.endswith(
+        "; the same command resumes from it."), err[-2000:]
+    saved = int(line.split(" at step ")[1].split(";")[0])
+    assert saved >= 2 and (marker.parent / f"ckpt-{saved}.index").exists()
+    assert not (marker.parent.parent / "metrics.json").exists()

@@ -389,7 +389,7 @@ def test_unreadable_checkpoint_falls_back_and_stale_temp_files_go(
     assert f"checkpoint {ckpts / 'ckpt-10'} is unreadable" in err
     assert trainer._step() == 5
     assert sorted(os.listdir(run)) == sorted([
-        "checkpoints", "class_names.txt", "logs", "metrics.json",
+        ".lock", "checkpoints", "class_names.txt", "logs", "metrics.json",
         "model.keras", "notes.tmp.txt", "training_config.json"])
     assert not [f for f in os.listdir(ckpts) if "tmp" in f or "temp" in f]
     assert trainer.run()["steps"] == 12
