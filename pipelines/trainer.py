@@ -625,10 +625,11 @@ class Trainer:
 
         In a multi-worker cluster the flag goes to `distribute.
         preemption_handler` instead, which has every worker checkpoint at
-        the end of the next loop and raise.  One process keeps this path:
-        with one process that handler saves a loop later, and on Google
-        Cloud CPU machines and TPUs it ignores SIGTERM.  Either way this
-        handler owns the signal, and the previous one comes back after.
+        the same loop end (a loop or two later) and raise.  One process
+        keeps this path: with one process that handler saves a loop later,
+        and on Google Cloud CPU machines and TPUs it ignores SIGTERM.
+        Either way this handler owns the signal, and the previous one comes
+        back after.
         """
         if threading.current_thread() is not threading.main_thread():
             yield  # signal handlers can only be set from the main thread
@@ -653,9 +654,10 @@ class Trainer:
 
     def _raise_preempted(self):
         raise TrainingPreempted(
-            f"SIGTERM{' to a worker' if self._preemption else ''}: saved "
-            f"{self.manager.latest_checkpoint} at step {self._step()}; the "
-            "same command resumes from it.")
+            ("SIGTERM to a worker" if self._preemption is not None
+             else "SIGTERM")
+            + f": saved {self.manager.latest_checkpoint} at step "
+            f"{self._step()}; the same command resumes from it.")
 
     def _train_epoch(self, epoch, max_steps):
         """Trains the rest of `epoch` (up to `max_steps`), checkpointing
