@@ -1,4 +1,5 @@
-"""tf.distribute strategies by name, and who writes files in a cluster."""
+"""tf.distribute strategies by name, who writes files in a cluster, and
+how a cluster stops together."""
 
 import json
 import os
@@ -70,3 +71,50 @@ def worker_dir(model_dir):
         return model_dir
     task_type, task_id = cluster_task()
     return os.path.join(model_dir, ".workers", f"{task_type}_{task_id}")
+
+
+def preemption_handler(strategy, manager, save_fn, exit_fn,
+                       termination_watcher_fn):
+    """For a multi-worker strategy, a `tf.distribute.experimental.
+    PreemptionCheckpointHandler` that makes every worker save at the same
+    step and stop when any one of them is told to stop; None for any other
+    strategy (one process: nothing to agree on).
+
+    One worker alone cannot stop: the others would wait for it in their
+    next collective for ever.  The handler agrees on the step through the
+    cluster's coordination service: the worker told to stop names the end
+    of the next call of `save_checkpoint_if_preempted()`, which every
+    worker makes once per loop of steps, and there each calls `save_fn`
+    then `exit_fn`.
+
+    Args:
+        strategy: the `tf.distribute.Strategy` training.
+        manager: the `tf.train.CheckpointManager` of the run; the handler
+            restores its latest checkpoint when it is created (so create it
+            after any choice of that checkpoint, and before changing the
+            restored state) and adds its own call counter to the checkpoint.
+        save_fn: saves the checkpoint, without arguments.
+        exit_fn: called after the save, on every worker (raise to stop).
+        termination_watcher_fn: returns True once this worker is told to
+            stop (polled every second, from another thread).
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return None
+    resolver = strategy.cluster_resolver
+    if resolver is None or not resolver.cluster_spec().jobs:
+        return None
+    return tf.distribute.experimental.PreemptionCheckpointHandler(
+        resolver, manager,
+        termination_config=tf.distribute.experimental.TerminationConfig(
+            termination_watcher_fn=termination_watcher_fn, exit_fn=exit_fn,
+            # Save at the agreed step and stop: without it, on a Google
+            # Cloud GPU machine it would train on for an hour first.
+            grace_period=0, save_fn=save_fn))
+
+
+def stop_preemption_handler(handler):
+    """Stops the watcher threads of a `preemption_handler` (None: nothing
+    to do) once training is over; they stop by themselves after a save."""
+    if handler is not None:
+        # Its finaliser is its only way to stop them (and may run again).
+        handler.__del__()

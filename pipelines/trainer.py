@@ -12,7 +12,8 @@ one, and a non-finite loss rolls back to it.  They also hold the per-epoch
 history and the training throughput, so that `metrics.json` describes the
 whole run however often it was resumed.  An unreadable latest checkpoint
 falls back to the one before it; SIGTERM checkpoints at the end of the
-running loop and stops (`TrainingPreempted`).
+running loop and stops (`TrainingPreempted`); in a multi-worker cluster,
+SIGTERM to any worker stops every worker at the same step.
 
 Steps run `steps_per_loop` at a time in one compiled call (a `tf.while_loop`
 over the input iterator, `strategy.run` per step), and the host reads the
@@ -128,8 +129,8 @@ class TrainingDiverged(RuntimeError):
 
 
 class TrainingPreempted(RuntimeError):
-    """SIGTERM arrived: a checkpoint was saved at the step reached; the same
-    command resumes from it."""
+    """SIGTERM arrived (in a cluster: at any worker): a checkpoint was saved
+    at the step reached; the same command resumes from it."""
 
     # A command line ends with this status (`pipelines.entry`): 128 +
     # SIGTERM, as a shell reports a process the signal ended.
@@ -319,6 +320,12 @@ class Trainer:
         else:
             config["changes"] = []
         restored = self._restore_latest()
+        # Here: it restores the latest checkpoint again, which is now the
+        # readable one just chosen, and the changes below must come after.
+        self._preemption = distribute.preemption_handler(
+            self.strategy, self.manager, save_fn=self._save,
+            exit_fn=self._raise_preempted,
+            termination_watcher_fn=lambda: self._sigterm)
         self.restored = restored is not None
         if self.restored:
             self._announce_resume(restored, changes)
@@ -557,6 +564,10 @@ class Trainer:
         try:
             return self._run()
         finally:
+            # Not before the last validation: until that collective, a
+            # worker may still be naming the step to stop at (an error once
+            # the others have stopped their handlers).
+            distribute.stop_preemption_handler(self._preemption)
             self.lock.release()
 
     def _run(self):
@@ -633,11 +644,13 @@ class Trainer:
         stop a job) only sets a flag: the loop checkpoints at the end of the
         running loop of steps and raises `TrainingPreempted`.
 
-        Our own handler rather than `tf.distribute.experimental.
-        PreemptionCheckpointHandler`: that one needs a cluster resolver
-        (multi-worker or TPU), numbers checkpoints by its own run counter and
-        exits the process itself, while this loop runs under any strategy,
-        numbers checkpoints by step and is also called from notebooks.
+        In a multi-worker cluster the flag goes to `distribute.
+        preemption_handler` instead, which has every worker checkpoint at
+        the same loop end (a loop or two later) and raise.  One process
+        keeps this path: with one process that handler saves a loop later,
+        and on Google Cloud CPU machines and TPUs it ignores SIGTERM.
+        Either way this handler owns the signal, and the previous one comes
+        back after.
         """
         if threading.current_thread() is not threading.main_thread():
             yield  # signal handlers can only be set from the main thread
@@ -655,11 +668,16 @@ class Trainer:
                           else signal.SIG_DFL)
 
     def _stop_if_preempted(self):
-        if not self._sigterm:
+        if not self._sigterm or self._preemption is not None:
             return
         self._save()
+        self._raise_preempted()
+
+    def _raise_preempted(self):
         raise TrainingPreempted(
-            f"SIGTERM: saved {self.manager.latest_checkpoint} at step "
+            ("SIGTERM to a worker" if self._preemption is not None
+             else "SIGTERM")
+            + f": saved {self.manager.latest_checkpoint} at step "
             f"{self._step()}; the same command resumes from it.")
 
     def _train_epoch(self, epoch, max_steps):
@@ -704,7 +722,11 @@ class Trainer:
                     tf.summary.scalar(f"train/{name}", value, step=step)
             if step % cfg.checkpoint_every == 0:
                 self._save()
-            if self._sigterm:
+            if self._preemption is not None:
+                # Once per loop on every worker: the count of calls is how
+                # the workers agree on where to stop (it saves and raises).
+                self._preemption.save_checkpoint_if_preempted()
+            elif self._sigterm:
                 result.preempted = True
                 break
         result.finished = done >= self.steps_per_epoch

@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -223,7 +224,9 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_multi_worker_mirrored_two_processes(tmp_path, data_dir):
+def _start_workers(tmp_path, data_dir, changes=None):
+    """Both workers of a two-process cluster on localhost
+    (tests/mwms_worker.py), training tmp_path/run."""
     ports = [_free_port(), _free_port()]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = []
@@ -233,19 +236,89 @@ def test_multi_worker_mirrored_two_processes(tmp_path, data_dir):
                                        "task": {"type": "worker", "index": i}})
         procs.append(subprocess.Popen(
             [sys.executable, os.path.join(ROOT, "tests", "mwms_worker.py"),
-             data_dir, str(tmp_path / "run"), str(tmp_path / f"w{i}.npz")],
+             data_dir, str(tmp_path / "run"), str(tmp_path / f"w{i}.npz"),
+             json.dumps(changes or {})],
             env=env, cwd=ROOT, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT))
-    outputs = [p.communicate(timeout=300)[0].decode()[-3000:] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
+            stderr=subprocess.STDOUT, text=True))
+    return procs
+
+
+def _wait_workers(procs, timeout):
+    """The workers' outputs once both have exited; a worker still running
+    after `timeout` seconds (a hang) is killed and fails the test."""
+    deadline = time.time() + timeout
+    outputs = []
+    try:
+        for p in procs:
+            outputs.append(p.communicate(
+                timeout=max(1.0, deadline - time.time()))[0][-3000:])
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+        pytest.fail(f"the workers did not exit within {timeout} s: "
+                    + " | ".join(p.communicate()[0][-2000:] for p in procs))
+    return outputs
+
+
+def _same_weights(tmp_path):
     w0, w1 = (np.load(tmp_path / f"w{i}.npz") for i in range(2))
-    assert int(w0["steps"]) == 4
     names = [k for k in w0.files if k.startswith("arr_")]
     assert names
     for k in names:
         np.testing.assert_array_equal(w0[k], w1[k])
+    assert int(w0["steps"]) == int(w1["steps"])
+    return int(w0["steps"])
+
+
+def test_multi_worker_mirrored_two_processes(tmp_path, data_dir):
+    procs = _start_workers(tmp_path, data_dir)
+    outputs = _wait_workers(procs, 300)
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert _same_weights(tmp_path) == 4
     # Only the chief writes the run's outputs.
     assert (tmp_path / "run" / "model.keras").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_worker_stops_both_at_one_step_and_rerun_resumes(
+        tmp_path, data_dir):
+    run = tmp_path / "run"
+    dirs = [run / "checkpoints", run / ".workers" / "worker_1" / "checkpoints"]
+    # 4 steps an epoch in loops of 3 (a loop ends at an epoch end): loops
+    # end at steps 3, 4, 7, 8, ...; far more epochs than the test waits for.
+    changes = {"max_epochs": 500, "steps_per_loop": 3}
+    procs = _start_workers(tmp_path, data_dir, changes)
+    # Both have trained epoch 1: its checkpoint is in both workers' dirs.
+    deadline = time.time() + 300
+    while (not all((d / "ckpt-4.index").exists() for d in dirs)
+           and time.time() < deadline
+           and all(p.poll() is None for p in procs)):
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)  # worker 1 only
+    outputs = _wait_workers(procs, 60)
+    assert [p.returncode for p in procs] == [143, 143], outputs
+    saved = [re.findall(r"SIGTERM to a worker: saved \S+ at step (\d+);", out)
+             for out in outputs]
+    assert saved[0] == saved[1] and len(saved[0]) == 1, outputs
+    step = int(saved[0][0])
+    assert step > 4 and step % 4 in (0, 3), step  # after epoch 1, a loop end
+    for d in dirs:
+        assert tf.train.latest_checkpoint(str(d)) == str(d / f"ckpt-{step}")
+    assert not (run / "metrics.json").exists()
+
+    # The same command on both, told to stop 5 steps later.
+    procs = _start_workers(tmp_path, data_dir,
+                           dict(changes, max_steps=step + 5))
+    outputs = _wait_workers(procs, 300)
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert (f"from ckpt-{step}: epoch {(step - 1) // 4 + 1}, step {step}"
+            in outputs[0]), outputs[0]
+    assert _same_weights(tmp_path) == step + 5
+    changes = json.loads((run / "training_config.json").read_text())[
+        "changes"]
+    assert [(c["field"], c["to"], c["step"]) for c in changes] == [
+        ("max_steps", step + 5, step)]
+    assert json.loads((run / "metrics.json").read_text())["steps"] == step + 5
 
 
 @pytest.mark.parametrize("changes", [{"mixed_precision": "bfloat16"},
