@@ -326,9 +326,8 @@ def evaluate(models, dataset, protocols=PROTOCOLS, scales=None,
         sample, class_counts = sources.stratified_sample(source, max_images,
                                                          seed)
         examples = matched(sample).dataset
-        if class_counts is not None:
-            class_counts = dict(zip(source.class_names or [
-                str(i) for i in range(len(class_counts))], class_counts))
+        class_counts = sources.named_class_counts(class_counts,
+                                                  source.class_names)
     counter = augment.SkipCounter()
     decoded = augment.map_skipping_errors(examples, decode_example, counter,
                                           deterministic=True)
@@ -432,23 +431,25 @@ def format_results(results):
                      else ", no flips")
                   + (f", top-5 = top-{r['top5_k']}" if r["top5_k"] < 5
                      else ""))
-        table += split_line(r)
-        if r.get("class_counts"):
-            counts = r["class_counts"]
-            table += ("\nSampled from every class: " + sources.
-                      format_class_counts(list(counts.values()),
-                                          list(counts)))
+        table += footnotes(r)
     return table
 
 
-def split_line(result):
-    """"\nN of M images (validation split) ..." when `result` scored a part
-    of a folder (`sources.split_counts`), else ""."""
-    if "dataset_images" not in result:
-        return ""
-    return (f"\n{result['split_images']} of {result['dataset_images']} "
-            f"images ({result['split']} split) of {result['dataset']}: "
-            "--split=all evaluates every image of the folder.")
+def footnotes(result):
+    """The lines under a results table, each after a newline: which part of
+    a folder was scored ("N of M images (validation split)",
+    `sources.split_counts`) and the classes of a `max_images` sample."""
+    lines = ""
+    if "dataset_images" in result:
+        lines += (f"\n{result['split_images']} of "
+                  f"{result['dataset_images']} images ({result['split']} "
+                  f"split) of {result['dataset']}: --split=all evaluates "
+                  "every image of the folder.")
+    if result.get("class_counts"):
+        counts = result["class_counts"]
+        lines += ("\nSampled from every class: " + sources.
+                  format_class_counts(list(counts.values()), list(counts)))
+    return lines
 
 
 def write_json(results, path):
@@ -527,7 +528,8 @@ def run_localization(fv):
              f"{100 * r['top5_error']:.2f}" if "top5_error" in r else "-",
              r["images"]) for r in results]
     print(format_table(["protocol", "scales Q", "loc. error % (GT class)",
-                        "top-5 loc. error %", "images"], rows))
+                        "top-5 loc. error %", "images"], rows)
+          + footnotes(results[0]))
     if fv.output:
         write_json(results, fv.output)
         print(f"Results written to {fv.output}")

@@ -366,6 +366,14 @@ def split_counts(source):
     return {"split_images": int(part), "dataset_images": int(whole)}
 
 
+def named_class_counts(counts, names=None):
+    """`stratified_sample`'s per-label counts as {class name: count} (names
+    "0", "1", ... when the source has none); None stays None."""
+    if counts is None:
+        return None
+    return dict(zip(names or [str(i) for i in range(len(counts))], counts))
+
+
 def format_class_counts(counts, names=None, limit=10):
     """"circle 2, square 2, ..." of `stratified_sample`'s counts."""
     names = names or [str(i) for i in range(len(counts))]
