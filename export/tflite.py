@@ -20,7 +20,9 @@ Quantisation (`--quantize`):
 After conversion the file is run with `ai_edge_litert.interpreter.Interpreter`
 on validation images of the calibration source and compared with the Keras
 model; size, top-1 agreement, max abs probability difference and latency are
-printed and written to `<output without .tflite>.verification.json`.
+printed and written to `<output without .tflite>.verification.json`, with
+the classes of the images compared on (`class_counts`: they are drawn from
+every class alike).
 
 Smaller files (`export.compress`): `--fc_rank=N` / `--fc_energy=F` (fc1
 and fc2 as their truncated SVD), `--prune=SPARSITY` (`--prune_convs`),
@@ -151,13 +153,14 @@ def export_tflite(source, output, quantize="none", dynamic_size=False,
             return {}
         # Dynamic models are checked at Q x Q (a size other than the crop).
         size = q if dynamic_size else crop
-        images = calibration.calibration_images(
+        images, class_counts = calibration.sampled_images(
             calibration_data, "validation", data_dir, q, size, verify_images)
         report = litert.verify(flatbuffer, reference, images)
         report.update(quantize=quantize, dynamic_size=bool(dynamic_size),
                       int8_io=bool(int8_io), input_size=size,
                       output=os.path.abspath(output),
-                      calibration_data=calibration_data)
+                      calibration_data=calibration_data,
+                      class_counts=class_counts)
         if compression.active:
             report.update(compressed, sparse_encoding=sparse)
             report.update(_compressed_report(flatbuffer, keras_model,

@@ -14,6 +14,7 @@ from export import calibration
 from export import litert
 from export import tflite
 from keras_vgg import layers as vgg_layers
+from pipelines import sources
 from pipelines import synthetic
 from tests import tiny_run
 
@@ -75,6 +76,12 @@ def test_float_matches_keras(source, data_dir, validation, tmp_path):
         assert key in saved
     assert saved["size_bytes"] == os.path.getsize(output)
     assert saved["images"] == 60 and saved["quantize"] == "none"
+    # The classes of the images verified on: here the whole split.
+    labels = [int(e["label"]) for e in sources.load_source(
+        "builtin", "validation", data_dir=data_dir).dataset]
+    assert saved["class_counts"] == {
+        name: labels.count(i) for i, name in enumerate(
+            synthetic.CLASS_NAMES)}
     assert litert.verification_path(output).endswith(
         "none.verification.json")
 
@@ -187,6 +194,10 @@ def test_verification_images_come_from_every_class(tmp_path):
     images, labels = calibration.labelled_images(
         f"folder:{tmp_path}", "train", scale=32, crop=32, count=3)
     assert sorted(labels.tolist()) == [0, 1, 2] and len(images) == 3
+    images, counts = calibration.sampled_images(
+        f"folder:{tmp_path}", "train", scale=32, crop=32, count=4)
+    assert len(images) == 4 and sorted(counts) == ["a", "b", "c"]
+    assert sorted(counts.values()) == [1, 1, 2]
 
 
 def _save_png(path, seed):
