@@ -6,6 +6,9 @@ int8 model with `--int8_io`), applies the weights' preprocessing itself and
 outputs class probabilities.  Its input is the training crop (fixed size) or,
 with `--dynamic_size`, any size of at least the crop (the fully
 convolutional network; call `resize_tensor_input` before `allocate_tensors`).
+A smaller image gives NaN: the file's metadata entry "keras_vgg" (JSON)
+holds `minimum_image_size` ({"minimum": [rows, cols], "reason"}), which
+`export.litert.LiteModel` checks before running an image.
 
 Quantisation (`--quantize`):
     none     float32
@@ -147,6 +150,10 @@ def export_tflite(source, output, quantize="none", dynamic_size=False,
     else:
         flatbuffer = litert.convert(keras_model, quantize, representative,
                                     int8_io, sparse=sparse)
+    minimum = litert.minimum_image_size(reference)
+    if minimum is not None:  # a --dynamic_size model: LiteModel checks it
+        flatbuffer = litert.with_metadata(
+            flatbuffer, {"minimum_image_size": minimum})
 
     def check(flatbuffer):
         if calibration_data is None or not verify_images:
