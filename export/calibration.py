@@ -14,10 +14,14 @@ def _dataset(spec, split, data_dir, scale, crop, batch_size, run=None,
              count=None):
     """The evaluation pipeline's batches of `spec`; `count` examples drawn
     from every class alike (`sources.stratified_sample`) when given: the
-    first N of a dataset stored class by class are one or two classes."""
+    first N of a dataset stored class by class are one or two classes.
+    Returns (batches, {class name: examples sampled} or None)."""
     source = sources.load_source(spec, split, data_dir=data_dir)
+    class_counts = None
     if count is not None:
-        source, _ = sources.stratified_sample(source, count)
+        sample, counts = sources.stratified_sample(source, count)
+        class_counts = sources.named_class_counts(counts, source.class_names)
+        source = sample
     if run is not None:
         source = sources.match_classes(
             source, run.class_names, run.num_classes,
@@ -25,7 +29,7 @@ def _dataset(spec, split, data_dir, scale, crop, batch_size, run=None,
     return augment.make_dataset(source, training=False,
                                 batch_size=batch_size, scale=scale,
                                 crop=crop, preprocessing="none",
-                                deterministic=True)
+                                deterministic=True), class_counts
 
 
 def calibration_images(spec="builtin", split="train", data_dir=None,
@@ -34,16 +38,27 @@ def calibration_images(spec="builtin", split="train", data_dir=None,
     3)) from the evaluation input pipeline: smallest side to `scale`,
     central crop (crop=None: the whole rescaled image, one at a time); drawn
     from every class alike (`sources.stratified_sample`, seeded)."""
+    return sampled_images(spec, split, data_dir, scale, crop, count,
+                          batch_size)[0]
+
+
+def sampled_images(spec="builtin", split="validation", data_dir=None,
+                   scale=256, crop=224, count=100, batch_size=1):
+    """(`calibration_images`'s crops, the examples sampled of each class:
+    {class name: count}, undecodable ones included, or None when the
+    source does not know its classes): what a verification records of the
+    images it compared on."""
     images = []
-    for batch, _ in _dataset(spec, split, data_dir, scale, crop,
-                             batch_size, count=count):
+    batches, class_counts = _dataset(spec, split, data_dir, scale, crop,
+                                     batch_size, count=count)
+    for batch, _ in batches:
         images.extend(np.asarray(batch, np.float32))
         if len(images) >= count:
             break
     if not images:
         raise ValueError(f"--calibration_data={spec!r} gave no images for "
                          f"split {split!r}.")
-    return np.stack(images[:count])
+    return np.stack(images[:count]), class_counts
 
 
 def training_batches(spec, data_dir=None, scale=256, crop=224,
@@ -55,7 +70,7 @@ def training_batches(spec, data_dir=None, scale=256, crop=224,
     `run`: the `keras_vgg.runs.Run` being fine-tuned: the labels become
     its class indices, matched by name (`sources.match_classes`; a
     ValueError when the dataset has classes the model lacks)."""
-    dataset = _dataset(spec, split, data_dir, scale, crop, batch_size, run)
+    dataset, _ = _dataset(spec, split, data_dir, scale, crop, batch_size, run)
     return dataset.map(
         lambda x, y: (tf.cast(x, tf.float32), tf.cast(y, tf.int64))).repeat()
 
@@ -68,7 +83,7 @@ def labelled_images(spec, split="validation", data_dir=None, scale=256,
     the classes of `run` (a `keras_vgg.runs.Run`) by name when given."""
     images, labels = [], []
     for batch, label in _dataset(spec, split, data_dir, scale, crop, 32,
-                                 run, count):
+                                 run, count)[0]:
         images.extend(np.asarray(batch, np.float32))
         labels.extend(np.asarray(label, np.int64))
         if count is not None and len(images) >= count:

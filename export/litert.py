@@ -4,6 +4,13 @@
 .tflite classifier (`LiteModel`), and compare it with the Keras model it
 came from (`verify`, written beside the file at `verification_path`);
 `write_verified` places a file only once it has been checked.
+
+A Keras network refuses an image smaller than its windows
+(`keras_vgg.layers.MinimumImageSize`); TFLite has no such op, and a
+`--dynamic_size` model given one returns NaN.  So the smallest size goes
+into the file's metadata (`with_metadata`, the flatbuffer's metadata entry
+"keras_vgg", JSON) and `LiteModel` refuses a smaller image before running
+it, with the Keras layer's own message.
 """
 
 import contextlib
@@ -19,8 +26,11 @@ import tensorflow as tf
 import pipelines
 from export import common
 from keras_vgg import atomic
+from keras_vgg.layers import MinimumImageSize
 
 QUANTIZE = ("none", "fp16", "dynamic", "int8", "qat")
+# The name of this project's entry in a .tflite file's metadata.
+METADATA_NAME = "keras_vgg"
 
 
 def check_quantize(quantize):
@@ -91,6 +101,66 @@ def convert(keras_model, quantize="none", representative=None,
         return converter.convert()
 
 
+def minimum_image_size(keras_model):
+    """The config ({"minimum": [rows, cols], "reason": ...}) of the largest
+    `MinimumImageSize` layer inside `keras_model` (nested models
+    included), or None when it has none (a fixed-size model)."""
+    def layers(model):
+        for layer in model.layers:
+            yield layer
+            if hasattr(layer, "layers"):
+                yield from layers(layer)
+
+    checks = [layer for layer in layers(keras_model)
+              if isinstance(layer, MinimumImageSize)]
+    if not checks:
+        return None
+    largest = max(checks, key=lambda layer: layer.minimum)
+    return {"minimum": list(largest.minimum), "reason": largest.reason}
+
+
+def with_metadata(flatbuffer, metadata):
+    """`flatbuffer` with `metadata` (a JSON-able dict) as its metadata entry
+    `METADATA_NAME`, as the converter adds its own CONVERSION_METADATA."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(flatbuffer)
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps(metadata).encode(), np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = METADATA_NAME
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [m for m in model.metadata or []
+                      if m.name.decode() != METADATA_NAME] + [entry]
+    return flatbuffer_utils.convert_object_to_bytearray(model)
+
+
+def read_metadata(model_content=None, model_path=None):
+    """The `METADATA_NAME` dict of a .tflite file or its bytes; {} for a
+    file without one (exported before it was written, or elsewhere).  Reads
+    the flatbuffer in place: a file is mapped, not loaded."""
+    import mmap
+
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    def read(buf):
+        model = schema.Model.GetRootAs(buf, 0)
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            if entry.Name() == METADATA_NAME.encode():
+                data = model.Buffers(entry.Buffer()).DataAsNumpy()
+                return json.loads(np.asarray(data, np.uint8).tobytes())
+        return {}
+
+    if model_content is not None:
+        return read(bytes(model_content))
+    with open(model_path, "rb") as f, \
+            mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        return read(buf)
+
+
 def interpreter(model_content=None, model_path=None, num_threads=2):
     """A LiteRT `Interpreter` of a .tflite file or its bytes."""
     # LiteRT is an optional dependency, needed only to run a .tflite model.
@@ -117,21 +187,41 @@ class LiteModel:
     """A .tflite classifier run by LiteRT: `predict(pixels)` takes float
     RGB pixels [0, 255] of one size (N, H, W, 3), quantises them when the
     input is integer, resizes the input when needed, returns float
-    probabilities (N, classes)."""
+    probabilities (N, classes).
+
+    An image of another size than a fixed-size model's input, or smaller
+    than a `--dynamic_size` model's smallest (`minimum_image_size`, from
+    the file's metadata), is a ValueError naming both sizes."""
 
     def __init__(self, model_content=None, model_path=None, num_threads=2):
         self.interpreter = interpreter(model_content, model_path,
                                        num_threads)
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
+        found = read_metadata(model_content, model_path).get(
+            "minimum_image_size")
+        # The Keras layer itself checks, so that both say the same.
+        self.minimum = None if found is None else MinimumImageSize(
+            found["minimum"], found.get("reason", ""))
         # Tensors are allocated at the first image's shape: a dynamic-size
         # model's default input [1, 1, 1, 3] is smaller than the network's
         # windows and fails XNNPack's "prepare", so it is never allocated.
         self._shape = None
 
+    def _check_size(self, shape):
+        fixed = [int(side) for side in self.input["shape_signature"][1:3]]
+        if -1 not in fixed and list(shape[1:3]) != fixed:
+            raise ValueError(
+                f"Image size {shape[1]}x{shape[2]} (rows x columns) is not "
+                f"the input size of this model, {fixed[0]}x{fixed[1]} (it "
+                "was exported without --dynamic_size).")
+        if self.minimum is not None:
+            self.minimum.compute_output_shape(tuple(shape))
+
     def _set_shape(self, shape):
         if tuple(shape) == self._shape:
             return
+        self._check_size(shape)
         if tuple(shape) != tuple(self.input["shape"]):
             self.interpreter.resize_tensor_input(self.input["index"],
                                                  list(shape))

@@ -6,6 +6,9 @@ int8 model with `--int8_io`), applies the weights' preprocessing itself and
 outputs class probabilities.  Its input is the training crop (fixed size) or,
 with `--dynamic_size`, any size of at least the crop (the fully
 convolutional network; call `resize_tensor_input` before `allocate_tensors`).
+A smaller image gives NaN: the file's metadata entry "keras_vgg" (JSON)
+holds `minimum_image_size` ({"minimum": [rows, cols], "reason"}), which
+`export.litert.LiteModel` checks before running an image.
 
 Quantisation (`--quantize`):
     none     float32
@@ -20,7 +23,9 @@ Quantisation (`--quantize`):
 After conversion the file is run with `ai_edge_litert.interpreter.Interpreter`
 on validation images of the calibration source and compared with the Keras
 model; size, top-1 agreement, max abs probability difference and latency are
-printed and written to `<output without .tflite>.verification.json`.
+printed and written to `<output without .tflite>.verification.json`, with
+the classes of the images compared on (`class_counts`: they are drawn from
+every class alike).
 
 Smaller files (`export.compress`): `--fc_rank=N` / `--fc_energy=F` (fc1
 and fc2 as their truncated SVD), `--prune=SPARSITY` (`--prune_convs`),
@@ -145,19 +150,24 @@ def export_tflite(source, output, quantize="none", dynamic_size=False,
     else:
         flatbuffer = litert.convert(keras_model, quantize, representative,
                                     int8_io, sparse=sparse)
+    minimum = litert.minimum_image_size(reference)
+    if minimum is not None:  # a --dynamic_size model: LiteModel checks it
+        flatbuffer = litert.with_metadata(
+            flatbuffer, {"minimum_image_size": minimum})
 
     def check(flatbuffer):
         if calibration_data is None or not verify_images:
             return {}
         # Dynamic models are checked at Q x Q (a size other than the crop).
         size = q if dynamic_size else crop
-        images = calibration.calibration_images(
+        images, class_counts = calibration.sampled_images(
             calibration_data, "validation", data_dir, q, size, verify_images)
         report = litert.verify(flatbuffer, reference, images)
         report.update(quantize=quantize, dynamic_size=bool(dynamic_size),
                       int8_io=bool(int8_io), input_size=size,
                       output=os.path.abspath(output),
-                      calibration_data=calibration_data)
+                      calibration_data=calibration_data,
+                      class_counts=class_counts)
         if compression.active:
             report.update(compressed, sparse_encoding=sparse)
             report.update(_compressed_report(flatbuffer, keras_model,

@@ -151,14 +151,15 @@ def export_tflite_localizer(source, output, quantize="none", int8_io=False,
     def check(flatbuffer):
         if calibration_data is None or not verify_images:
             return {}
-        images = calibration.calibration_images(
+        images, class_counts = calibration.sampled_images(
             calibration_data, "validation", data_dir, source.test_scale,
             source.crop, verify_images)
         report = verify_tflite(flatbuffer, keras_model, images)
         report.update(quantize=quantize, int8_io=bool(int8_io),
                       input_size=source.crop, regression=source.regression,
                       output=os.path.abspath(output),
-                      calibration_data=calibration_data)
+                      calibration_data=calibration_data,
+                      class_counts=class_counts)
         return report
 
     return litert.write_verified(output, flatbuffer, check, overwrite)

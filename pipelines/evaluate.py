@@ -18,6 +18,12 @@ JSON: a list with one entry per protocol,
                                            # combined; dense_stride: dense
                                            # and combined only
 
+A folder of class sub-folders (no train/val split) holds out a tenth of
+each class as its validation split: its results add "split_images" and
+"dataset_images" (the split's and the folder's image counts) and the table
+says "N of M images (validation split)"; `--split=all` evaluates every
+image of the folder.
+
 Protocols (see `pipelines.protocols`):
 
     single      central crop at each Q (no flip)
@@ -265,7 +271,7 @@ def evaluate(models, dataset, protocols=PROTOCOLS, scales=None,
             (`sources.stratified_sample`, from `seed`; undecodable ones
             included in the N); the results then hold `class_counts`.
         flip: dense and multicrop also evaluate horizontal flips.
-        split: the dataset split.
+        split: the dataset split ("all": every image of a folder).
         preprocessing: override every model's preprocessing mode.
         batch_size: crops per model call (multicrop runs 50 per scale).
         verbose: print progress every `verbose` images (0: never).
@@ -305,6 +311,7 @@ def evaluate(models, dataset, protocols=PROTOCOLS, scales=None,
                          f"max_images={max_images!r}")
 
     source, dataset_name = _open_dataset(dataset, split, data_dir)
+    held_out = sources.split_counts(source)  # before a sample replaces it
 
     def matched(source):
         return sources.match_classes(
@@ -319,9 +326,8 @@ def evaluate(models, dataset, protocols=PROTOCOLS, scales=None,
         sample, class_counts = sources.stratified_sample(source, max_images,
                                                          seed)
         examples = matched(sample).dataset
-        if class_counts is not None:
-            class_counts = dict(zip(source.class_names or [
-                str(i) for i in range(len(class_counts))], class_counts))
+        class_counts = sources.named_class_counts(class_counts,
+                                                  source.class_names)
     counter = augment.SkipCounter()
     decoded = augment.map_skipping_errors(examples, decode_example, counter,
                                           deterministic=True)
@@ -379,6 +385,7 @@ def evaluate(models, dataset, protocols=PROTOCOLS, scales=None,
             "models": [m.name for m in loaded],
             "dataset": dataset_name,
             "split": split,
+            **held_out,
         })
         # Only the settings the protocol uses: a single crop is neither
         # flipped nor dense.
@@ -424,12 +431,25 @@ def format_results(results):
                      else ", no flips")
                   + (f", top-5 = top-{r['top5_k']}" if r["top5_k"] < 5
                      else ""))
-        if r.get("class_counts"):
-            counts = r["class_counts"]
-            table += ("\nSampled from every class: " + sources.
-                      format_class_counts(list(counts.values()),
-                                          list(counts)))
+        table += footnotes(r)
     return table
+
+
+def footnotes(result):
+    """The lines under a results table, each after a newline: which part of
+    a folder was scored ("N of M images (validation split)",
+    `sources.split_counts`) and the classes of a `max_images` sample."""
+    lines = ""
+    if "dataset_images" in result:
+        lines += (f"\n{result['split_images']} of "
+                  f"{result['dataset_images']} images ({result['split']} "
+                  f"split) of {result['dataset']}: --split=all evaluates "
+                  "every image of the folder.")
+    if result.get("class_counts"):
+        counts = result["class_counts"]
+        lines += ("\nSampled from every class: " + sources.
+                  format_class_counts(list(counts.values()), list(counts)))
+    return lines
 
 
 def write_json(results, path):
@@ -448,7 +468,10 @@ def define_flags(flag_values=None):
     flags.DEFINE_string("dataset", "builtin",
                         "builtin, tfrecord:GLOB, folder:DIR or a tfds name.",
                         flag_values=fv)
-    flags.DEFINE_string("split", "validation", "Dataset split.",
+    flags.DEFINE_string("split", "validation", "Dataset split: train, "
+                        "validation, all (every image of a folder:DIR: a "
+                        "folder of class sub-folders holds out a tenth as "
+                        "its validation split), or a tfds split string.",
                         flag_values=fv)
     flags.DEFINE_string("data_dir", None,
                         "tfds data_dir, or the built-in dataset's cache.",
@@ -505,7 +528,8 @@ def run_localization(fv):
              f"{100 * r['top5_error']:.2f}" if "top5_error" in r else "-",
              r["images"]) for r in results]
     print(format_table(["protocol", "scales Q", "loc. error % (GT class)",
-                        "top-5 loc. error %", "images"], rows))
+                        "top-5 loc. error %", "images"], rows)
+          + footnotes(results[0]))
     if fv.output:
         write_json(results, fv.output)
         print(f"Results written to {fv.output}")

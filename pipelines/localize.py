@@ -160,7 +160,7 @@ def _matched_source(source, models, dataset):
 def evaluate_localization(localizers, classifiers=(), dataset="builtin",
                           protocol="center", scales=None, data_dir=None,
                           split="validation", max_images=None, flip=False,
-                          dense_stride=STRIDE):
+                          dense_stride=STRIDE, seed=0):
     """Localisation error of `localizers` on a dataset with boxes.
 
     Args:
@@ -175,11 +175,16 @@ def evaluate_localization(localizers, classifiers=(), dataset="builtin",
         dense_stride: input pixels between the positions of the dense
             protocols (the classifier's top-5 and the dense boxes): 32, 16
             or 8 (see `keras_vgg.fully_convolutional`).
+        max_images: localise N examples drawn from every class alike
+            (`sources.stratified_sample`, from `seed`; undecodable images
+            and images without boxes are included in the N and left out);
+            the result then holds `class_counts`.
 
     Returns:
         dict with `protocol`, `scales`, `images`, `localization_error`
         (ground-truth class) and, with classifiers, `top5_error`, plus
-        `images_per_second`.
+        `images_per_second`, `dataset`, `split` (and a folder's
+        `split_images` and `dataset_images`: `sources.split_counts`).
     """
     if protocol not in ("center", "dense"):
         raise ValueError(f"Unknown localisation `protocol`={protocol!r}; "
@@ -198,16 +203,27 @@ def evaluate_localization(localizers, classifiers=(), dataset="builtin",
         loc.fully_convolutional(stride=dense_stride, what="--dense_stride")
     scales = [int(q) for q in (scales or sorted({loc.test_scale
                                                      for loc in locs}))]
-    source = _matched_source(
-        sources.load_source(dataset, split, data_dir=data_dir,
-                            shuffle_files=False), locs + clfs, dataset)
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"`max_images` must be >= 1. Received: "
+                         f"max_images={max_images!r}")
+    raw = sources.load_source(dataset, split, data_dir=data_dir,
+                              shuffle_files=False)
+    # Refuses other classes before any image is read.
+    source = _matched_source(raw, locs + clfs, dataset)
+    class_counts = None
+    if max_images is not None:
+        # Sampled among the dataset's own classes, before they become the
+        # models' (of which it may hold only some).
+        sample, class_counts = sources.stratified_sample(raw, max_images,
+                                                         seed)
+        source = _matched_source(sample, locs + clfs, dataset)
+        class_counts = sources.named_class_counts(class_counts,
+                                                  raw.class_names)
     counted = wrong = wrong5 = 0
     start = time.perf_counter()
     # An element that fails (a folder image whose size cannot be read for
     # its pixel boxes) is left out, as undecodable images are below.
     for example in source.dataset.ignore_errors():
-        if max_images and counted >= max_images:
-            break
         try:
             image = tf.io.decode_image(example["encoded"], channels=3,
                                        expand_animations=False).numpy()
@@ -244,9 +260,13 @@ def evaluate_localization(localizers, classifiers=(), dataset="builtin",
               "flip": bool(flip and protocol == "dense"),
               "dense_stride": int(dense_stride),
               "localization_error": wrong / counted,
-              "images_per_second": counted / (time.perf_counter() - start)}
+              "images_per_second": counted / (time.perf_counter() - start),
+              "dataset": dataset, "split": split,
+              **sources.split_counts(raw)}
     if clfs:
         result["top5_error"] = wrong5 / counted
+    if class_counts is not None:
+        result["class_counts"] = class_counts
     return result
 
 

@@ -59,6 +59,9 @@ from pipelines import synthetic
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "validation",
                   "valid": "validation", "validation": "validation"}
+# Every image of a folder, both splits: what a folder given whole as test
+# data is evaluated on.
+ALL_SPLITS = "all"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,12 +79,17 @@ class Source:
         paths: the image files in the order the dataset reads them
             without file shuffling (folder sources), else None: lets an
             error name a file.
+        dataset_examples: the images of the whole folder when the split is
+            a part held out of it (a folder of class sub-folders, split by
+            `val_fraction`), else None: lets an evaluation say it scored
+            only part of the folder.
     """
     dataset: tf.data.Dataset
     class_names: tuple | None
     num_classes: int | None
     num_examples: int | None
     paths: tuple | None = None
+    dataset_examples: int | None = None
 
 
 def element_spec():
@@ -101,9 +109,10 @@ def load_source(spec, split="train", data_dir=None, val_fraction=0.1,
             (optionally prefixed "tfds:").  GLOB may hold "{split}"
             ("/data/in1k/{split}-*"); a folder stands for
             "FOLDER/{split}-*"; any other GLOB is read whatever the split.
-        split: "train" or "validation" ("val" is accepted).  tfds sources
-            take any tfds split string ("train[:10%]"); their "validation"
-            falls back to "test" when the dataset has no validation split.
+        split: "train" or "validation" ("val" is accepted); "all": every
+            image of a folder (both splits).  tfds sources take any tfds
+            split string ("train[:10%]", "all"); their "validation" falls
+            back to "test" when the dataset has no validation split.
         data_dir: builtin: where the generated dataset lives (default
             `synthetic.default_cache_dir()`); tfds: the tfds data_dir.
         val_fraction: folder sources: the fraction of each class held out,
@@ -149,8 +158,8 @@ def load_source(spec, split="train", data_dir=None, val_fraction=0.1,
         return _tfrecord(spec, rest, _split_name(split, spec), seed,
                          shuffle_files, label_offset)
     if kind == "folder":
-        return _folder(spec, rest, _split_name(split, spec), val_fraction,
-                       seed, shuffle_files)
+        return _folder(spec, rest, _split_name(split, spec, every=True),
+                       val_fraction, seed, shuffle_files)
     if kind == "tfds":
         return _tfds(spec, rest, split, data_dir, seed, shuffle_files)
     return _tfds(spec, spec, split, data_dir, seed, shuffle_files)
@@ -173,11 +182,16 @@ def expand_path(path):
     return os.path.expandvars(os.path.expanduser(os.fspath(path)))
 
 
-def _split_name(split, spec):
+def _split_name(split, spec, every=False):
+    """The canonical split name; `every`: "all" is allowed (folders)."""
+    if every and split == ALL_SPLITS:
+        return split
     if split not in _SPLIT_ALIASES:
-        raise ValueError(
-            f"`split` must be 'train' or 'validation' for spec={spec!r}. "
-            f"Received: split={split!r}")
+        allowed = "'train', 'validation' or 'all'" if every else (
+            "'train' or 'validation' ('all' is for folder:DIR and tfds "
+            "specs)")
+        raise ValueError(f"`split` must be {allowed} for spec={spec!r}. "
+                         f"Received: split={split!r}")
     return _SPLIT_ALIASES[split]
 
 
@@ -339,6 +353,25 @@ def stratified_sample(source, count, seed=0):
     return dataclasses.replace(source, dataset=dataset,
                                num_examples=len(examples),
                                paths=paths), [int(n) for n in take]
+
+
+def split_counts(source):
+    """{"split_images": N, "dataset_images": M} when `source` is a split
+    holding N of the M images of a folder (its held-out part or the rest),
+    else {}: what an evaluation records so that nobody takes a folder's
+    tenth for the whole folder."""
+    whole, part = source.dataset_examples, source.num_examples
+    if whole is None or part is None or part >= whole:
+        return {}
+    return {"split_images": int(part), "dataset_images": int(whole)}
+
+
+def named_class_counts(counts, names=None):
+    """`stratified_sample`'s per-label counts as {class name: count} (names
+    "0", "1", ... when the source has none); None stays None."""
+    if counts is None:
+        return None
+    return dict(zip(names or [str(i) for i in range(len(counts))], counts))
 
 
 def format_class_counts(counts, names=None, limit=10):
@@ -553,7 +586,9 @@ def _folder(spec, directory, split, val_fraction, seed, shuffle_files):
     if not directory or not os.path.isdir(directory):
         raise ValueError(f"`spec`={spec!r}: {directory!r} is not a folder.")
     classes, splits = _folder_split(spec, directory, val_fraction, seed)
-    items = splits[split]
+    every = sorted((item for s in splits.values() for item in s),
+                   key=lambda item: (item[1], item[0]))
+    items = every if split == ALL_SPLITS else splits[split]
     by_split = split_folders(directory)
     if not items and by_split is not None and "train" not in by_split:
         raise ValueError(
@@ -586,7 +621,8 @@ def _folder(spec, directory, split, val_fraction, seed, shuffle_files):
 
     dataset = dataset.map(example, num_parallel_calls=tf.data.AUTOTUNE)
     return Source(dataset, tuple(classes), len(classes), len(paths),
-                  paths=tuple(paths))
+                  paths=tuple(paths),
+                  dataset_examples=len(every) if by_split is None else None)
 
 
 def _ragged_boxes(rows):

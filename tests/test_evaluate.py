@@ -401,3 +401,29 @@ def test_cli_max_images_samples_every_class(runs, tmp_path):
     assert r["class_counts"] == {name: 1 for name in sorted(CLASS_NAMES)}
     assert "Sampled from every class: circle 1, square 1" in \
         evaluate.format_results([r])
+
+
+def test_cli_says_a_flat_folder_is_scored_on_its_held_out_part(
+        runs, tmp_path, capsys):
+    (run0, _), _ = runs
+    folder = tmp_path / "images"
+    for label, name in enumerate(CLASS_NAMES):
+        os.makedirs(folder / name)
+        for i in range(3):
+            keras.utils.save_img(str(folder / name / f"{i}.png"),
+                                 pixels(36, 40, seed=label + 4 * i))
+    output = tmp_path / "held_out.json"
+    evaluate.cli([f"--model={run0}", f"--dataset=folder:{folder}",
+                  "--protocol=single", f"--output={output}"])
+    # One image of each class is held out as the validation split.
+    assert "4 of 12 images (validation split)" in capsys.readouterr().out
+    [r] = json.loads(output.read_text())
+    assert r["images"] == 4 and r["split"] == "validation"
+    assert r["split_images"] == 4 and r["dataset_images"] == 12
+    output = tmp_path / "all.json"
+    evaluate.cli([f"--model={run0}", f"--dataset=folder:{folder}",
+                  "--protocol=single", "--split=all", f"--output={output}"])
+    assert " of 12 images" not in capsys.readouterr().out
+    [r] = json.loads(output.read_text())
+    assert r["images"] == 12 and r["split"] == "all"
+    assert "dataset_images" not in r

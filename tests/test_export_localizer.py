@@ -193,7 +193,10 @@ def test_tflite_crop_model_boxes(runs, tmp_path):
     assert report["top1_agreement"] == 1.0
     assert report["mean_box_iou"] > 0.999
     with open(litert.verification_path(output)) as f:
-        assert json.load(f)["regression"] == "pcr"
+        saved = json.load(f)
+    assert saved["regression"] == "pcr"
+    # 8 verification images drawn from the 5 built-in classes alike.
+    assert sorted(saved["class_counts"].values()) == [1, 1, 2, 2, 2]
     # The LiteRT boxes are the central-crop protocol's on a crop-sized
     # image (Q = crop: the crop is the image).
     from ai_edge_litert.interpreter import Interpreter

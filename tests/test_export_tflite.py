@@ -14,6 +14,7 @@ from export import calibration
 from export import litert
 from export import tflite
 from keras_vgg import layers as vgg_layers
+from pipelines import sources
 from pipelines import synthetic
 from tests import tiny_run
 
@@ -75,6 +76,12 @@ def test_float_matches_keras(source, data_dir, validation, tmp_path):
         assert key in saved
     assert saved["size_bytes"] == os.path.getsize(output)
     assert saved["images"] == 60 and saved["quantize"] == "none"
+    # The classes of the images verified on: here the whole split.
+    labels = [int(e["label"]) for e in sources.load_source(
+        "builtin", "validation", data_dir=data_dir).dataset]
+    assert saved["class_counts"] == {
+        name: labels.count(i) for i, name in enumerate(
+            synthetic.CLASS_NAMES)}
     assert litert.verification_path(output).endswith(
         "none.verification.json")
 
@@ -187,9 +194,45 @@ def test_verification_images_come_from_every_class(tmp_path):
     images, labels = calibration.labelled_images(
         f"folder:{tmp_path}", "train", scale=32, crop=32, count=3)
     assert sorted(labels.tolist()) == [0, 1, 2] and len(images) == 3
+    images, counts = calibration.sampled_images(
+        f"folder:{tmp_path}", "train", scale=32, crop=32, count=4)
+    assert len(images) == 4 and sorted(counts) == ["a", "b", "c"]
+    assert sorted(counts.values()) == [1, 1, 2]
 
 
 def _save_png(path, seed):
     from PIL import Image
     pixels = np.random.RandomState(seed).randint(0, 255, (36, 36, 3))
     Image.fromarray(pixels.astype("uint8")).save(path)
+
+
+@pytest.mark.slow
+def test_dynamic_size_refuses_an_image_smaller_than_the_crop(tmp_path):
+    """Keras's MinimumImageSize check survives the conversion: recorded in
+    the file's metadata, applied by the LiteRT runner (a smaller image
+    gave NaN)."""
+    from export import common
+
+    run_dir, _ = tiny_run.write_run(str(tmp_path / "run"))
+    source = common.load_export_model(run_dir)
+    output = str(tmp_path / "dyn.tflite")
+    tflite.export_tflite(source, output, dynamic_size=True,
+                         calibration_data=None)
+    meta = litert.read_metadata(model_path=output)
+    assert meta["minimum_image_size"]["minimum"] == [CROP, CROP]
+    with open(output, "rb") as f:
+        content = f.read()
+    for lite in (litert.LiteModel(model_path=output),
+                 litert.LiteModel(model_content=content)):
+        with pytest.raises(ValueError, match=r"Image size 28x40 .* smaller "
+                           r"than the smallest input .*, 32x32"):
+            lite.predict(tiny_run.pixels(28, 40)[None])
+        assert np.isfinite(lite.predict(tiny_run.pixels(32, 40)[None])).all()
+    # A fixed-size model takes its crop only.
+    fixed = str(tmp_path / "fixed.tflite")
+    tflite.export_tflite(source, fixed, calibration_data=None)
+    assert litert.read_metadata(model_path=fixed) == {}
+    with pytest.raises(ValueError, match=r"Image size 36x36 .* not the input "
+                       r"size of this model, 32x32"):
+        litert.LiteModel(model_path=fixed).predict(
+            tiny_run.pixels(36, 36)[None])

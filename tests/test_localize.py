@@ -246,3 +246,37 @@ def test_localization_matches_classes_by_name(tmp_path):
         localize.evaluate_localization(
             [_named_pcr_localizer(["one", "three"])],
             dataset=f"folder:{tmp_path}", split="train", protocol="center")
+
+
+def test_max_images_samples_every_class(tmp_path, capsys):
+    # Class "one": three images whose box is the whole image (hits);
+    # class "two": three whose box is the left half (misses, IoU < 0.5).
+    # The first two images are both of "one": a sample of every class
+    # holds one of each, an error of 1/2.
+    import json
+
+    import tensorflow as tf
+
+    from pipelines import evaluate
+
+    rows = []
+    for name, box in (("one", "0,0,32,32"), ("two", "0,0,16,32")):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            tf.io.write_file(str(tmp_path / name / f"{i}.png"),
+                             tf.io.encode_png(tf.zeros((32, 32, 3),
+                                                       tf.uint8)))
+            rows.append(f"{name}/{i}.png,{box}")
+    (tmp_path / "boxes.csv").write_text("filename,xmin,ymin,xmax,ymax\n"
+                                        + "\n".join(rows) + "\n")
+    loc = constant_localizer(classes=2)
+    loc.model.save(str(tmp_path / "loc.keras"))
+    output = tmp_path / "loc.json"
+    evaluate.cli([f"--model={tmp_path}/loc.keras", "--task=localisation",
+                  "--loc_protocol=center", f"--dataset=folder:{tmp_path}",
+                  "--split=train", "--max_images=2", f"--output={output}"])
+    [result] = json.loads(output.read_text())
+    assert result["images"] == 2 and result["localization_error"] == 0.5
+    assert result["class_counts"] == {"one": 1, "two": 1}
+    assert "Sampled from every class: one 1, two 1" in \
+        capsys.readouterr().out

@@ -1,5 +1,6 @@
 import functools
 import io
+import os
 import re
 
 import numpy as np
@@ -644,3 +645,21 @@ def test_a_folder_of_val_alone_is_a_validation_split(tmp_path):
     with pytest.raises(ValueError, match=r"only a validation split .*val'\)"
                                          r": no 'train' images"):
         sources.load_source(spec, "train")
+
+
+def test_split_all_reads_every_image_of_a_folder(tmp_path):
+    for name in ("a", "b"):
+        os.makedirs(tmp_path / name)
+        for i in range(5):
+            (tmp_path / name / f"{i}.png").write_bytes(b"x")
+    spec = f"folder:{tmp_path}"
+    held_out = sources.load_source(spec, "validation")
+    every = sources.load_source(spec, "all")
+    assert held_out.num_examples == 2 and every.num_examples == 10
+    assert sources.split_counts(held_out) == {"split_images": 2,
+                                              "dataset_images": 10}
+    assert sources.split_counts(every) == {}
+    assert [os.path.relpath(p, tmp_path) for p in every.paths] == [
+        f"{c}/{i}.png" for c in "ab" for i in range(5)]
+    with pytest.raises(ValueError, match="'all' is for folder"):
+        sources.load_source("tfrecord:/nowhere/*", "all")
