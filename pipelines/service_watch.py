@@ -19,11 +19,14 @@ thread.  A `ServiceWatch` thread, running while the trainer trains:
 - sees SIGTERM through `signal.set_wakeup_fd` (the trainer's Python handler
   stays installed and still answers it whenever the main thread runs).
   When the service is unreachable and the main thread has not come back
-  from its loop call within the grace period, the main thread is waiting
-  for input: a loop of one step has applied nothing yet, so the watch
-  saves the checkpoint at the step counter; a longer loop may have applied
-  some of its steps, so the last checkpoint is kept.  Either way it ends
-  the process with status 143, as the trainer does.
+  from its loop call within the grace period, it is stuck there.  Seen
+  with TF 2.21: stuck after its step's update was applied (the optimizer
+  had counted one update more than the step counter), so the watch
+  compares the optimizer's update count with the one at the call's start:
+  a one-step loop saves its step counted (applied or not); a longer loop
+  may have applied any number of its steps, and the last checkpoint is
+  kept.  Either way it ends the process with status 143, as the trainer
+  does.
 """
 
 import collections
@@ -104,26 +107,32 @@ class ServiceWatch:
         service: the run's `data_service`.
         timeout: seconds without the dispatcher (or without any worker)
             before the process ends.
-        save_stalled: called from the watch thread when SIGTERM came while
-            the main thread waits for the input of a one-step loop; saves a
-            checkpoint and returns what was saved ("saved ... at step S").
-            None: such a save cannot be made (every worker of a
-            multi-worker run would have to take part).
+        save_stalled: `save_stalled(applied)` is called from the watch
+            thread when SIGTERM came while the main thread is stuck in a
+            loop call of one step (or releasing an epoch's input) that has
+            applied `applied` (0 or 1) updates the step counter does not
+            count yet; it saves a checkpoint and returns what was saved
+            ("saved ... at step S").  None: such a save cannot be made.
         last_checkpoint: returns the last checkpoint's description
             ("step S" or "none yet").
+        updates: returns the count of updates applied (the optimizer's
+            iterations).
         probe_seconds: time between probes.
         min_grace: see `MIN_GRACE_SECONDS`.
     """
 
     def __init__(self, service, timeout, save_stalled, last_checkpoint,
-                 probe_seconds=PROBE_SECONDS, min_grace=MIN_GRACE_SECONDS):
+                 updates, probe_seconds=PROBE_SECONDS,
+                 min_grace=MIN_GRACE_SECONDS):
         self.address = data_service.address(service)
         self.timeout = timeout
         self._save_stalled = save_stalled
         self._last_checkpoint = last_checkpoint
+        self._updates = updates
         self._probe_seconds = probe_seconds
         self._min_grace = min_grace
-        self._call = None  # (start, steps) of the running loop call
+        # (start, steps, updates before) of the running loop call.
+        self._call = None
         self._iterator = None
         self._durations = collections.deque(maxlen=100)
         self._lost = set()
@@ -172,7 +181,7 @@ class ServiceWatch:
             # dispatcher.
             self._iterator = iterator
             start = time.monotonic()
-            self._call = (start, int(num_steps))
+            self._call = (start, int(num_steps), self._updates())
             try:
                 return loop(iterator, num_steps)
             finally:
@@ -187,7 +196,7 @@ class ServiceWatch:
         a task for it beside the next epoch's.  Freeing it waits for the
         dispatcher (forever, when it is gone); meanwhile every step is
         counted, and the watch may save (as a loop call of zero steps)."""
-        self._call = (time.monotonic(), 0)
+        self._call = (time.monotonic(), 0, self._updates())
         try:
             self._iterator = None
             gc.collect()
@@ -259,8 +268,11 @@ class ServiceWatch:
     def _end_on_sigterm(self, call, silent):
         start = f"SIGTERM while waiting for input ({silent}): "
         end = "; the same command resumes from it."
-        if call is not None and call[1] <= 1 and self._save_stalled:
-            _exit(start + self._save_stalled() + end, 128 + signal.SIGTERM)
+        applied = None if call is None else self._updates() - call[2]
+        if (call is not None and call[1] <= 1 and 0 <= applied <= call[1]
+                and self._save_stalled):
+            _exit(start + self._save_stalled(applied) + end,
+                  128 + signal.SIGTERM)
         why = ""
         if call is not None and call[1] > 1:
             why = (f" (a loop of {call[1]} steps may have applied some of "

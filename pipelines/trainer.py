@@ -659,21 +659,27 @@ class Trainer:
             yield
             return
         loop = self._train_loop
-        # Only a single process can save alone.
-        save = None if distribute.cluster_task()[0] else self._save_stalled
+        # Only a single process can save alone; float16's loss scaling
+        # skips updates, and the update count then says nothing.
+        alone = not (distribute.cluster_task()[0]
+                     or self.cfg.mixed_precision == "float16")
         with service_watch.ServiceWatch(
-                self.cfg.data_service, self.cfg.data_service_timeout, save,
-                self._last_checkpoint) as self._service_watch:
+                self.cfg.data_service, self.cfg.data_service_timeout,
+                self._save_stalled if alone else None, self._last_checkpoint,
+                lambda: int(self.optimizer.iterations.numpy())
+        ) as self._service_watch:
             self._train_loop = self._service_watch.timed(loop)
             try:
                 yield
             finally:
                 self._train_loop = loop
 
-    def _save_stalled(self):
-        # From the watch thread, while the main thread waits inside a loop
-        # of one step for its input: none of that step is applied, so the
-        # variables are those of the step counter.
+    def _save_stalled(self, applied):
+        # From the watch thread, while the main thread is stuck in a loop
+        # call of one step: `applied` (0 or 1) is whether that step's update
+        # is in the variables; the main thread never counts it.
+        self.progress["step"].assign_add(applied)
+        self._pending_images += applied * self.cfg.batch_size
         self._save()
         return (f"saved {self.manager.latest_checkpoint} at step "
                 f"{self._step()}")
