@@ -116,6 +116,10 @@ class TrainConfig:
     # "grpc://HOST:PORT" of a tf.data service (`pipelines.data_service`)
     # whose workers decode and augment the training images; None: here.
     data_service: str = None
+    # Seconds the dispatcher (or every worker) of `data_service` may go
+    # unanswered before training ends with an error
+    # (`pipelines.service_watch`).
+    data_service_timeout: float = 120.0
 
     def __post_init__(self):
         try:
@@ -165,6 +169,8 @@ class TrainConfig:
             (self.data_service is None
              or data_service.is_address(self.data_service),
              "data_service", "must be grpc://HOST:PORT or HOST:PORT"),
+            (self.data_service_timeout > 0, "data_service_timeout",
+             "must be > 0 (seconds)"),
             # Service workers deliver batches in the order they finish.
             (not (self.data_service and self.deterministic), "data_service",
              "cannot be combined with deterministic=True"),

@@ -36,7 +36,7 @@ from keras_vgg import runs
 SAFE_CHANGES = ("learning_rate", "max_epochs", "max_steps",
                 "checkpoint_every", "keep_checkpoints", "val_batch_size",
                 "max_rollbacks", "lr_patience", "lr_decay_epochs",
-                "steps_per_loop", "data_service")
+                "steps_per_loop", "data_service", "data_service_timeout")
 
 # The file a run locks, in its directory.  Not one of `_TEMP_NAMES`: a
 # start must never remove it.

@@ -187,6 +187,11 @@ _FIELD_HELP = {
                     "pipelines.data_service): its workers decode and augment "
                     "the training images. Bad images are then not counted, "
                     "and runs are not reproducible (no --deterministic).",
+    "data_service_timeout": "Seconds the tf.data service's dispatcher (or "
+                            "every worker) may not answer before training "
+                            "ends with an error, keeping the last "
+                            "checkpoint (the service's client itself waits "
+                            "forever).",
     "mixed_precision": "none, bfloat16 or float16. bfloat16: about 2x "
                        "faster VGG16 steps on CPUs with AVX512_BF16/AMX, "
                        "TPUs and Ampere-or-later GPUs (python -m "

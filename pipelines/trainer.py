@@ -33,7 +33,6 @@ the pipeline.
 import collections
 import contextlib
 import dataclasses
-import gc
 import json
 import math
 import os
@@ -52,6 +51,7 @@ from keras_vgg import runs
 from pipelines import augment
 from pipelines import distribute
 from pipelines import run_dir
+from pipelines import service_watch
 from pipelines import tasks
 from pipelines.schedule import PlateauSchedule
 
@@ -576,7 +576,7 @@ class Trainer:
             return finished
         if self.chief and not self.restored:
             self._log_images(0)
-        with self._checkpoint_on_sigterm():
+        with self._checkpoint_on_sigterm(), self._watching_data_service():
             summary, stop_reason = self._loop()
         if summary is None:
             summary = self.validate()
@@ -596,11 +596,7 @@ class Trainer:
             epoch = int(self.progress["epoch"].numpy())
             result = self._train_epoch(epoch, max_steps)
             if self.cfg.data_service:
-                # The epoch's iterator sits in reference cycles inside
-                # tf.distribute; until Python's cycle collector frees it,
-                # its tf.data service job stays open and the workers keep
-                # running a task for it beside the next epoch's.
-                gc.collect()
+                self._service_watch.release_input()
             if result.diverged_step is not None:
                 rollbacks += 1
                 self._roll_back(rollbacks, result.diverged_step)
@@ -666,6 +662,44 @@ class Trainer:
         finally:
             signal.signal(signal.SIGTERM, previous if previous is not None
                           else signal.SIG_DFL)
+
+    @contextlib.contextmanager
+    def _watching_data_service(self):
+        """With a tf.data service, a `service_watch.ServiceWatch` while
+        training: its client never times out, and SIGTERM goes unanswered
+        while the loop waits for a batch that will not come."""
+        if not self.cfg.data_service:
+            yield
+            return
+        loop = self._train_loop
+        # Only a single process can save alone; float16's loss scaling
+        # skips updates, and the update count then says nothing.
+        alone = not (distribute.cluster_task()[0]
+                     or self.cfg.mixed_precision == "float16")
+        with service_watch.ServiceWatch(
+                self.cfg.data_service, self.cfg.data_service_timeout,
+                self._save_stalled if alone else None, self._last_checkpoint,
+                lambda: int(self.optimizer.iterations.numpy())
+        ) as self._service_watch:
+            self._train_loop = self._service_watch.timed(loop)
+            try:
+                yield
+            finally:
+                self._train_loop = loop
+
+    def _save_stalled(self, applied):
+        # From the watch thread, while the main thread is stuck in a loop
+        # call of one step: `applied` (0 or 1) is whether that step's update
+        # is in the variables; the main thread never counts it.
+        self.progress["step"].assign_add(applied)
+        self._pending_images += applied * self.cfg.batch_size
+        self._save()
+        return (f"saved {self.manager.latest_checkpoint} at step "
+                f"{self._step()}")
+
+    def _last_checkpoint(self):
+        latest = self.manager.latest_checkpoint
+        return f"step {latest.rsplit('-', 1)[1]}" if latest else "none yet"
 
     def _stop_if_preempted(self):
         if not self._sigterm or self._preemption is not None:

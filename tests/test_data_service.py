@@ -4,19 +4,29 @@ augment the built-in data for a short run."""
 
 import dataclasses
 import gc
+import json
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from absl import flags
 
 from pipelines import augment
 from pipelines import data_service
 from pipelines import recipes
+from pipelines import service_watch
 from pipelines import sources
 from pipelines import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +64,26 @@ def test_flag_sets_the_field():
     cfg = train.config_from_flags(fv)
     assert cfg.data_service == "grpc://trainer-data:5050"
     assert "tf.data service" in fv["data_service"].help
+    fv(["train", "--data_service_timeout=7.5"])
+    assert train.config_from_flags(fv).data_service_timeout == 7.5
+    with pytest.raises(ValueError, match="`data_service_timeout` must be > 0"
+                       ".*data_service_timeout=0"):
+        recipes.TrainConfig(data_service_timeout=0)
+
+
+def test_watch_lists_workers_and_probes_them(service):
+    # The dispatcher's own list (its GetWorkers RPC), read without
+    # TensorFlow's Python messages.
+    workers = service_watch.worker_addresses(service)
+    assert len(workers) == 2 and len(set(workers)) == 2, workers
+    assert all(re.fullmatch(r"127\.0\.0\.1:\d+", w) for w in workers)
+    assert all(service_watch.answers(w) for w in workers)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{s.getsockname()[1]}"
+    assert not service_watch.answers(closed, timeout=1)
+    with pytest.raises(service_watch.grpc.RpcError):
+        service_watch.worker_addresses(closed, timeout=1)
 
 
 def test_workers_read_each_example_once_per_pass(service, data_dir):
@@ -108,11 +138,136 @@ def test_training_through_the_service_learns(service, data_dir, tmp_path):
 
 def test_cli_refuses_a_port_out_of_range():
     # A port over 65535 would silently wrap around (70000 -> 4464).
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.run(
         [sys.executable, "-m", "pipelines.data_service", "--port=70000"],
-        env=dict(os.environ, PYTHONPATH=root), cwd=root,
+        env=ENV, cwd=ROOT,
         capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "--port=70000" in lines[0], proc.stderr
+
+
+# -- a service that dies under a training command -----------------------------
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_service(workers=1):
+    """`python -m pipelines.data_service` in a process of its own (to be
+    killed); returns (the process, its address)."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.data_service", f"--port={port}",
+         f"--workers={workers}", "--host=127.0.0.1"],
+        env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        text=True)
+    assert "dispatcher" in proc.stdout.readline()
+    return proc, f"grpc://127.0.0.1:{port}"
+
+
+def _train_command(model_dir, data_dir, address, *extra):
+    return [sys.executable, "-m", "pipelines.train", "--recipe=demo",
+            f"--model_dir={model_dir}", f"--data_dir={data_dir}",
+            f"--data_service={address}", "--checkpoint_every=2", *extra]
+
+
+def _start_training(model_dir, data_dir, address, *extra):
+    """The training command, once it has saved its second checkpoint (its
+    input then flows through the service)."""
+    proc = subprocess.Popen(
+        _train_command(model_dir, data_dir, address, "--max_steps=10000",
+                       *extra),
+        env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    state = os.path.join(model_dir, "checkpoints", "checkpoint")
+    deadline = time.monotonic() + 240
+    while not (os.path.exists(state) and "ckpt-4" in open(state).read()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("no checkpoint: " + proc.communicate()[1][-2000:])
+        time.sleep(0.5)
+    return proc
+
+
+def _ended(proc, seconds):
+    """(exit status, stderr lines) of `proc`, which must end within
+    `seconds`."""
+    try:
+        _, err = proc.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"still running {seconds} s later: "
+                    + proc.communicate()[1][-2000:])
+    return proc.returncode, err.strip().splitlines()
+
+
+def _latest_step(model_dir):
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir,
+                                                     "checkpoints"))
+    return latest, int(tf.train.load_variable(
+        latest, "step/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+@pytest.mark.slow
+def test_a_dead_dispatcher_ends_training_with_an_error(data_dir, tmp_path):
+    # TensorFlow's client would wait for it forever.
+    server, address = _start_service()
+    model_dir = str(tmp_path / "run")
+    proc = _start_training(model_dir, data_dir, address,
+                           "--data_service_timeout=4")
+    server.kill()
+    server.wait()
+    status, lines = _ended(proc, 4 + 60)
+    assert status == 1, lines
+    latest, step = _latest_step(model_dir)
+    seconds = re.fullmatch(
+        rf"error: tf\.data service dispatcher {re.escape(address[7:])} "
+        r"unreachable for (\d+) s; the last checkpoint "
+        rf"\(step {step}\) is kept; rerun the same command to resume\.",
+        lines[-1])
+    assert seconds and 4 <= int(seconds[1]) <= 4 + 10, lines
+    assert latest.endswith(f"ckpt-{step}") and step >= 4
+
+
+@pytest.mark.slow
+def test_sigterm_while_waiting_for_a_dead_service_saves(data_dir, tmp_path):
+    server, address = _start_service()
+    model_dir = str(tmp_path / "run")
+    proc = _start_training(model_dir, data_dir, address,
+                           "--data_service_timeout=600", "--steps_per_loop=1")
+    server.kill()
+    server.wait()
+    # Long enough for the batches already sent to run out: the loop then
+    # waits for input inside TensorFlow, where Python's SIGTERM handler
+    # cannot run.
+    time.sleep(10)
+    proc.send_signal(signal.SIGTERM)
+    status, lines = _ended(proc, 60)
+    assert status == 143, lines
+    latest, step = _latest_step(model_dir)
+    assert lines[-1] == (
+        f"SIGTERM while waiting for input (tf.data service dispatcher "
+        f"{address[7:]} unreachable): saved {latest} at step {step}; the "
+        "same command resumes from it."), lines
+    # The optimizer applied exactly the steps counted (one update per step
+    # in this recipe), although the loop was stuck after its update.
+    assert int(tf.train.load_variable(
+        latest, "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")) == step
+    # A new service, the same command: training goes on from that step.
+    server, address = _start_service()
+    try:
+        proc = subprocess.run(
+            _train_command(model_dir, data_dir, address,
+                           f"--max_steps={step + 2}"),
+            env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    finally:
+        server.kill()
+        server.wait()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"step {step}" in proc.stdout
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+        assert json.load(f)["steps"] == step + 2
