@@ -17,7 +17,7 @@ BACKEND_TESTS := tests/test_atomic.py tests/test_compress.py \
 	tests/test_layering.py tests/test_localizer.py tests/test_packaging.py \
 	tests/test_readme.py tests/test_vgg.py tests/test_weights.py
 
-.PHONY: demo test test-fast test-jax test-torch test-backends lint benchmark install clean
+.PHONY: demo test test-processes test-fast test-jax test-torch test-backends lint benchmark install clean
 
 $(STAMP): setup.py keras_vgg/version.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,16 +38,22 @@ demo: $(STAMP)
 	$(BIN)/python -m pipelines.demo
 	$(BIN)/python -m export.demo
 
-# Every test, the slow ones included; the 15 slowest are listed at the end.
+# Every test, the slow ones included, but for the multi-process drills
+# (`make test-processes`, which CI runs too); the 15 slowest are listed.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --durations=15 tests
+	$(BIN)/python -m pytest -q -n 2 --durations=15 -m "not processes" tests
+
+# The trainer in several processes: a tf.data service, two workers, SIGTERM
+# and SIGKILL (pytest.ini's `processes`).
+test-processes: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --durations=5 -m processes tests
 
 # The tests not marked `slow` (pytest.ini): a quick check while editing.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 -m "not slow" tests
 
 test-jax test-torch: test-%: .venv-%/.installed-stamp
-	KERAS_BACKEND=$* .venv-$*/bin/python -m pytest -q -p no:xdist $(BACKEND_TESTS)
+	KERAS_BACKEND=$* .venv-$*/bin/python -m pytest -q -n 2 $(BACKEND_TESTS)
 
 test-backends: test-jax test-torch
 

@@ -74,6 +74,7 @@ TEST = ALL + [
 # needs no TensorFlow.
 BACKEND_TEST = [
     "pytest>=8",
+    "pytest-xdist>=3.5",
     "pytest-timeout>=2.3",
     "hypothesis>=6.100",
     "pillow>=10",

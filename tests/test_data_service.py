@@ -116,6 +116,7 @@ def test_workers_read_each_example_once_per_pass(service, data_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 def test_training_through_the_service_learns(service, data_dir, tmp_path):
     cfg = dataclasses.replace(
         recipes.RECIPES["demo"], max_epochs=5, lr_patience=10,
@@ -213,6 +214,7 @@ def _latest_step(model_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 def test_a_dead_dispatcher_ends_training_with_an_error(data_dir, tmp_path):
     # TensorFlow's client would wait for it forever.
     server, address = _start_service()
@@ -234,6 +236,7 @@ def test_a_dead_dispatcher_ends_training_with_an_error(data_dir, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 def test_sigterm_while_waiting_for_a_dead_service_saves(data_dir, tmp_path):
     server, address = _start_service()
     model_dir = str(tmp_path / "run")

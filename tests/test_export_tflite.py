@@ -121,7 +121,13 @@ def test_dynamic_size(source, data_dir, validation, tmp_path):
     np.testing.assert_allclose(got, expected, atol=1e-4)
     _, int8 = _export(source, data_dir, tmp_path / "q", "int8",
                       dynamic_size=True)
-    assert int8["top1_agreement"] >= 0.95
+    # What int8 must keep is the probabilities, within a few hundredths
+    # (0.023 measured; a calibration fault gives tenths).  The top-1 flips
+    # it causes are near-ties of this tiny model: on an AVX2 machine 3 or 4
+    # of the 60 images, whose float top-1 margins are 0.004-0.021 (the
+    # median image's is 0.14), so agreement is 0.93-0.95 there.
+    assert int8["max_abs_prob_diff"] < 0.05
+    assert int8["top1_agreement"] >= 0.9
 
 
 def test_refuses_to_overwrite(source, data_dir, tmp_path):

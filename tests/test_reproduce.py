@@ -314,6 +314,7 @@ def test_unknown_table_is_one_error_line(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 def test_sigterm_while_training_is_one_line_and_status_143(tmp_path):
     dataset = write_folder(str(tmp_path / "data"))
     work = tmp_path / "work"

@@ -42,6 +42,7 @@ def test_second_lock_is_refused_naming_the_holder(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 def test_train_into_a_locked_model_dir_refuses_and_leaves_it(tmp_path,
                                                              data_dir):
     model_dir = tmp_path / "run"

@@ -186,6 +186,7 @@ def _env():
     return dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
 
 
+@pytest.mark.processes
 def test_sigkill_and_resume_matches_uninterrupted(tmp_path, data_dir):
     """One step per loop straight through; loops of 4 steps (4, 1, 4, 1:
     they end at every 5th step) killed after step 15, then resumed with
@@ -270,6 +271,7 @@ def _same_weights(tmp_path):
     return int(w0["steps"])
 
 
+@pytest.mark.processes
 def test_multi_worker_mirrored_two_processes(tmp_path, data_dir):
     procs = _start_workers(tmp_path, data_dir)
     outputs = _wait_workers(procs, 300)
@@ -280,6 +282,7 @@ def test_multi_worker_mirrored_two_processes(tmp_path, data_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 def test_sigterm_to_one_worker_stops_both_at_one_step_and_rerun_resumes(
         tmp_path, data_dir):
     run = tmp_path / "run"
@@ -509,6 +512,7 @@ def test_cli_bad_input_is_one_line_and_no_model_dir(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 def test_sigterm_checkpoints_the_step_and_rerun_resumes(tmp_path, data_dir):
     run = tmp_path / "run"
     args = [a for a in _cli(run, data_dir) if not a.startswith(
