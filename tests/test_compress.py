@@ -4,6 +4,7 @@ approximation, exact at full rank, and refuses what cannot apply."""
 import keras
 import numpy as np
 import pytest
+from keras import ops
 
 import keras_vgg
 from keras_vgg import compress
@@ -38,15 +39,17 @@ def _product(low, name):
 
 def test_full_rank_reproduces_the_outputs(model):
     x = images(4, CROP)
-    expected = np.asarray(model(x))
+    expected = ops.convert_to_numpy(model(x))
     assert expected.std(axis=1).mean() > 1e-3  # not a constant output
     for name, rank in (("fc1", 48), ("fc2", 40)):
         low = compress.low_rank_head(model, rank=rank, layers=(name,))
         assert compress.low_rank_ranks(low) == {name: rank}
-        np.testing.assert_allclose(low(x), expected, atol=1e-5)
+        np.testing.assert_allclose(ops.convert_to_numpy(low(x)), expected,
+                                   atol=1e-5)
     # Both at once, by energy 1: ranks up to the layers' own.
     both = compress.low_rank_head(model, energy=1.0)
-    np.testing.assert_allclose(both(x), expected, atol=1e-5)
+    np.testing.assert_allclose(ops.convert_to_numpy(both(x)), expected,
+                               atol=1e-5)
     assert [layer.name for layer in both.layers[-6:]] == [
         "fc1_u", "fc1_v", "fc1_dropout", "fc2_u", "fc2_v", "predictions"]
 
@@ -90,7 +93,8 @@ def test_low_rank_fully_convolutional(model):
     low = compress.low_rank_head(model, rank=16)
     fcn = keras_vgg.fully_convolutional(low, average=True)
     x = images(2, CROP)
-    np.testing.assert_allclose(fcn(x), low(x), atol=1e-5)
+    np.testing.assert_allclose(ops.convert_to_numpy(fcn(x)),
+                               ops.convert_to_numpy(low(x)), atol=1e-5)
 
 
 @pytest.mark.parametrize("kwargs, message", [

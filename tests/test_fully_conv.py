@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+from keras import ops
 
 import keras_vgg
 from keras_vgg import fully_conv
@@ -194,11 +195,11 @@ def test_mixed_precision_model_stays_mixed(global_policy, average, stride):
     x = keras_vgg.preprocess_input(images(2, 32, seed=8))
     out = fcn(x)
     assert keras.backend.standardize_dtype(out.dtype) == "float32"
-    expected = np.asarray(model(x))
+    expected = ops.convert_to_numpy(model(x))
     if not average:
         out = out[:, 0, 0]
     # The same bfloat16 arithmetic as the source model's.
-    np.testing.assert_allclose(np.asarray(out), expected, atol=2e-3)
+    np.testing.assert_allclose(ops.convert_to_numpy(out), expected, atol=2e-3)
 
 
 def test_float32_model_stays_float32_under_a_mixed_global_policy(

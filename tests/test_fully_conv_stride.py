@@ -6,6 +6,7 @@ import re
 import keras
 import numpy as np
 import pytest
+from keras import ops
 
 import keras_vgg
 from keras_vgg import cost
@@ -55,9 +56,9 @@ def test_images_smaller_than_the_crop_are_refused(pointwise, stride):
     # way), the average is the network on the crop, batch 3 stays 3.
     x = images(3, 69, seed=3)
     for at in (x[:, :64], x[:, :, :64]):
-        out = np.asarray(fcn(at))
+        out = ops.convert_to_numpy(fcn(at))
         assert out.shape == (3, 3)
-        np.testing.assert_allclose(out, np.asarray(pointwise(
+        np.testing.assert_allclose(out, ops.convert_to_numpy(pointwise(
             at[:, :64, :64])), rtol=1e-5, atol=1e-6)
     # Once no window fits: a ValueError, never NaN scores nor a batch of
     # 6, 12 or 48.
@@ -80,8 +81,8 @@ def test_sizes_known_only_at_run_time_are_checked_in_the_graph(pointwise,
     any_size = tf.function(fcn, input_signature=[
         tf.TensorSpec((None, None, None, 3), "float32")])
     at = images(3, 69, seed=4)[:, :64]
-    np.testing.assert_allclose(np.asarray(any_size(at)),
-                               np.asarray(fcn(at)), rtol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(any_size(at)),
+                               ops.convert_to_numpy(fcn(at)), rtol=1e-6)
     for rows, cols in TOO_SMALL:
         with pytest.raises(tf.errors.InvalidArgumentError,
                            match=r"smallest input .* 64x64 .*\[64 64\]"):
@@ -131,9 +132,9 @@ def test_a_fixed_size_is_checked_when_the_model_is_built(pointwise):
                                           input_shape=(None, 64, 3))
     assert fixed.input_shape == (None, None, 64, 3)
     x = images(2, 96, seed=6)[:, :, :64]
-    np.testing.assert_allclose(
-        np.asarray(fixed(x)), np.asarray(keras_vgg.fully_convolutional(
-            pointwise, stride=16)(x)), rtol=1e-6)
+    free = keras_vgg.fully_convolutional(pointwise, stride=16)
+    np.testing.assert_allclose(ops.convert_to_numpy(fixed(x)),
+                               ops.convert_to_numpy(free(x)), rtol=1e-6)
     with pytest.raises(ValueError, match="Image size 63x64 "):
         fixed(np.zeros((2, 63, 64, 3), "float32"))
     # A model of any size, called on a fixed-size Input or asked its
@@ -150,13 +151,13 @@ def test_every_position_is_the_network_on_its_window(pointwise, stride):
     fcn = keras_vgg.fully_convolutional(pointwise, stride=stride)
     # 64 + 40 rows, 64 + 27 columns: neither a multiple of the stride.
     x = images(1, 104)[:, :, :91]
-    scores = np.asarray(fcn(x))
+    scores = ops.convert_to_numpy(fcn(x))
     rows, cols = (104 - 64) // stride + 1, (91 - 64) // stride + 1
     assert scores.shape == (1, rows, cols, 3)
     windows = np.stack([x[0, stride * i:stride * i + 64,
                           stride * j:stride * j + 64]
                         for i in range(rows) for j in range(cols)])
-    expected = np.asarray(pointwise(windows)).reshape(rows, cols, 3)
+    expected = ops.convert_to_numpy(pointwise(windows)).reshape(rows, cols, 3)
     np.testing.assert_allclose(scores[0], expected, rtol=1e-5,
                                atol=1e-5 * np.abs(expected).max())
 
@@ -167,7 +168,7 @@ def test_map_sizes_hold_every_window_that_fits(pointwise):
         for side in (64, 65, 64 + stride - 1, 64 + stride, 64 + 3 * stride):
             count = (side - 64) // stride + 1
             x = np.zeros((2, side, 64 + stride, 3), "float32")
-            assert np.asarray(fcn(x)).shape == (2, count, 2, 3)
+            assert ops.convert_to_numpy(fcn(x)).shape == (2, count, 2, 3)
             assert fcn.compute_output_shape(x.shape) == (2, count, 2, 3)
 
 
@@ -181,8 +182,8 @@ def test_vgg_stride_16_is_the_head_on_both_pooling_offsets():
     x = keras_vgg.preprocess_input(images(2, 96, seed=1))[:, :, :80]
     conv = keras.Model(fcn32.inputs,
                        fcn32.get_layer("block5_conv2").output)
-    features = np.asarray(conv(x))
-    s32, s16, s8 = (np.asarray(f(x)) for f in (fcn32, fcn16, fcn8))
+    features = ops.convert_to_numpy(conv(x))
+    s32, s16, s8 = (ops.convert_to_numpy(f(x)) for f in (fcn32, fcn16, fcn8))
     assert s16.shape == (2, 5, 4, 4) and s8.shape == (2, 9, 7, 4)
     fc1, fc2, out = (model.get_layer(n).get_weights()
                      for n in ("fc1", "fc2", "predictions"))
@@ -205,15 +206,16 @@ def test_average_and_activation_follow_the_interleaved_map():
     scores = keras_vgg.fully_convolutional(model, stride=8)
     dense = keras_vgg.fully_convolutional(model, average=True, stride=8)
     x = keras_vgg.preprocess_input(images(1, 72, seed=2))
-    per_position = np.asarray(scores(x))
+    per_position = ops.convert_to_numpy(scores(x))
     assert per_position.shape == (1, 6, 6, 4)
     np.testing.assert_allclose(per_position.sum(-1), 1.0, rtol=1e-5)
-    logits = np.asarray(keras.Model(
+    logits = ops.convert_to_numpy(keras.Model(
         dense.inputs, dense.get_layer("score_average").input)(x))
     assert logits.shape == (1, 6, 6, 4)
     mean = logits.mean(axis=(1, 2))
     expected = np.exp(mean - mean.max()) / np.exp(mean - mean.max()).sum()
-    np.testing.assert_allclose(np.asarray(dense(x)), expected, rtol=1e-5)
+    np.testing.assert_allclose(ops.convert_to_numpy(dense(x)), expected,
+                               rtol=1e-5)
 
 
 def test_macs_count_every_offset(pointwise):
@@ -269,8 +271,8 @@ def test_strided_model_round_trips(tmp_path):
     fcn.save(path)
     loaded = keras.saving.load_model(path)
     x = images(1, 80)
-    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(fcn(x)),
-                               rtol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(loaded(x)),
+                               ops.convert_to_numpy(fcn(x)), rtol=1e-6)
     with pytest.raises(ValueError, match="Image size 31x31 .* 32x32"):
         loaded(images(1, 31))
 
