@@ -384,14 +384,19 @@ def test_invented_names_are_matched_by_count(tmp_path):
     assert r["top1_error"] == pytest.approx(by_position)
 
 
-def test_cli_max_images_samples_every_class(runs, tmp_path):
-    (run0, _), _ = runs
-    folder = tmp_path / "images"
+def _class_folder(folder, per_class=3):
+    """A flat folder of `per_class` images of each class in CLASS_NAMES."""
     for label, name in enumerate(CLASS_NAMES):
         os.makedirs(folder / name)
-        for i in range(3):
+        for i in range(per_class):
             keras.utils.save_img(str(folder / name / f"{i}.png"),
                                  pixels(36, 40, seed=label + 4 * i))
+    return folder
+
+
+def test_cli_max_images_samples_every_class(runs, tmp_path):
+    (run0, _), _ = runs
+    folder = _class_folder(tmp_path / "images")
     output = tmp_path / "results.json"
     evaluate.cli([f"--model={run0}", f"--dataset=folder:{folder}",
                   "--split=train", "--protocol=single", "--max_images=4",
@@ -406,12 +411,7 @@ def test_cli_max_images_samples_every_class(runs, tmp_path):
 def test_cli_says_a_flat_folder_is_scored_on_its_held_out_part(
         runs, tmp_path, capsys):
     (run0, _), _ = runs
-    folder = tmp_path / "images"
-    for label, name in enumerate(CLASS_NAMES):
-        os.makedirs(folder / name)
-        for i in range(3):
-            keras.utils.save_img(str(folder / name / f"{i}.png"),
-                                 pixels(36, 40, seed=label + 4 * i))
+    folder = _class_folder(tmp_path / "images")
     output = tmp_path / "held_out.json"
     evaluate.cli([f"--model={run0}", f"--dataset=folder:{folder}",
                   "--protocol=single", f"--output={output}"])
